@@ -1,0 +1,254 @@
+//! The live side of the seam: tokio TCP, the system clock, files with fsync, events to the log.
+//! Nothing here runs under simulation.
+
+// The live side is where the real clock is read.
+#![allow(clippy::disallowed_methods)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+
+use super::{
+    node_rng, Accept, BoxFuture, Clock, Disk, Env, EnvParts, Event, EventSink, Listener, Net,
+    Stream,
+};
+
+/// Builds a live Env for `node`, keeping durable state under `work_dir`.
+///
+/// The RNG is seeded from the clock and the process id unless `seed` is given.
+pub fn env(node: &str, work_dir: impl Into<PathBuf>, seed: Option<u64>) -> Env {
+    let seed = seed.unwrap_or_else(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        (nanos as u64) ^ (u64::from(std::process::id()) << 32)
+    });
+    Env::new(EnvParts {
+        node: node.to_string(),
+        net: Arc::new(TokioNet),
+        clock: Arc::new(SystemClock),
+        disk: Arc::new(FileDisk::new(work_dir)),
+        events: Arc::new(LogEvents),
+        rng: node_rng(seed, node, 0),
+    })
+}
+
+/// TCP through tokio.
+pub struct TokioNet;
+
+struct TokioListener(tokio::net::TcpListener);
+
+impl Accept for TokioListener {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<(Stream, SocketAddr)>> {
+        Box::pin(async move {
+            let (stream, peer) = self.0.accept().await?;
+            stream.set_nodelay(true)?;
+            Ok((Box::new(stream) as Stream, peer))
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+impl Net for TokioNet {
+    fn bind(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Listener>> {
+        Box::pin(async move {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            Ok(Listener::new(TokioListener(listener)))
+        })
+    }
+
+    fn connect<'a>(&'a self, host: &'a str, port: u16) -> BoxFuture<'a, io::Result<Stream>> {
+        Box::pin(async move {
+            let stream = tokio::net::TcpStream::connect((host, port)).await?;
+            stream.set_nodelay(true)?;
+            Ok(Box::new(stream) as Stream)
+        })
+    }
+}
+
+/// The operating system's wall clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn unix_ms(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}
+
+/// Events go to the log.
+pub struct LogEvents;
+
+impl EventSink for LogEvents {
+    fn emit(&self, node: &str, event: &Event) {
+        tracing::info!(target: "drover::event", "{node} {event}");
+    }
+}
+
+/// Files under a work directory. `write` replaces a file atomically (temporary file + rename);
+/// `sync` fsyncs the file and its directory.
+pub struct FileDisk {
+    root: PathBuf,
+}
+
+impl FileDisk {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        FileDisk { root: root.into() }
+    }
+
+    fn resolve(&self, path: &str) -> io::Result<PathBuf> {
+        let relative = Path::new(path);
+        let plain = relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+        if path.is_empty() || !plain {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("disk path {path:?}: expected a relative path without `..`"),
+            ));
+        }
+        Ok(self.root.join(relative))
+    }
+}
+
+async fn ensure_parent(file: &Path) -> io::Result<()> {
+    if let Some(parent) = file.parent() {
+        tokio::fs::create_dir_all(parent).await?;
+    }
+    Ok(())
+}
+
+impl Disk for FileDisk {
+    fn read<'a>(&'a self, path: &'a str) -> BoxFuture<'a, io::Result<Option<Bytes>>> {
+        Box::pin(async move {
+            match tokio::fs::read(self.resolve(path)?).await {
+                Ok(data) => Ok(Some(Bytes::from(data))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn write<'a>(&'a self, path: &'a str, data: Bytes) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(async move {
+            let file = self.resolve(path)?;
+            ensure_parent(&file).await?;
+            let temporary = file.with_extension("drover-tmp");
+            let mut out = tokio::fs::File::create(&temporary).await?;
+            out.write_all(&data).await?;
+            out.sync_all().await?;
+            tokio::fs::rename(&temporary, &file).await
+        })
+    }
+
+    fn append<'a>(&'a self, path: &'a str, data: Bytes) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(async move {
+            let file = self.resolve(path)?;
+            ensure_parent(&file).await?;
+            let mut out = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&file)
+                .await?;
+            out.write_all(&data).await?;
+            out.flush().await
+        })
+    }
+
+    fn remove<'a>(&'a self, path: &'a str) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(async move {
+            match tokio::fs::remove_file(self.resolve(path)?).await {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        })
+    }
+
+    fn sync<'a>(&'a self, path: &'a str) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(async move {
+            let file = self.resolve(path)?;
+            match tokio::fs::File::open(&file).await {
+                Ok(handle) => handle.sync_all().await?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            if let Some(parent) = file.parent() {
+                if let Ok(dir) = tokio::fs::File::open(parent).await {
+                    dir.sync_all().await?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, io::Result<Vec<String>>> {
+        Box::pin(async move {
+            let mut found = Vec::new();
+            let mut pending = vec![self.root.clone()];
+            while let Some(dir) = pending.pop() {
+                let mut entries = match tokio::fs::read_dir(&dir).await {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                while let Some(entry) = entries.next_entry().await? {
+                    let path = entry.path();
+                    if entry.file_type().await?.is_dir() {
+                        pending.push(path);
+                        continue;
+                    }
+                    let Ok(relative) = path.strip_prefix(&self.root) else {
+                        continue;
+                    };
+                    let name = relative.to_string_lossy().replace('\\', "/");
+                    if name.starts_with(prefix) && !name.ends_with(".drover-tmp") {
+                        found.push(name);
+                    }
+                }
+            }
+            found.sort();
+            Ok(found)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn file_disk_round_trip() {
+        let dir = std::env::temp_dir().join(format!("drover-disk-{}", std::process::id()));
+        let disk = FileDisk::new(&dir);
+        disk.write("raft/hard_state", Bytes::from_static(b"one"))
+            .await
+            .unwrap();
+        disk.append("raft/log", Bytes::from_static(b"a"))
+            .await
+            .unwrap();
+        disk.append("raft/log", Bytes::from_static(b"b"))
+            .await
+            .unwrap();
+        disk.sync("raft/log").await.unwrap();
+        assert_eq!(disk.read("raft/log").await.unwrap().unwrap(), &b"ab"[..]);
+        assert_eq!(
+            disk.list("raft/").await.unwrap(),
+            vec!["raft/hard_state", "raft/log"]
+        );
+        disk.remove("raft/log").await.unwrap();
+        assert_eq!(disk.read("raft/log").await.unwrap(), None);
+        assert!(disk.read("../escape").await.is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

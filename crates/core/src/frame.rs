@@ -1,0 +1,216 @@
+//! The node-to-node frame codec.
+//!
+//! On the wire a frame is a 4-byte big-endian length followed by that many bytes of payload. The
+//! payload is an envelope: one version byte, then the message as JSON. Frames longer than the
+//! codec's maximum are refused before any of their bytes are buffered, and every decoding problem
+//! is an error value: nothing a peer sends can make the decoder panic.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio_util::codec::{Decoder, Encoder};
+
+/// The envelope version this build writes and reads.
+pub const ENVELOPE_VERSION: u8 = 1;
+
+/// The default bound on one frame's payload.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+
+const LENGTH_BYTES: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {length} bytes exceeds the maximum of {max} bytes")]
+    TooLarge { length: usize, max: usize },
+    #[error("frame has envelope version {found}, expected {ENVELOPE_VERSION}")]
+    UnsupportedVersion { found: u8 },
+    #[error("empty frame: expected a version byte")]
+    Empty,
+    #[error("frame body is not a valid message: {0}")]
+    Malformed(String),
+    #[error("stream ended inside a frame ({buffered} bytes buffered)")]
+    Truncated { buffered: usize },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Length-delimited frames with a size limit (a `tokio_util` codec).
+#[derive(Clone, Copy, Debug)]
+pub struct FrameCodec {
+    max_frame_bytes: usize,
+}
+
+impl Default for FrameCodec {
+    fn default() -> Self {
+        FrameCodec {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+        }
+    }
+}
+
+impl FrameCodec {
+    pub fn with_max(max_frame_bytes: usize) -> Self {
+        FrameCodec { max_frame_bytes }
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Bytes;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        let Some(header) = src.get(..LENGTH_BYTES) else {
+            return Ok(None);
+        };
+        let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        if length > self.max_frame_bytes {
+            return Err(FrameError::TooLarge {
+                length,
+                max: self.max_frame_bytes,
+            });
+        }
+        if src.len() < LENGTH_BYTES + length {
+            src.reserve(LENGTH_BYTES + length - src.len());
+            return Ok(None);
+        }
+        src.advance(LENGTH_BYTES);
+        Ok(Some(src.split_to(length).freeze()))
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.is_empty() => Ok(None),
+            None => Err(FrameError::Truncated {
+                buffered: src.len(),
+            }),
+        }
+    }
+}
+
+impl Encoder<Bytes> for FrameCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, frame: Bytes, dst: &mut BytesMut) -> Result<(), FrameError> {
+        if frame.len() > self.max_frame_bytes {
+            return Err(FrameError::TooLarge {
+                length: frame.len(),
+                max: self.max_frame_bytes,
+            });
+        }
+        dst.reserve(LENGTH_BYTES + frame.len());
+        dst.put_u32(frame.len() as u32);
+        dst.put_slice(&frame);
+        Ok(())
+    }
+}
+
+/// Wraps a message in the current envelope.
+pub fn encode_message<T: Serialize>(message: &T) -> Result<Bytes, FrameError> {
+    let mut payload = vec![ENVELOPE_VERSION];
+    serde_json::to_writer(&mut payload, message)
+        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    Ok(Bytes::from(payload))
+}
+
+/// Opens an envelope and decodes the message inside.
+pub fn decode_message<T: DeserializeOwned>(frame: &[u8]) -> Result<T, FrameError> {
+    let (&version, body) = frame.split_first().ok_or(FrameError::Empty)?;
+    if version != ENVELOPE_VERSION {
+        return Err(FrameError::UnsupportedVersion { found: version });
+    }
+    serde_json::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Ping {
+        from: String,
+        seq: u64,
+    }
+
+    fn frames(bytes: &[u8], codec: &mut FrameCodec) -> Result<Vec<Bytes>, FrameError> {
+        let mut buffer = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        while let Some(frame) = codec.decode_eof(&mut buffer)? {
+            out.push(frame);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn message_round_trip_through_frames() {
+        let ping = Ping {
+            from: "agent-1".into(),
+            seq: 9,
+        };
+        let mut codec = FrameCodec::default();
+        let mut wire = BytesMut::new();
+        codec
+            .encode(encode_message(&ping).unwrap(), &mut wire)
+            .unwrap();
+        codec
+            .encode(encode_message(&ping).unwrap(), &mut wire)
+            .unwrap();
+        let decoded = frames(&wire, &mut codec).unwrap();
+        assert_eq!(decoded.len(), 2);
+        assert_eq!(decode_message::<Ping>(&decoded[1]).unwrap(), ping);
+    }
+
+    #[test]
+    fn oversized_frame_is_refused_from_its_header() {
+        let mut codec = FrameCodec::with_max(16);
+        let mut wire = BytesMut::from(&[0u8, 0, 0, 17][..]);
+        let err = codec.decode(&mut wire).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FrameError::TooLarge {
+                    length: 17,
+                    max: 16
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn truncated_frame_is_an_error_at_eof() {
+        let err = frames(&[0, 0, 0, 5, 1, 2], &mut FrameCodec::default()).unwrap_err();
+        assert!(
+            matches!(err, FrameError::Truncated { buffered: 6 }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_envelopes_are_errors() {
+        assert!(matches!(
+            decode_message::<Ping>(&[]),
+            Err(FrameError::Empty)
+        ));
+        assert!(matches!(
+            decode_message::<Ping>(&[2, b'{', b'}']),
+            Err(FrameError::UnsupportedVersion { found: 2 })
+        ));
+        let err = decode_message::<Ping>(&[1, b'{', b'}']).unwrap_err();
+        assert!(err.to_string().contains("missing field `from`"), "{err}");
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut codec = FrameCodec::with_max(64);
+            if let Ok(found) = frames(&bytes, &mut codec) {
+                for frame in found {
+                    let _ = decode_message::<Ping>(&frame);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The simulated side of the Env seam: turmoil's network, a clock made of the simulation's
+//! elapsed time plus a per-node skew, a per-node disk that survives crashes but loses what was not
+//! synced, and events recorded into the trace.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use drover_core::env::{Accept, BoxFuture, Clock, Disk, EventSink, Listener, Net, Stream};
+use drover_core::Event;
+
+use crate::trace::Trace;
+
+/// The wall-clock instant a simulation starts at: 2024-01-01T00:00:00Z.
+pub const EPOCH_UNIX_MS: u64 = 1_704_067_200_000;
+
+/// The simulated network: turmoil TCP.
+pub struct SimNet;
+
+struct SimListener(turmoil::net::TcpListener);
+
+impl Accept for SimListener {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<(Stream, SocketAddr)>> {
+        Box::pin(async move {
+            let (stream, peer) = self.0.accept().await?;
+            Ok((Box::new(stream) as Stream, peer))
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+impl Net for SimNet {
+    fn bind(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Listener>> {
+        Box::pin(async move {
+            let listener = turmoil::net::TcpListener::bind(addr).await?;
+            Ok(Listener::new(SimListener(listener)))
+        })
+    }
+
+    fn connect<'a>(&'a self, host: &'a str, port: u16) -> BoxFuture<'a, io::Result<Stream>> {
+        Box::pin(async move {
+            let stream = turmoil::net::TcpStream::connect((host, port)).await?;
+            Ok(Box::new(stream) as Stream)
+        })
+    }
+}
+
+/// Milliseconds of simulated time since the run started (0 outside a host).
+pub fn sim_ms() -> u64 {
+    turmoil::sim_elapsed().unwrap_or(Duration::ZERO).as_millis() as u64
+}
+
+/// Simulated wall time: the epoch, plus simulated elapsed time, plus this node's skew.
+pub struct SimClock {
+    pub skew_ms: Arc<AtomicI64>,
+}
+
+impl Clock for SimClock {
+    fn unix_ms(&self) -> u64 {
+        let now = EPOCH_UNIX_MS + sim_ms();
+        now.saturating_add_signed(self.skew_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// A node's files: what was synced survives a crash, the rest is lost.
+#[derive(Default)]
+pub struct DiskState {
+    durable: BTreeMap<String, Bytes>,
+    /// Mutations since the last sync of each path; `None` is a removal.
+    pending: BTreeMap<String, Option<Bytes>>,
+}
+
+impl DiskState {
+    fn current(&self, path: &str) -> Option<Bytes> {
+        match self.pending.get(path) {
+            Some(pending) => pending.clone(),
+            None => self.durable.get(path).cloned(),
+        }
+    }
+}
+
+/// The per-node disk, shared by every incarnation of the node.
+#[derive(Clone, Default)]
+pub struct SimDisk(Arc<Mutex<DiskState>>);
+
+impl SimDisk {
+    fn state(&self) -> MutexGuard<'_, DiskState> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// What a crash does: every unsynced mutation is gone.
+    pub fn lose_unsynced(&self) {
+        self.state().pending.clear();
+    }
+}
+
+fn ready<T: Send + 'static>(value: T) -> BoxFuture<'static, T> {
+    Box::pin(std::future::ready(value))
+}
+
+impl Disk for SimDisk {
+    fn read<'a>(&'a self, path: &'a str) -> BoxFuture<'a, io::Result<Option<Bytes>>> {
+        ready(Ok(self.state().current(path)))
+    }
+
+    fn write<'a>(&'a self, path: &'a str, data: Bytes) -> BoxFuture<'a, io::Result<()>> {
+        self.state().pending.insert(path.to_string(), Some(data));
+        ready(Ok(()))
+    }
+
+    fn append<'a>(&'a self, path: &'a str, data: Bytes) -> BoxFuture<'a, io::Result<()>> {
+        let mut state = self.state();
+        let mut content = state.current(path).map(|b| b.to_vec()).unwrap_or_default();
+        content.extend_from_slice(&data);
+        state
+            .pending
+            .insert(path.to_string(), Some(Bytes::from(content)));
+        ready(Ok(()))
+    }
+
+    fn remove<'a>(&'a self, path: &'a str) -> BoxFuture<'a, io::Result<()>> {
+        self.state().pending.insert(path.to_string(), None);
+        ready(Ok(()))
+    }
+
+    fn sync<'a>(&'a self, path: &'a str) -> BoxFuture<'a, io::Result<()>> {
+        let mut state = self.state();
+        match state.pending.remove(path) {
+            Some(Some(data)) => {
+                state.durable.insert(path.to_string(), data);
+            }
+            Some(None) => {
+                state.durable.remove(path);
+            }
+            None => {}
+        }
+        ready(Ok(()))
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, io::Result<Vec<String>>> {
+        let state = self.state();
+        let mut names: Vec<String> = state
+            .durable
+            .keys()
+            .chain(state.pending.keys())
+            .filter(|name| name.starts_with(prefix) && state.current(name).is_some())
+            .cloned()
+            .collect();
+        names.sort();
+        names.dedup();
+        ready(Ok(names))
+    }
+}
+
+/// Events of simulated nodes go to the trace, stamped with simulated time.
+pub struct TraceEvents(pub Trace);
+
+impl EventSink for TraceEvents {
+    fn emit(&self, node: &str, event: &Event) {
+        self.0.record(sim_ms(), node, event.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_crash_loses_only_what_was_not_synced() {
+        let disk = SimDisk::default();
+        disk.append("log", Bytes::from_static(b"a")).await.unwrap();
+        disk.sync("log").await.unwrap();
+        disk.append("log", Bytes::from_static(b"b")).await.unwrap();
+        disk.write("meta", Bytes::from_static(b"m")).await.unwrap();
+        assert_eq!(disk.read("log").await.unwrap().unwrap(), &b"ab"[..]);
+        assert_eq!(disk.list("").await.unwrap(), vec!["log", "meta"]);
+        disk.lose_unsynced();
+        assert_eq!(disk.read("log").await.unwrap().unwrap(), &b"a"[..]);
+        assert_eq!(disk.read("meta").await.unwrap(), None);
+        disk.remove("log").await.unwrap();
+        disk.sync("log").await.unwrap();
+        assert_eq!(disk.list("").await.unwrap(), Vec::<String>::new());
+    }
+}

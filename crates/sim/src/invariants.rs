@@ -1,0 +1,218 @@
+//! What must hold while a scenario runs (`always`) and what must happen by a deadline
+//! (`eventually`). Checkers read the trace line by line, next to the harness's own view of the
+//! cluster (which nodes run, which links are cut, who claims to lead).
+
+use std::collections::BTreeMap;
+
+use drover_core::Event;
+
+use crate::cluster::ClusterMap;
+use crate::trace::TraceLine;
+
+/// What the harness knows of the cluster at a point of the run.
+#[derive(Debug, Default)]
+pub struct ClusterView {
+    pub map: ClusterMap,
+    /// Directed links cut by a partition, with the time the cut began.
+    pub cuts: BTreeMap<(String, String), u64>,
+    /// The latest leader claimed by each role: (term, node).
+    pub leaders: BTreeMap<String, (u64, String)>,
+    /// Nodes that are not running (crashed or stopped).
+    pub down: std::collections::BTreeSet<String>,
+}
+
+impl ClusterView {
+    pub fn new(map: ClusterMap) -> Self {
+        ClusterView {
+            map,
+            ..ClusterView::default()
+        }
+    }
+
+    /// Follows the events that change the view.
+    pub fn observe(&mut self, line: &TraceLine) {
+        if line.event.name == "leader" {
+            if let (Some(role), Some(term)) = (
+                self.map.role_of(&line.node),
+                line.event.field("term").and_then(|t| t.parse().ok()),
+            ) {
+                let newer = self
+                    .leaders
+                    .get(role)
+                    .is_none_or(|(known, _)| term >= *known);
+                if newer {
+                    self.leaders
+                        .insert(role.to_string(), (term, line.node.clone()));
+                }
+            }
+        }
+    }
+
+    /// Resolves a selector to node names. `*` is every node; `except` is left out of it.
+    pub fn resolve(&self, selector: &str, except: &[String]) -> Result<Vec<String>, String> {
+        if selector == "*" {
+            let all = self
+                .map
+                .names()
+                .into_iter()
+                .filter(|n| !except.iter().any(|e| e == n));
+            return Ok(all.map(str::to_string).collect());
+        }
+        if let Some(role) = selector.strip_prefix("role:") {
+            let nodes = self.map.of_role(role);
+            if nodes.is_empty() {
+                return Err(format!("selector {selector:?}: no node has role `{role}`"));
+            }
+            return Ok(nodes.into_iter().map(str::to_string).collect());
+        }
+        if let Some(role) = selector.strip_prefix("leader:") {
+            return match self.leaders.get(role) {
+                Some((_, node)) if !self.down.contains(node) => Ok(vec![node.clone()]),
+                _ => Err(format!(
+                    "selector {selector:?}: no running node of role `{role}` claims to lead"
+                )),
+            };
+        }
+        if self.map.role_of(selector).is_some() {
+            return Ok(vec![selector.to_string()]);
+        }
+        Err(format!(
+            "selector {selector:?}: expected a node name, `role:<role>`, `leader:<role>` or `*`"
+        ))
+    }
+
+    /// Checks a selector's form without needing the run (leaders are only known while it runs).
+    pub fn check_selector(&self, selector: &str) -> Result<(), String> {
+        match selector.strip_prefix("leader:") {
+            Some(role) if !self.map.of_role(role).is_empty() => Ok(()),
+            Some(role) => Err(format!("selector {selector:?}: no node has role `{role}`")),
+            None => self.resolve(selector, &[]).map(|_| ()),
+        }
+    }
+}
+
+/// A property checked on every line of the trace.
+pub trait Invariant {
+    fn name(&self) -> &str;
+    /// An error describes the violation.
+    fn observe(&mut self, line: &TraceLine, view: &ClusterView) -> Result<(), String>;
+}
+
+/// The names `expect.always` accepts.
+pub const ALWAYS: &[&str] = &["one_leader:<role>", "no_delivery_across_partition"];
+
+/// Builds the invariant `name` (one of [`ALWAYS`]).
+pub fn always(name: &str, tick_ms: u64) -> Result<Box<dyn Invariant>, String> {
+    if let Some(role) = name.strip_prefix("one_leader:") {
+        return Ok(Box::new(OneLeader {
+            name: name.to_string(),
+            role: role.to_string(),
+            terms: BTreeMap::new(),
+        }));
+    }
+    if name == "no_delivery_across_partition" {
+        return Ok(Box::new(NoDeliveryAcrossPartition {
+            margin_ms: (2 * tick_ms).max(10),
+        }));
+    }
+    Err(format!(
+        "unknown invariant {name:?}; expected one of: {}",
+        ALWAYS.join(", ")
+    ))
+}
+
+/// At most one node of a role claims leadership in any one term (`leader term=N` events).
+struct OneLeader {
+    name: String,
+    role: String,
+    terms: BTreeMap<u64, String>,
+}
+
+impl Invariant for OneLeader {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn observe(&mut self, line: &TraceLine, view: &ClusterView) -> Result<(), String> {
+        if line.event.name != "leader" || view.map.role_of(&line.node) != Some(self.role.as_str()) {
+            return Ok(());
+        }
+        let Some(term) = line.event.field("term").and_then(|t| t.parse::<u64>().ok()) else {
+            return Err(format!(
+                "{} claims leadership without a numeric term: {}",
+                line.node, line.event
+            ));
+        };
+        match self.terms.get(&term) {
+            Some(first) if *first != line.node => Err(format!(
+                "two leaders of role {} in term {term}: {first} and {}",
+                self.role, line.node
+            )),
+            _ => {
+                self.terms.insert(term, line.node.clone());
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A message (`hb from=<node>` event at the receiver) never crosses a link that has been cut for
+/// longer than the margin: a check of the harness's own fault injection.
+struct NoDeliveryAcrossPartition {
+    margin_ms: u64,
+}
+
+impl Invariant for NoDeliveryAcrossPartition {
+    fn name(&self) -> &str {
+        "no_delivery_across_partition"
+    }
+
+    fn observe(&mut self, line: &TraceLine, view: &ClusterView) -> Result<(), String> {
+        let Some(from) = line.event.field("from").filter(|_| line.event.name == "hb") else {
+            return Ok(());
+        };
+        match view.cuts.get(&(from.to_string(), line.node.clone())) {
+            Some(since) if line.at_ms > since + self.margin_ms => Err(format!(
+                "{} received from {from} at {} ms although that link was cut at {since} ms",
+                line.node, line.at_ms
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// An `eventually` expectation being watched.
+#[derive(Debug)]
+pub struct Pending {
+    pub index: usize,
+    pub pattern: Event,
+    pub node: Option<String>,
+    pub after_ms: u64,
+    pub by_ms: u64,
+    pub met_at: Option<u64>,
+}
+
+impl Pending {
+    pub fn observe(&mut self, line: &TraceLine, view: &ClusterView) {
+        if self.met_at.is_some() || line.at_ms < self.after_ms || line.at_ms > self.by_ms {
+            return;
+        }
+        let node_ok = match &self.node {
+            None => true,
+            Some(selector) => view
+                .resolve(selector, &[])
+                .is_ok_and(|nodes| nodes.contains(&line.node)),
+        };
+        if node_ok && line.event.matches(&self.pattern) {
+            self.met_at = Some(line.at_ms);
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        let node = self.node.as_deref().unwrap_or("any node");
+        format!(
+            "`{}` on {node} between {} ms and {} ms",
+            self.pattern, self.after_ms, self.by_ms
+        )
+    }
+}

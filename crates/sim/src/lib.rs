@@ -1,0 +1,17 @@
+//! drover-sim: the deterministic simulation harness.
+//!
+//! A [`scenario`] (JSON) describes a cluster, a timeline of faults and requests, and what must
+//! hold; [`run::run`] plays it on turmoil with the real role code behind the simulated side of the
+//! Env seam ([`env`]), records the [`trace`] and checks the [`invariants`].
+
+pub mod cluster;
+pub mod env;
+pub mod invariants;
+pub mod probe;
+pub mod run;
+pub mod scenario;
+pub mod trace;
+
+pub use cluster::{NodeContext, Role, Roles};
+pub use run::{run, Outcome};
+pub use scenario::{load, Scenario, ScenarioError};
