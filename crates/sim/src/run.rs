@@ -238,6 +238,8 @@ pub fn run(scenario: &Scenario, roles: &Roles, seed: u64) -> Result<Outcome, Sce
         requests: Some(requests),
         trace: trace.clone(),
         http_ports,
+        loss_rate: network.loss,
+        lossless: BTreeSet::new(),
     };
     let mut failures = Vec::new();
     let mut timeline = Vec::new();
@@ -341,6 +343,9 @@ struct Harness<'a> {
     requests: Option<mpsc::UnboundedSender<Request>>,
     trace: Trace,
     http_ports: BTreeMap<usize, u16>,
+    /// The loss rate links have, except those cut one way, which have none (see `apply`).
+    loss_rate: f64,
+    lossless: BTreeSet<(String, String)>,
 }
 
 impl Harness<'_> {
@@ -406,7 +411,16 @@ impl Harness<'_> {
                 let groups = self.resolve_groups(&[from.clone(), to.clone()])?;
                 for x in &groups[0] {
                     for y in groups[1].iter().filter(|y| *y != x) {
+                        // turmoil's random loss repairs a link by making both directions healthy,
+                        // which would undo a one-way cut: no loss on this link while it is cut,
+                        // and no random partition left over from before.
+                        self.sim.set_link_fail_rate(x.as_str(), y.as_str(), 0.0);
+                        self.lossless.insert((x.clone(), y.clone()));
+                        self.sim.repair(x.as_str(), y.as_str());
                         self.sim.partition_oneway(x.as_str(), y.as_str());
+                        if self.view.cuts.contains_key(&(y.clone(), x.clone())) {
+                            self.sim.partition_oneway(y.as_str(), x.as_str());
+                        }
                         self.cut(x, y, now_ms);
                     }
                 }
@@ -423,6 +437,9 @@ impl Harness<'_> {
                         // release() repairs the link and delivers whatever it held
                         self.sim.release(a.as_str(), b.as_str());
                     }
+                }
+                for (a, b) in std::mem::take(&mut self.lossless) {
+                    self.sim.set_link_fail_rate(a.as_str(), b.as_str(), self.loss_rate);
                 }
                 self.view.cuts.clear();
                 self.held.clear();
@@ -454,7 +471,7 @@ impl Harness<'_> {
                             Event::new("crash")
                         }
                         Action::Stop { .. } => {
-                            let _ = handle.shutdown.send(true);
+                            handle.shutdown.send_replace(true);
                             self.view.down.insert(name.clone());
                             Event::new("stop")
                         }
@@ -463,7 +480,8 @@ impl Harness<'_> {
                             Event::new("skew").with("by_ms", by_ms)
                         }
                         _ => {
-                            let _ = handle.shutdown.send(false);
+                            // send_replace: the stopped incarnation's receivers may all be gone
+                            handle.shutdown.send_replace(false);
                             self.sim.bounce(name.as_str());
                             self.view.down.remove(&name);
                             Event::new("restart")
@@ -481,6 +499,17 @@ impl Harness<'_> {
             }
             Action::Loss { rate } => {
                 self.sim.set_fail_rate(*rate);
+                self.loss_rate = *rate;
+                let names: Vec<String> = self.handles.keys().cloned().collect();
+                for (i, a) in names.iter().enumerate() {
+                    for b in names.iter().skip(i + 1) {
+                        let pair = (a.clone(), b.clone());
+                        let reverse = (b.clone(), a.clone());
+                        if !self.lossless.contains(&pair) && !self.lossless.contains(&reverse) {
+                            self.sim.set_link_fail_rate(a.as_str(), b.as_str(), *rate);
+                        }
+                    }
+                }
                 self.record(now_ms, Event::new("loss").with("rate", rate));
             }
             Action::Http(http) => {
