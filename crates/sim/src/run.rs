@@ -439,7 +439,8 @@ impl Harness<'_> {
                     }
                 }
                 for (a, b) in std::mem::take(&mut self.lossless) {
-                    self.sim.set_link_fail_rate(a.as_str(), b.as_str(), self.loss_rate);
+                    self.sim
+                        .set_link_fail_rate(a.as_str(), b.as_str(), self.loss_rate);
                 }
                 self.view.cuts.clear();
                 self.held.clear();

@@ -672,7 +672,7 @@ mod tests {
         );
         check(
             with("cluster", json!({"mastres": 3})),
-            "cluster",
+            "cluster.mastres",
             "unknown field `mastres`",
         );
         check(
@@ -690,13 +690,13 @@ mod tests {
                 "timeline",
                 json!([{"at": "1s", "do": "crash", "node": "a", "x": 1}]),
             ),
-            "timeline[0]",
+            "timeline[0].x",
             "unknown field `x`",
         );
         check(
             with(
                 "timeline",
-                json!([{"at": "1s", "do": "skew", "node": "a", "by": "3s"}]),
+                json!([{"at": "1s", "do": "skew", "node": "a", "by": "3 sec"}]),
             ),
             "timeline[0].by",
             "signed duration",

@@ -1,0 +1,209 @@
+//! The harness checked with small nodes defined here (test code, not product roles): invariants
+//! catch what they claim to catch, faults do what they say, bad scenarios are refused.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use drover_core::Event;
+use drover_sim::{Outcome, Role, Roles};
+use serde_json::{json, Value};
+
+/// `claimant`s all claim term 1; `ranked` nodes claim term = their index, 100 ms × index in.
+/// `disk` nodes report what their disk holds at boot, then write one synced and one unsynced file.
+/// `failing` nodes return an error after one second.
+fn test_roles() -> Roles {
+    let claim = |same_term: bool| {
+        move |context: drover_sim::NodeContext| -> drover_sim::cluster::NodeFuture {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(context.index))).await;
+                let term = if same_term { 1 } else { context.index };
+                context.env.emit(Event::new("leader").with("term", term));
+                std::future::pending::<()>().await;
+                Ok(())
+            })
+        }
+    };
+    Roles::new()
+        .with(Role::new("claimant", None, claim(true)))
+        .with(Role::new("ranked", None, claim(false)))
+        .with(Role::new("disk", None, |context| {
+            Box::pin(async move {
+                let disk = context.env.disk();
+                let show = |v: Option<Bytes>| {
+                    v.map_or("none".to_string(), |b| {
+                        String::from_utf8_lossy(&b).into_owned()
+                    })
+                };
+                let synced = show(disk.read("synced").await?);
+                let unsynced = show(disk.read("unsynced").await?);
+                context.env.emit(
+                    Event::new("disk")
+                        .with("synced", synced)
+                        .with("unsynced", unsynced),
+                );
+                disk.write("synced", Bytes::from_static(b"kept")).await?;
+                disk.sync("synced").await?;
+                disk.write("unsynced", Bytes::from_static(b"pending"))
+                    .await?;
+                let mut shutdown = context.shutdown.clone();
+                shutdown.requested().await;
+                Ok(())
+            })
+        }))
+        .with(Role::new("failing", None, |_| {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Err("gave up".into())
+            })
+        }))
+}
+
+fn scenario(cluster: Value, timeline: Value, expect: Value) -> drover_sim::Scenario {
+    let doc = json!({"name": "t", "duration": "5s", "cluster": cluster, "timeline": timeline, "expect": expect});
+    drover_sim::scenario::parse(Path::new("test.json"), doc).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn run(cluster: Value, timeline: Value, expect: Value) -> Outcome {
+    drover_sim::run(&scenario(cluster, timeline, expect), &test_roles(), 3)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn nodes(role: &str, count: u32) -> Value {
+    json!({"nodes": [{"role": role, "count": count}]})
+}
+
+#[test]
+fn one_leader_catches_two_leaders_in_a_term() {
+    let outcome = run(
+        nodes("claimant", 2),
+        json!([]),
+        json!({"always": ["one_leader:claimant"]}),
+    );
+    assert_eq!(outcome.failures.len(), 1, "{:?}", outcome.failures);
+    let failure = &outcome.failures[0];
+    assert_eq!(failure.check, "one_leader:claimant");
+    assert_eq!(
+        failure.message,
+        "two leaders of role claimant in term 1: claimant-1 and claimant-2"
+    );
+    assert_eq!(failure.at_ms, 200);
+}
+
+#[test]
+fn leader_selector_follows_the_highest_term() {
+    let outcome = run(
+        nodes("ranked", 3),
+        json!([{"at": "1s", "do": "crash", "node": "leader:ranked"}]),
+        json!({"always": ["one_leader:ranked"]}),
+    );
+    assert!(outcome.passed(), "{:?}", outcome.failures);
+    assert!(
+        outcome.trace.contains("\n1000 sim crash node=ranked-3\n"),
+        "{}",
+        outcome.trace
+    );
+}
+
+#[test]
+fn a_crash_loses_unsynced_writes_and_a_stop_does_not() {
+    let outcome = run(
+        json!({"nodes": [{"role": "disk", "name": "crashy"}, {"role": "disk", "name": "stoppy"}]}),
+        json!([
+            {"at": "1s", "do": "crash", "node": "crashy"},
+            {"at": "1s", "do": "stop", "node": "stoppy"},
+            {"at": "2s", "do": "restart", "node": "*"}
+        ]),
+        json!({"eventually": [
+            {"after": "2s", "by": "2s", "node": "crashy", "event": "disk synced=kept unsynced=none"},
+            {"after": "2s", "by": "2s", "node": "stoppy", "event": "disk synced=kept unsynced=pending"}
+        ]}),
+    );
+    assert!(
+        outcome.passed(),
+        "{:?}\n{}",
+        outcome.failures,
+        outcome.trace
+    );
+    assert!(
+        outcome
+            .trace
+            .starts_with("0 crashy disk synced=none unsynced=none\n"),
+        "{}",
+        outcome.trace
+    );
+}
+
+#[test]
+fn a_node_error_fails_the_run() {
+    let outcome = run(nodes("failing", 1), json!([]), json!({}));
+    assert_eq!(outcome.failures[0].check, "node");
+    assert!(
+        outcome.failures[0].message.contains("gave up"),
+        "{:?}",
+        outcome.failures
+    );
+}
+
+#[test]
+fn an_unmet_eventually_fails_at_its_deadline() {
+    let outcome = run(
+        nodes("ranked", 1),
+        json!([]),
+        json!({"eventually": [{"by": "3s", "event": "leader term=9"}]}),
+    );
+    assert_eq!(outcome.failures[0].check, "expect.eventually[0]");
+    assert_eq!(outcome.failures[0].at_ms, 3001);
+}
+
+#[test]
+fn scenarios_naming_what_does_not_exist_are_refused() {
+    let refuse = |cluster: Value, timeline: Value, expect: Value, path: &str, part: &str| {
+        let err =
+            drover_sim::run(&scenario(cluster, timeline, expect), &test_roles(), 1).unwrap_err();
+        assert_eq!(err.path, path, "{err}");
+        assert!(err.message.contains(part), "{err}");
+    };
+    refuse(
+        nodes("ghost", 1),
+        json!([]),
+        json!({}),
+        "cluster.nodes[0]",
+        "role `ghost` cannot run in this build",
+    );
+    refuse(
+        nodes("ranked", 1),
+        json!([]),
+        json!({"always": ["no_fun"]}),
+        "expect.always[0]",
+        "unknown invariant",
+    );
+    refuse(
+        nodes("ranked", 1),
+        json!([{"at": "1s", "do": "crash", "node": "ranked-9"}]),
+        json!({}),
+        "timeline[0]",
+        "expected a node name",
+    );
+    refuse(
+        nodes("ranked", 1),
+        json!([{"at": "1s", "do": "crash", "node": "leader:coord"}]),
+        json!({}),
+        "timeline[0]",
+        "no node has role `coord`",
+    );
+    refuse(
+        nodes("ranked", 1),
+        json!([{"at": "1s", "do": "http", "node": "ranked-1", "method": "GET", "path": "/"}]),
+        json!({}),
+        "timeline[0].node",
+        "serves HTTP",
+    );
+    refuse(
+        json!({"nodes": [{"role": "ranked", "name": "a"}, {"role": "ranked", "name": "a"}]}),
+        json!([]),
+        json!({}),
+        "cluster.nodes[1]",
+        "already used",
+    );
+}
