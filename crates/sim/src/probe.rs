@@ -20,7 +20,6 @@ use drover_core::{Env, Event};
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::cluster::{NodeContext, NodeResult, Role};
@@ -42,7 +41,7 @@ struct PeerState {
     up: bool,
     last_seq: u64,
     #[serde(skip)]
-    last_heard: Option<Instant>,
+    last_heard: Option<tokio::time::Instant>,
 }
 
 type Peers = Arc<Mutex<BTreeMap<String, PeerState>>>;
@@ -125,7 +124,7 @@ async fn run(mut context: NodeContext) -> NodeResult {
                 },
             ));
         }
-        let now = Instant::now();
+        let now = tokio::time::Instant::now();
         for (name, state) in lock(&peers).iter_mut() {
             let silent = state
                 .last_heard
@@ -178,7 +177,7 @@ async fn receive(env: Env, mut listener: drover_core::env::Listener, peers: Peer
                 );
                 let mut peers = lock(&peers);
                 if let Some(state) = peers.get_mut(&heartbeat.from) {
-                    state.last_heard = Some(Instant::now());
+                    state.last_heard = Some(tokio::time::Instant::now());
                     state.last_seq = heartbeat.seq;
                     if !state.up {
                         state.up = true;
