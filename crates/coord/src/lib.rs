@@ -2,6 +2,14 @@
 //!
 //! - [`proto`]: the ZooKeeper client wire protocol (jute), pure encode/decode;
 //! - [`tree`]: the znode tree and sessions, the replicated state machine;
+//! - [`entry`]: what a raft log entry carries;
+//! - [`log`]: the raft log and snapshots, durable through the Env's Disk;
+//! - [`watches`]: the one-shot watches of a server's own connections;
+//! - [`server`]: the server itself (clients, peers, the raft-driving core).
 
+pub mod entry;
+pub mod log;
 pub mod proto;
+pub mod server;
 pub mod tree;
+pub mod watches;

@@ -1,7 +1,8 @@
 //! The node-to-node frame codec.
 //!
 //! On the wire a frame is a 4-byte big-endian length followed by that many bytes of payload. The
-//! payload is an envelope: one version byte, then the message as JSON. Frames longer than the
+//! payload is an envelope: one version byte, then the message as JSON (version 1) or a kind byte and
+//! caller-encoded bytes (version 2). Frames longer than the
 //! codec's maximum are refused before any of their bytes are buffered, and every decoding problem
 //! is an error value: nothing a peer sends can make the decoder panic.
 
@@ -105,6 +106,31 @@ impl Encoder<Bytes> for FrameCodec {
     }
 }
 
+/// The envelope version of binary frames: a kind byte, then bytes the caller encodes itself (for
+/// payloads such as raft messages that already have an encoding).
+pub const BINARY_ENVELOPE_VERSION: u8 = 2;
+
+/// Wraps already-encoded bytes of a caller-defined `kind` in the binary envelope.
+pub fn encode_binary(kind: u8, body: &[u8]) -> Bytes {
+    let mut payload = Vec::with_capacity(body.len() + 2);
+    payload.push(BINARY_ENVELOPE_VERSION);
+    payload.push(kind);
+    payload.extend_from_slice(body);
+    Bytes::from(payload)
+}
+
+/// Opens a binary envelope: the kind byte and the body.
+pub fn decode_binary(frame: &[u8]) -> Result<(u8, &[u8]), FrameError> {
+    match frame {
+        [] => Err(FrameError::Empty),
+        [BINARY_ENVELOPE_VERSION, kind, body @ ..] => Ok((*kind, body)),
+        [BINARY_ENVELOPE_VERSION] => Err(FrameError::Malformed(
+            "binary frame without a kind byte".into(),
+        )),
+        [version, ..] => Err(FrameError::UnsupportedVersion { found: *version }),
+    }
+}
+
 /// Wraps a message in the current envelope.
 pub fn encode_message<T: Serialize>(message: &T) -> Result<Bytes, FrameError> {
     let mut payload = vec![ENVELOPE_VERSION];
@@ -200,6 +226,17 @@ mod tests {
         ));
         let err = decode_message::<Ping>(&[1, b'{', b'}']).unwrap_err();
         assert!(err.to_string().contains("missing field `from`"), "{err}");
+    }
+
+    #[test]
+    fn binary_envelope_round_trip() {
+        let frame = encode_binary(7, b"raw");
+        assert_eq!(decode_binary(&frame).unwrap(), (7, &b"raw"[..]));
+        assert!(matches!(decode_binary(&[2]), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            decode_binary(&encode_message(&1u8).unwrap()),
+            Err(FrameError::UnsupportedVersion { found: 1 })
+        ));
     }
 
     proptest! {

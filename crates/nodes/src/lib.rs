@@ -1,6 +1,8 @@
 //! drover-nodes: the `drover` command line. Each subcommand starts one role as a live daemon, or
-//! drives the simulator (`drover sim`).
+//! drives the simulator (`drover sim`). The roles' simulated registrations live here too, so the
+//! simulator starts the same code the daemons run.
 
+mod coord;
 mod sim;
 
 use std::process::ExitCode;
@@ -22,16 +24,62 @@ struct Cli {
 enum Command {
     /// Run scenarios in the deterministic simulator and check their invariants.
     Sim(sim::SimArgs),
+    /// Run a ZooKeeper-compatible coordination server.
+    Coord(coord::CoordArgs),
 }
 
 /// The roles this build can start in a simulation.
 pub fn roles() -> drover_sim::Roles {
-    drover_sim::Roles::new().with(drover_sim::probe::role())
+    drover_sim::Roles::new()
+        .with(drover_sim::probe::role())
+        .with(coord::role())
+}
+
+/// Logs to stderr, `RUST_LOG`-style filter, `info` by default.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs a live daemon's future on a multi-threaded runtime until it ends or Ctrl-C.
+fn run_daemon<F>(
+    daemon: impl FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> F,
+) -> ExitCode
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = Box::pin(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("stopping");
+    });
+    match runtime.block_on(daemon(shutdown)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Sim(args) => sim::main(args),
+        Command::Coord(args) => run_daemon(|shutdown| coord::main(args, shutdown)),
     }
 }

@@ -463,6 +463,11 @@ impl Harness<'_> {
             | Action::Restart { node }
             | Action::Skew { node, .. } => {
                 for name in self.view.resolve(node, &[])? {
+                    let running = !self.view.down.contains(&name);
+                    // crash and stop act on running nodes, restart on the others
+                    if running == matches!(action, Action::Restart { .. }) {
+                        continue;
+                    }
                     let handle = &self.handles[&name];
                     let event = match action {
                         Action::Crash { .. } => {

@@ -1,0 +1,108 @@
+//! `drover coord`: a ZooKeeper-compatible coordination server, live or simulated.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use drover_coord::server::{self, Config};
+use drover_sim::Role;
+
+/// The client port and the peer port, as in ZooKeeper.
+pub const CLIENT_PORT: u16 = 2181;
+pub const PEER_PORT: u16 = 2888;
+
+#[derive(Args)]
+pub struct CoordArgs {
+    /// This server's id among the peers.
+    #[arg(long, default_value_t = 1)]
+    id: u64,
+    /// Every server of the ensemble: `1=HOST:PORT,2=HOST:PORT,3=HOST:PORT` (peer ports). Without
+    /// it, a single server.
+    #[arg(long)]
+    peers: Option<String>,
+    #[arg(long, default_value_t = CLIENT_PORT)]
+    client_port: u16,
+    /// Where the raft log and snapshots live.
+    #[arg(long, default_value = "drover-coord")]
+    work_dir: PathBuf,
+    /// ZooKeeper's tickTime in ms: session timeouts are kept within 2 to 20 ticks.
+    #[arg(long, default_value_t = 2000)]
+    tick_time: u64,
+}
+
+/// Parses `1=host:2888,2=host:2888`.
+pub fn parse_peers(text: &str) -> anyhow::Result<BTreeMap<u64, (String, u16)>> {
+    let mut peers = BTreeMap::new();
+    for item in text.split(',').filter(|s| !s.trim().is_empty()) {
+        let (id, address) = item
+            .trim()
+            .split_once('=')
+            .with_context(|| format!("peer {item:?}: expected ID=HOST:PORT"))?;
+        let id: u64 = id
+            .parse()
+            .with_context(|| format!("peer {item:?}: the id must be a number"))?;
+        let (host, port) = address
+            .rsplit_once(':')
+            .with_context(|| format!("peer {item:?}: expected HOST:PORT after `=`"))?;
+        let port: u16 = port
+            .parse()
+            .with_context(|| format!("peer {item:?}: the port must be a number"))?;
+        if peers.insert(id, (host.to_string(), port)).is_some() {
+            anyhow::bail!("peer id {id} is listed twice");
+        }
+    }
+    Ok(peers)
+}
+
+pub async fn main(
+    args: CoordArgs,
+    shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) -> anyhow::Result<()> {
+    let mut config = match &args.peers {
+        Some(peers) => Config {
+            id: args.id,
+            peers: parse_peers(peers)?,
+            client_port: args.client_port,
+            ..Config::default()
+        },
+        None => Config::single(args.client_port),
+    };
+    config.tick_time_ms = args.tick_time;
+    std::fs::create_dir_all(&args.work_dir)
+        .with_context(|| format!("create the work dir {}", args.work_dir.display()))?;
+    let env = drover_core::env::live::env(&format!("coord-{}", args.id), &args.work_dir, None);
+    tracing::info!(id = config.id, client_port = config.client_port, peers = ?config.peers, "coord starting");
+    server::serve(env, config, shutdown)
+        .await
+        .context("coord server")
+}
+
+/// The coord role in simulation: `coord-N` is server N; peers are the other `coord-*` nodes.
+pub fn role() -> Role {
+    Role::new("coord", None, |mut context| {
+        Box::pin(async move {
+            let peers = context
+                .cluster
+                .of_role("coord")
+                .iter()
+                .enumerate()
+                .map(|(i, name)| (i as u64 + 1, (name.to_string(), PEER_PORT)))
+                .collect();
+            let config = Config {
+                id: u64::from(context.index),
+                peers,
+                client_port: CLIENT_PORT,
+                ..Config::default()
+            };
+            let env = context.env.clone();
+            server::serve(
+                env,
+                config,
+                async move { context.shutdown.requested().await },
+            )
+            .await?;
+            Ok(())
+        })
+    })
+}
