@@ -3,6 +3,7 @@
 mod cli;
 mod determinism;
 mod harness;
+mod wire_zk;
 
 use std::path::{Path, PathBuf};
 

@@ -5,11 +5,14 @@
 //! - [`entry`]: what a raft log entry carries;
 //! - [`log`]: the raft log and snapshots, durable through the Env's Disk;
 //! - [`watches`]: the one-shot watches of a server's own connections;
-//! - [`server`]: the server itself (clients, peers, the raft-driving core).
+//! - [`server`]: the server itself (clients, peers, the raft-driving core);
+//! - [`client`]: a client over the Env, and [`recipes`] on it (leader election, group membership).
 
+pub mod client;
 pub mod entry;
 pub mod log;
 pub mod proto;
+pub mod recipes;
 pub mod server;
 pub mod tree;
 pub mod watches;

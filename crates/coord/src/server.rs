@@ -663,7 +663,17 @@ impl Core {
             }
             Input::Closed { connection } => {
                 self.watches.remove_connection(connection);
-                self.connections.remove(&connection);
+                let Some(conn) = self.connections.remove(&connection) else {
+                    return;
+                };
+                // Clients (kazoo among them) send closeSession and hang up without waiting for
+                // the answer: the close must still happen, or ephemerals live until expiry.
+                if let Some(session) = conn
+                    .session
+                    .filter(|_| conn.queue.iter().any(|r| r.op == Op::CloseSession))
+                {
+                    self.propose(Txn::CloseSession { id: session }, None);
+                }
             }
             Input::Raft(message) => {
                 let _ = self.raft.step(*message);

@@ -22,6 +22,10 @@ pub struct Node {
     pub data: Vec<u8>,
     pub stat: Stat,
     pub children: BTreeSet<String>,
+    /// How many children were ever created here: the next sequential suffix. (ZooKeeper numbers
+    /// sequential children by creates only; `cversion` counts deletes too.)
+    #[serde(default)]
+    pub creates: i32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +84,7 @@ impl Default for DataTree {
                 ..Stat::default()
             },
             children: children.iter().map(|c| c.to_string()).collect(),
+            creates: children.len() as i32,
         };
         tree.nodes.insert("/".into(), empty(&["zookeeper"]));
         tree.nodes
@@ -437,7 +442,7 @@ impl DataTree {
             return Err(ErrorCode::NoChildrenForEphemerals);
         }
         let path = if sequential {
-            format!("{path}{:010}", parent.stat.cversion)
+            format!("{path}{:010}", parent.creates)
         } else {
             path.to_string()
         };
@@ -473,6 +478,7 @@ impl DataTree {
         let parent = self.nodes.get_mut(&parent_path).ok_or(ErrorCode::NoNode)?;
         parent.children.insert(name_of(&path).to_string());
         parent.stat.cversion = parent.stat.cversion.wrapping_add(1);
+        parent.creates = parent.creates.wrapping_add(1);
         parent.stat.num_children += 1;
         parent.stat.pzxid = zxid;
         self.nodes.insert(
@@ -481,6 +487,7 @@ impl DataTree {
                 data: data.to_vec(),
                 stat,
                 children: BTreeSet::new(),
+                creates: 0,
             },
         );
         if ephemeral {
@@ -604,18 +611,25 @@ mod tests {
     }
 
     #[test]
-    fn sequential_names_use_the_parent_cversion() {
+    fn sequential_names_count_creates_not_deletes() {
         let mut tree = DataTree::default();
         write(&mut tree, 1, 0, create("/q", 0)).unwrap();
         write(&mut tree, 2, 0, create("/q/x", 0)).unwrap();
-        assert_eq!(
-            write(&mut tree, 3, 0, create("/q/job-", mode::SEQUENTIAL)),
-            Ok(Response::Path("/q/job-0000000001".into()))
-        );
-        assert_eq!(
-            write(&mut tree, 4, 0, create("/q/", mode::SEQUENTIAL)),
-            Ok(Response::Path("/q/0000000002".into()))
-        );
+        let job = write(&mut tree, 3, 0, create("/q/job-", mode::SEQUENTIAL));
+        assert_eq!(job, Ok(Response::Path("/q/job-0000000001".into())));
+        write(
+            &mut tree,
+            4,
+            0,
+            Op::Delete {
+                path: "/q/x".into(),
+                version: -1,
+            },
+        )
+        .unwrap();
+        assert_eq!(tree.node("/q").unwrap().stat.cversion, 3);
+        let bare = write(&mut tree, 5, 0, create("/q/", mode::SEQUENTIAL));
+        assert_eq!(bare, Ok(Response::Path("/q/0000000002".into())));
     }
 
     #[test]
