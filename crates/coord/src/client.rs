@@ -471,7 +471,6 @@ async fn run(
             }
         };
         match connected(
-            &env,
             stream,
             &mut session,
             &mut commands,
@@ -483,7 +482,7 @@ async fn run(
         .await
         {
             End::Lost => {
-                if state.borrow().clone() == State::Connected {
+                if *state.borrow() == State::Connected {
                     disconnected_since = tokio::time::Instant::now();
                 }
                 let _ = state.send(State::Connecting);
@@ -562,7 +561,6 @@ enum End {
 
 #[allow(clippy::too_many_arguments)]
 async fn connected(
-    env: &Env,
     stream: Stream,
     session: &mut Session,
     commands: &mut mpsc::UnboundedReceiver<Command>,
@@ -571,7 +569,6 @@ async fn connected(
     session_id: &watch::Sender<i64>,
     connect_timeout: Duration,
 ) -> End {
-    let _ = env;
     let (mut reader, mut writer) = tokio::io::split(stream);
     let handshake = ConnectRequest {
         protocol_version: 0,
@@ -631,10 +628,7 @@ async fn connected(
     let mut last_sent = tokio::time::Instant::now();
     let mut last_heard = tokio::time::Instant::now();
     let end = loop {
-        let command = match backlog.pop_front() {
-            Some(command) => Some(command),
-            None => None,
-        };
+        let command = backlog.pop_front();
         let command = match command {
             Some(command) => Some(command),
             None => tokio::select! {
@@ -655,7 +649,7 @@ async fn connected(
                 _ = tokio::time::sleep_until(last_heard + read_timeout) => break End::Lost,
             },
         };
-        let (xid, packet) = match command {
+        let (_, packet) = match command {
             None => (
                 proto::XID_PING,
                 encode_request(&Request {
@@ -693,7 +687,6 @@ async fn connected(
                 (xid, packet)
             }
         };
-        let _ = xid;
         if writer.write_all(&packet).await.is_err() {
             break End::Lost;
         }
