@@ -1,6 +1,7 @@
 //! Integration tests of the root package: one binary, one module per boundary.
 
 mod cli;
+mod coord_live;
 mod determinism;
 mod harness;
 mod wire_zk;

@@ -178,7 +178,7 @@ pub fn missing_tools(kazoo: bool, zkcli: bool) -> Vec<String> {
 }
 
 /// A missing tool: a skip (printed) unless [`REQUIRE_ENV`] is set, then a failure.
-fn skip_or_fail(test: &str, missing: &[String]) -> Result<(), String> {
+pub fn skip_or_fail(test: &str, missing: &[String]) -> Result<(), String> {
     let what = missing.join("; ");
     if required() {
         Err(format!(

@@ -424,6 +424,8 @@ struct Core {
     heard: BTreeSet<i64>,
     session_base: i64,
     sessions_made: i64,
+    /// New sessions not yet proposed (no leader): connection, id, password, timeout, since.
+    unproposed: VecDeque<(ConnectionId, i64, Vec<u8>, u64, u64)>,
 }
 
 impl Core {
@@ -485,6 +487,7 @@ impl Core {
             heard: BTreeSet::new(),
             session_base,
             sessions_made: 0,
+            unproposed: VecDeque::new(),
         };
         core.after_raft();
         core.env.emit(
@@ -549,6 +552,9 @@ impl Core {
         self.raft.tick();
         self.after_raft();
         let now = self.now_ms();
+        if !self.unproposed.is_empty() {
+            self.propose_sessions(now);
+        }
         if self.ticks.is_multiple_of(TOUCH_EVERY_TICKS) {
             self.report_activity();
             self.expire_sessions(now);
@@ -720,22 +726,9 @@ impl Core {
             let id = self.session_base + self.sessions_made;
             let mut password = vec![0u8; 16];
             self.env.rng().fill(&mut password[..]);
-            let txn = Txn::CreateSession {
-                id,
-                password: password.clone(),
-                timeout_ms: timeout_ms as i32,
-            };
-            if !self.propose(
-                txn,
-                Some(Waiting::Session {
-                    connection,
-                    id,
-                    password,
-                    timeout_ms,
-                }),
-            ) {
-                self.close(connection);
-            }
+            self.unproposed
+                .push_back((connection, id, password, timeout_ms, now));
+            self.propose_sessions(now);
             return;
         }
         let known = self
@@ -807,6 +800,38 @@ impl Core {
             let _ = conn.out.send(Outgoing::Close);
         }
         self.watches.remove_connection(connection);
+    }
+
+    /// Proposes the sessions of new connections. While there is no leader to take them they wait
+    /// (a client connecting during an election is answered once one is elected), up to the
+    /// proposal timeout.
+    fn propose_sessions(&mut self, now: u64) {
+        let mut waiting = std::mem::take(&mut self.unproposed);
+        while let Some((connection, id, password, timeout_ms, since)) = waiting.pop_front() {
+            if !self.connections.contains_key(&connection) {
+                continue;
+            }
+            let txn = Txn::CreateSession {
+                id,
+                password: password.clone(),
+                timeout_ms: timeout_ms as i32,
+            };
+            let session = Waiting::Session {
+                connection,
+                id,
+                password: password.clone(),
+                timeout_ms,
+            };
+            if self.raft.raft.leader_id != raft::INVALID_ID && self.propose(txn, Some(session)) {
+                continue;
+            }
+            if now.saturating_sub(since) > PROPOSAL_TIMEOUT_MS {
+                self.close(connection);
+            } else {
+                self.unproposed
+                    .push_back((connection, id, password, timeout_ms, since));
+            }
+        }
     }
 
     fn propose(&mut self, txn: Txn, waiting: Option<Waiting>) -> bool {

@@ -1,0 +1,166 @@
+//! drover coord as live processes on loopback: real ZooKeeper clients against it, a full stop and
+//! restart of the ensemble, bad packets.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use drover_coord::client::{Client, ClientConfig, CreateMode};
+use drover_coord::proto::ErrorCode;
+
+use crate::scratch;
+use crate::wire_zk::{free_port, missing_tools, run_kazoo_check, run_zkcli_check};
+
+/// `drover coord` servers on loopback ports, killed when dropped.
+pub struct DroverCoord {
+    dir: PathBuf,
+    /// (client port, peer port) of each server.
+    ports: Vec<(u16, u16)>,
+    children: Vec<Option<Child>>,
+}
+
+impl DroverCoord {
+    pub fn start(name: &str, servers: usize) -> DroverCoord {
+        let dir = scratch(&format!("coord-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ports = (0..servers).map(|_| (free_port(), free_port())).collect();
+        let mut coord = DroverCoord { dir, ports, children: (0..servers).map(|_| None).collect() };
+        coord.start_all();
+        coord
+    }
+
+    fn start_all(&mut self) {
+        let peers: Vec<String> = self.ports.iter().enumerate().map(|(i, (_, peer))| format!("{}=127.0.0.1:{peer}", i + 1)).collect();
+        for i in 0..self.ports.len() {
+            let work = self.dir.join(format!("server-{}", i + 1));
+            std::fs::create_dir_all(&work).expect("create a work dir");
+            let log = File::create(work.join("log")).expect("create a log file");
+            let mut command = Command::new(env!("CARGO_BIN_EXE_drover"));
+            command.args(["coord", "--id", &(i + 1).to_string(), "--client-port", &self.ports[i].0.to_string(), "--work-dir"]).arg(&work);
+            if self.ports.len() > 1 {
+                command.args(["--peers", &peers.join(",")]);
+            }
+            command.stdout(log.try_clone().expect("log")).stderr(log).process_group(0);
+            self.children[i] = Some(command.spawn().expect("start drover coord"));
+        }
+        for (client, _) in &self.ports {
+            let serving = (0..300).any(|_| {
+                let up = TcpStream::connect(("127.0.0.1", *client)).is_ok();
+                if !up {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                up
+            });
+            assert!(serving, "drover coord on port {client} did not start; see {}", self.dir.display());
+        }
+    }
+
+    /// kill -9 of every server.
+    pub fn kill_all(&mut self) {
+        for child in self.children.iter_mut().filter_map(Option::take) {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart_all(&mut self) {
+        self.kill_all();
+        self.start_all();
+    }
+
+    pub fn hosts(&self) -> String {
+        self.ports.iter().map(|(client, _)| format!("127.0.0.1:{client}")).collect::<Vec<_>>().join(",")
+    }
+}
+
+impl Drop for DroverCoord {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+fn client(hosts: &str) -> Client {
+    let env = drover_core::env::live::env("test-client", scratch("coord-client"), Some(1));
+    Client::start(env, ClientConfig::from_hosts(hosts).expect("hosts"))
+}
+
+/// Retries while the ensemble has no leader yet.
+async fn until_served<T, F: std::future::Future<Output = Result<T, ErrorCode>>>(mut call: impl FnMut() -> F) -> Result<T, ErrorCode> {
+    let mut last = Err(ErrorCode::ConnectionLoss);
+    for _ in 0..150 {
+        last = call().await;
+        if !matches!(last, Err(ErrorCode::ConnectionLoss)) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    last
+}
+
+#[test]
+fn kazoo_script_passes_against_a_drover_coord_ensemble() -> Result<(), String> {
+    let missing = missing_tools(true, false);
+    if !missing.is_empty() {
+        return crate::wire_zk::skip_or_fail("kazoo_script_passes_against_a_drover_coord_ensemble", &missing);
+    }
+    let coord = DroverCoord::start("kazoo", 3);
+    run_kazoo_check(&coord.hosts())
+}
+
+#[test]
+fn zkcli_reads_back_a_node_on_drover_coord() -> Result<(), String> {
+    let missing = missing_tools(false, true);
+    if !missing.is_empty() {
+        return crate::wire_zk::skip_or_fail("zkcli_reads_back_a_node_on_drover_coord", &missing);
+    }
+    let coord = DroverCoord::start("zkcli", 1);
+    run_zkcli_check(&coord.hosts())
+}
+
+#[tokio::test]
+async fn a_committed_node_survives_a_full_stop_and_restart() {
+    let mut coord = DroverCoord::start("restart", 3);
+    let zk = client(&coord.hosts());
+    let created = until_served(|| zk.create("/durable", b"kept", CreateMode::Persistent)).await;
+    assert_eq!(created, Ok("/durable".to_string()));
+    let stat = zk.set_data("/durable", b"kept-2", 0).await.expect("set");
+    zk.close().await;
+    coord.restart_all();
+    let zk = client(&coord.hosts());
+    let (data, after) = until_served(|| zk.get_data("/durable")).await.expect("read back after the restart");
+    assert_eq!((data.as_slice(), after.version, after.mzxid), (&b"kept-2"[..], 1, stat.mzxid));
+    zk.close().await;
+}
+
+#[test]
+fn bad_packets_close_one_connection_and_the_server_keeps_serving() {
+    let coord = DroverCoord::start("bad-input", 1);
+    let port = coord.ports[0].0;
+    let garbage: [&[u8]; 3] = [
+        &[0x7f, 0xff, 0xff, 0xff],                          // a length far over the limit
+        &[0, 0, 0, 8, 1, 2, 3],                             // a connect request cut short, then EOF
+        &[0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0], // a connect request that is too short
+    ];
+    for bytes in garbage {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(bytes).unwrap();
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut rest = Vec::new();
+        // The server answers nothing and closes: read_to_end ends (with 0 bytes or a reset).
+        let _ = stream.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "the server answered garbage with {rest:?}");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let zk = client(&coord.hosts());
+        let created = until_served(|| zk.create("/still-serving", b"", CreateMode::Ephemeral)).await;
+        assert_eq!(created, Ok("/still-serving".to_string()));
+        zk.close().await;
+    });
+}
