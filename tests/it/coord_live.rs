@@ -28,23 +28,44 @@ impl DroverCoord {
         let dir = scratch(&format!("coord-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
         let ports = (0..servers).map(|_| (free_port(), free_port())).collect();
-        let mut coord = DroverCoord { dir, ports, children: (0..servers).map(|_| None).collect() };
+        let mut coord = DroverCoord {
+            dir,
+            ports,
+            children: (0..servers).map(|_| None).collect(),
+        };
         coord.start_all();
         coord
     }
 
     fn start_all(&mut self) {
-        let peers: Vec<String> = self.ports.iter().enumerate().map(|(i, (_, peer))| format!("{}=127.0.0.1:{peer}", i + 1)).collect();
+        let peers: Vec<String> = self
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("{}=127.0.0.1:{peer}", i + 1))
+            .collect();
         for i in 0..self.ports.len() {
             let work = self.dir.join(format!("server-{}", i + 1));
             std::fs::create_dir_all(&work).expect("create a work dir");
             let log = File::create(work.join("log")).expect("create a log file");
             let mut command = Command::new(env!("CARGO_BIN_EXE_drover"));
-            command.args(["coord", "--id", &(i + 1).to_string(), "--client-port", &self.ports[i].0.to_string(), "--work-dir"]).arg(&work);
+            command
+                .args([
+                    "coord",
+                    "--id",
+                    &(i + 1).to_string(),
+                    "--client-port",
+                    &self.ports[i].0.to_string(),
+                    "--work-dir",
+                ])
+                .arg(&work);
             if self.ports.len() > 1 {
                 command.args(["--peers", &peers.join(",")]);
             }
-            command.stdout(log.try_clone().expect("log")).stderr(log).process_group(0);
+            command
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .process_group(0);
             self.children[i] = Some(command.spawn().expect("start drover coord"));
         }
         for (client, _) in &self.ports {
@@ -55,7 +76,11 @@ impl DroverCoord {
                 }
                 up
             });
-            assert!(serving, "drover coord on port {client} did not start; see {}", self.dir.display());
+            assert!(
+                serving,
+                "drover coord on port {client} did not start; see {}",
+                self.dir.display()
+            );
         }
     }
 
@@ -74,7 +99,11 @@ impl DroverCoord {
     }
 
     pub fn hosts(&self) -> String {
-        self.ports.iter().map(|(client, _)| format!("127.0.0.1:{client}")).collect::<Vec<_>>().join(",")
+        self.ports
+            .iter()
+            .map(|(client, _)| format!("127.0.0.1:{client}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -90,7 +119,9 @@ fn client(hosts: &str) -> Client {
 }
 
 /// Retries while the ensemble has no leader yet.
-async fn until_served<T, F: std::future::Future<Output = Result<T, ErrorCode>>>(mut call: impl FnMut() -> F) -> Result<T, ErrorCode> {
+async fn until_served<T, F: std::future::Future<Output = Result<T, ErrorCode>>>(
+    mut call: impl FnMut() -> F,
+) -> Result<T, ErrorCode> {
     let mut last = Err(ErrorCode::ConnectionLoss);
     for _ in 0..150 {
         last = call().await;
@@ -106,7 +137,10 @@ async fn until_served<T, F: std::future::Future<Output = Result<T, ErrorCode>>>(
 fn kazoo_script_passes_against_a_drover_coord_ensemble() -> Result<(), String> {
     let missing = missing_tools(true, false);
     if !missing.is_empty() {
-        return crate::wire_zk::skip_or_fail("kazoo_script_passes_against_a_drover_coord_ensemble", &missing);
+        return crate::wire_zk::skip_or_fail(
+            "kazoo_script_passes_against_a_drover_coord_ensemble",
+            &missing,
+        );
     }
     let coord = DroverCoord::start("kazoo", 3);
     run_kazoo_check(&coord.hosts())
@@ -132,8 +166,13 @@ async fn a_committed_node_survives_a_full_stop_and_restart() {
     zk.close().await;
     coord.restart_all();
     let zk = client(&coord.hosts());
-    let (data, after) = until_served(|| zk.get_data("/durable")).await.expect("read back after the restart");
-    assert_eq!((data.as_slice(), after.version, after.mzxid), (&b"kept-2"[..], 1, stat.mzxid));
+    let (data, after) = until_served(|| zk.get_data("/durable"))
+        .await
+        .expect("read back after the restart");
+    assert_eq!(
+        (data.as_slice(), after.version, after.mzxid),
+        (&b"kept-2"[..], 1, stat.mzxid)
+    );
     zk.close().await;
 }
 
@@ -142,13 +181,15 @@ fn bad_packets_close_one_connection_and_the_server_keeps_serving() {
     let coord = DroverCoord::start("bad-input", 1);
     let port = coord.ports[0].0;
     let garbage: [&[u8]; 3] = [
-        &[0x7f, 0xff, 0xff, 0xff],                          // a length far over the limit
-        &[0, 0, 0, 8, 1, 2, 3],                             // a connect request cut short, then EOF
+        &[0x7f, 0xff, 0xff, 0xff], // a length far over the limit
+        &[0, 0, 0, 8, 1, 2, 3],    // a connect request cut short, then EOF
         &[0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0], // a connect request that is too short
     ];
     for bytes in garbage {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         stream.write_all(bytes).unwrap();
         let _ = stream.shutdown(std::net::Shutdown::Write);
         let mut rest = Vec::new();
@@ -156,10 +197,14 @@ fn bad_packets_close_one_connection_and_the_server_keeps_serving() {
         let _ = stream.read_to_end(&mut rest);
         assert!(rest.is_empty(), "the server answered garbage with {rest:?}");
     }
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let zk = client(&coord.hosts());
-        let created = until_served(|| zk.create("/still-serving", b"", CreateMode::Ephemeral)).await;
+        let created =
+            until_served(|| zk.create("/still-serving", b"", CreateMode::Ephemeral)).await;
         assert_eq!(created, Ok("/still-serving".to_string()));
         zk.close().await;
     });

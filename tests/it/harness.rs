@@ -51,6 +51,43 @@ fn test_roles() -> Roles {
                 Ok(())
             })
         }))
+        .with(Role::new("stale-reader", None, |context| {
+            // A register history no store can give: a completed write, then a read that misses it.
+            Box::pin(async move {
+                let env = context.env;
+                env.emit(
+                    Event::new("call")
+                        .with("n", 1)
+                        .with("key", "k")
+                        .with("op", "write")
+                        .with("value", "new"),
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                env.emit(
+                    Event::new("ret")
+                        .with("n", 1)
+                        .with("result", "written")
+                        .with("version", 1),
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                env.emit(
+                    Event::new("call")
+                        .with("n", 2)
+                        .with("key", "k")
+                        .with("op", "read"),
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                env.emit(
+                    Event::new("ret")
+                        .with("n", 2)
+                        .with("result", "read")
+                        .with("value", "-")
+                        .with("version", 0),
+                );
+                std::future::pending::<()>().await;
+                Ok(())
+            })
+        }))
         .with(Role::new("failing", None, |_| {
             Box::pin(async move {
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -206,4 +243,32 @@ fn scenarios_naming_what_does_not_exist_are_refused() {
         "cluster.nodes[1]",
         "already used",
     );
+}
+
+#[test]
+fn linearizable_catches_a_read_that_misses_a_completed_write() {
+    let outcome = run(
+        nodes("stale-reader", 1),
+        json!([]),
+        json!({"always": ["linearizable"]}),
+    );
+    assert_eq!(outcome.failures.len(), 1, "{:?}", outcome.failures);
+    assert_eq!(outcome.failures[0].check, "linearizable");
+    assert!(
+        outcome.failures[0].message.starts_with("key k: "),
+        "{}",
+        outcome.failures[0].message
+    );
+}
+
+#[test]
+fn never_fails_on_a_forbidden_event_in_its_window() {
+    let expect = |after: &str| json!({"never": [{"after": after, "node": "role:ranked", "event": "leader term=2"}]});
+    let outcome = run(nodes("ranked", 2), json!([]), expect("100ms"));
+    assert_eq!(outcome.failures[0].check, "expect.never[0]");
+    assert_eq!(
+        outcome.failures[0].message,
+        "ranked-2 recorded `leader term=2`"
+    );
+    assert!(run(nodes("ranked", 2), json!([]), expect("300ms")).passed());
 }

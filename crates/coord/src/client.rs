@@ -140,6 +140,11 @@ impl Client {
         *self.state.borrow()
     }
 
+    /// Follows the connection state (`changed()` resolves on every transition).
+    pub fn watch_state(&self) -> watch::Receiver<State> {
+        self.state.clone()
+    }
+
     pub fn session_id(&self) -> i64 {
         *self.session.borrow()
     }
@@ -752,6 +757,12 @@ fn on_packet(body: &[u8], session: &mut Session, in_flight: &mut VecDeque<InFlig
                 // A watch is left by a successful read, and by `exists` on a missing node.
                 let left = reply.is_ok()
                     || (kind == WatchKind::Exist && header.err == ErrorCode::NoNode.code());
+                // As servers keep them: `exists` on a present node is a data watch.
+                let kind = if kind == WatchKind::Exist && reply.is_ok() {
+                    WatchKind::Data
+                } else {
+                    kind
+                };
                 if left {
                     session
                         .watches

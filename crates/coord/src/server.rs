@@ -44,7 +44,7 @@ pub struct Config {
     pub client_port: u16,
     /// ZooKeeper's tickTime: sessions time out between 2 and 20 ticks.
     pub tick_time_ms: u64,
-    /// One raft tick; an election times out after 20 to 60 of them.
+    /// One raft tick; an election times out after 10 to 30 of them.
     pub raft_tick_ms: u64,
     /// A snapshot is taken (and the log compacted) after this many applied entries.
     pub snapshot_every: u64,
@@ -105,13 +105,20 @@ const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A write whose entry was not applied in this long (lost with a leader) closes its connection.
 const PROPOSAL_TIMEOUT_MS: u64 = 10_000;
 const TOUCH_EVERY_TICKS: u64 = 10;
-/// An election times out after 20 to 60 raft ticks (1 to 3 s at 50 ms): a wide range, so two
+/// An election times out after 10 to 30 raft ticks (0.5 to 1.5 s at 50 ms): a wide range, so two
 /// candidates rarely draw the same timeout and split the vote again.
-const ELECTION_TICKS: usize = 20;
-const MAX_ELECTION_TICKS: usize = 60;
+const ELECTION_TICKS: usize = 10;
+const MAX_ELECTION_TICKS: usize = 30;
 const CONTAINER_CHECK_EVERY_TICKS: u64 = 1200;
 
+/// The four-letter admin commands answered on the client port.
+const FOUR_LETTER_WORDS: &[&str] = &["ruok", "srvr", "stat", "mntr", "isro"];
+
 enum Input {
+    FourLetter {
+        word: &'static str,
+        out: mpsc::UnboundedSender<Outgoing>,
+    },
     Connect {
         connection: ConnectionId,
         request: ConnectRequest,
@@ -273,6 +280,15 @@ async fn client_connection(
             read = reader.read_buf(&mut buffer) => {
                 if !matches!(read, Ok(n) if n > 0) {
                     break 'serve;
+                }
+                // ZooKeeper's four-letter words (`ruok`, `srvr`, ...) come instead of a handshake.
+                if !connected && buffer.len() >= 4 {
+                    if let Some(word) = FOUR_LETTER_WORDS.iter().find(|w| buffer.starts_with(w.as_bytes())) {
+                        connected = true;
+                        let _ = inputs.send(Input::FourLetter { word, out: out.clone() });
+                        buffer.clear();
+                        continue 'serve;
+                    }
                 }
                 loop {
                     let packet = match split_packet(&mut buffer, max_packet_bytes) {
@@ -445,7 +461,7 @@ impl Core {
             election_tick: ELECTION_TICKS,
             min_election_tick: ELECTION_TICKS,
             max_election_tick: MAX_ELECTION_TICKS,
-            heartbeat_tick: 4,
+            heartbeat_tick: 2,
             applied,
             pre_vote: true,
             check_quorum: true,
@@ -502,6 +518,54 @@ impl Core {
         Ok(core)
     }
 
+    /// A new term (or a leader stepping down) may have lost what was proposed before it. Like a
+    /// ZooKeeper server that loses its leader, close the connections that wait for such writes:
+    /// their clients learn the outcome is unknown (connection loss) and reconnect at once,
+    /// instead of waiting for an answer that may never come.
+    fn drop_in_flight(&mut self) {
+        let waiting: Vec<ConnectionId> = std::mem::take(&mut self.proposals)
+            .into_values()
+            .map(|p| match p.waiting {
+                Waiting::Session { connection, .. } | Waiting::Reply { connection, .. } => {
+                    connection
+                }
+            })
+            .collect();
+        for connection in waiting {
+            self.close(connection);
+        }
+    }
+
+    fn four_letter(&self, word: &str) -> String {
+        let mode = match (self.config.peers.len(), self.raft.raft.state) {
+            (1, _) => "standalone",
+            (_, StateRole::Leader) => "leader",
+            (_, StateRole::Follower) if self.raft.raft.leader_id != raft::INVALID_ID => "follower",
+            _ => "looking",
+        };
+        match word {
+            "ruok" => "imok".to_string(),
+            "isro" => "rw".to_string(),
+            "mntr" => format!(
+                "zk_version\tdrover-coord {}\nzk_server_state\t{mode}\nzk_znode_count\t{}\nzk_num_alive_connections\t{}\nzk_outstanding_requests\t{}\nzk_raft_term\t{}\nzk_raft_applied\t{}\n",
+                env!("CARGO_PKG_VERSION"),
+                self.tree.node_count(),
+                self.connections.len(),
+                self.proposals.len(),
+                self.raft.raft.term,
+                self.applied
+            ),
+            _ => format!(
+                "Zookeeper version: drover-coord {}\nConnections: {}\nOutstanding: {}\nZxid: {:#x}\nMode: {mode}\nNode count: {}\n",
+                env!("CARGO_PKG_VERSION"),
+                self.connections.len(),
+                self.proposals.len(),
+                self.tree.last_zxid,
+                self.tree.node_count()
+            ),
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
@@ -518,7 +582,11 @@ impl Core {
             return;
         }
         let was_leader = self.role.1 == StateRole::Leader;
+        let term_changed = now.0 != self.role.0;
         self.role = now;
+        if term_changed || was_leader {
+            self.drop_in_flight();
+        }
         let range = ELECTION_TICKS..MAX_ELECTION_TICKS;
         let timeout = self.env.rng().random_range(range);
         self.raft.raft.set_randomized_election_timeout(timeout);
@@ -642,6 +710,10 @@ impl Core {
     fn on_input(&mut self, input: Input) {
         let now = self.now_ms();
         match input {
+            Input::FourLetter { word, out } => {
+                let _ = out.send(Outgoing::Packet(self.four_letter(word).into_bytes()));
+                let _ = out.send(Outgoing::Close);
+            }
             Input::Connect {
                 connection,
                 request,
@@ -878,6 +950,17 @@ impl Core {
                 self.close(connection);
                 return;
             };
+            if self.tree.session(session).is_none() {
+                // The session expired (or was closed) while this connection stayed open.
+                let packet = encode_reply(
+                    request.xid,
+                    self.tree.last_zxid,
+                    &Err(ErrorCode::SessionExpired),
+                );
+                self.send(connection, packet);
+                self.close(connection);
+                return;
+            }
             let reply = |result: Result<Response, ErrorCode>| Waiting::Reply {
                 connection,
                 xid: request.xid,
@@ -1113,7 +1196,7 @@ impl Core {
                 let holders: Vec<ConnectionId> = self
                     .connections
                     .iter()
-                    .filter(|(_, c)| c.session == Some(id) && !c.busy)
+                    .filter(|(_, c)| c.session == Some(id))
                     .map(|(k, _)| *k)
                     .collect();
                 for connection in holders {

@@ -11,6 +11,8 @@ use drover_sim::Role;
 /// The client port and the peer port, as in ZooKeeper.
 pub const CLIENT_PORT: u16 = 2181;
 pub const PEER_PORT: u16 = 2888;
+/// Entries between snapshots in simulation (live: the server's default).
+const SIM_SNAPSHOT_EVERY: u64 = 300;
 
 #[derive(Args)]
 pub struct CoordArgs {
@@ -89,10 +91,13 @@ pub fn role() -> Role {
                 .enumerate()
                 .map(|(i, name)| (i as u64 + 1, (name.to_string(), PEER_PORT)))
                 .collect();
+            // Snapshots often, so scenarios exercise compaction, recovery from a snapshot and sending
+            // one to a follower that fell behind.
             let config = Config {
                 id: u64::from(context.index),
                 peers,
                 client_port: CLIENT_PORT,
+                snapshot_every: SIM_SNAPSHOT_EVERY,
                 ..Config::default()
             };
             let env = context.env.clone();

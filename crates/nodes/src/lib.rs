@@ -2,8 +2,10 @@
 //! drives the simulator (`drover sim`). The roles' simulated registrations live here too, so the
 //! simulator starts the same code the daemons run.
 
+mod bench;
 mod coord;
 mod sim;
+mod workload;
 
 use std::process::ExitCode;
 
@@ -26,6 +28,9 @@ enum Command {
     Sim(sim::SimArgs),
     /// Run a ZooKeeper-compatible coordination server.
     Coord(coord::CoordArgs),
+    /// Measure drover against a reference in the same run.
+    #[command(subcommand)]
+    Bench(bench::Bench),
 }
 
 /// The roles this build can start in a simulation.
@@ -33,6 +38,9 @@ pub fn roles() -> drover_sim::Roles {
     drover_sim::Roles::new()
         .with(drover_sim::probe::role())
         .with(coord::role())
+        .with(workload::writer())
+        .with(workload::owner())
+        .with(workload::watcher())
 }
 
 /// Logs to stderr, `RUST_LOG`-style filter, `info` by default.
@@ -81,5 +89,6 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Sim(args) => sim::main(args),
         Command::Coord(args) => run_daemon(|shutdown| coord::main(args, shutdown)),
+        Command::Bench(args) => run_daemon(|_| bench::main(args)),
     }
 }

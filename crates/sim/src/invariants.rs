@@ -96,10 +96,19 @@ pub trait Invariant {
     fn name(&self) -> &str;
     /// An error describes the violation.
     fn observe(&mut self, line: &TraceLine, view: &ClusterView) -> Result<(), String>;
+
+    /// Checks what can only be judged once the run is over.
+    fn finish(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The names `expect.always` accepts.
-pub const ALWAYS: &[&str] = &["one_leader:<role>", "no_delivery_across_partition"];
+pub const ALWAYS: &[&str] = &[
+    "one_leader:<role>",
+    "no_delivery_across_partition",
+    "linearizable",
+];
 
 /// Builds the invariant `name` (one of [`ALWAYS`]).
 pub fn always(name: &str, tick_ms: u64) -> Result<Box<dyn Invariant>, String> {
@@ -109,6 +118,9 @@ pub fn always(name: &str, tick_ms: u64) -> Result<Box<dyn Invariant>, String> {
             role: role.to_string(),
             terms: BTreeMap::new(),
         }));
+    }
+    if name == "linearizable" {
+        return Ok(Box::new(Linearizable::default()));
     }
     if name == "no_delivery_across_partition" {
         return Ok(Box::new(NoDeliveryAcrossPartition {
@@ -214,5 +226,115 @@ impl Pending {
             "`{}` on {node} between {} ms and {} ms",
             self.pattern, self.after_ms, self.by_ms
         )
+    }
+}
+
+/// The clients' register operations (`call`/`ret` events, see the `coord-writer` workload) form a
+/// linearizable history. Checked once the run is over; every operation still open then has an
+/// unknown outcome.
+#[derive(Default)]
+struct Linearizable {
+    history: crate::linearizability::History,
+    open: BTreeMap<(String, String), usize>,
+    processes: BTreeMap<String, u64>,
+}
+
+/// How many search steps the check may take before it gives up (a give-up fails the run).
+const LINEARIZABILITY_STEPS: u64 = 20_000_000;
+
+impl Invariant for Linearizable {
+    fn name(&self) -> &str {
+        "linearizable"
+    }
+
+    fn observe(&mut self, line: &TraceLine, _view: &ClusterView) -> Result<(), String> {
+        use crate::linearizability::{Op, OpResult};
+        let event = &line.event;
+        let (Some(n), true) = (
+            event.field("n"),
+            event.name == "call" || event.name == "ret",
+        ) else {
+            return Ok(());
+        };
+        let field = |key: &str| {
+            event
+                .field(key)
+                .ok_or_else(|| format!("{} `{event}` has no `{key}`", line.node))
+        };
+        let number = |key: &str| {
+            field(key)?
+                .parse::<u64>()
+                .map_err(|_| format!("{} `{event}`: `{key}` is not a number", line.node))
+        };
+        let slot = (line.node.clone(), n.to_string());
+        if event.name == "call" {
+            let key = field("key")?.to_string();
+            let op = match field("op")? {
+                "read" => Op::Read { key },
+                "write" => Op::Write {
+                    key,
+                    value: field("value")?.to_string(),
+                },
+                "cas" => Op::Cas {
+                    key,
+                    expected_version: number("expect")?,
+                    value: field("value")?.to_string(),
+                },
+                other => {
+                    return Err(format!(
+                        "{} called an unknown operation {other:?}",
+                        line.node
+                    ))
+                }
+            };
+            let next = self.processes.len() as u64;
+            let process = *self.processes.entry(line.node.clone()).or_insert(next);
+            let id = self.history.invoke(process, line.at_ms, op);
+            self.open.insert(slot, id);
+            return Ok(());
+        }
+        let Some(id) = self.open.remove(&slot) else {
+            return Err(format!(
+                "{} returned `{event}` for a call it never made",
+                line.node
+            ));
+        };
+        let result = match field("result")? {
+            "read" => {
+                let value = field("value")?;
+                OpResult::Read {
+                    value: (value != "-").then(|| value.to_string()),
+                    version: number("version")?,
+                }
+            }
+            "written" => OpResult::Written {
+                version: number("version")?,
+            },
+            "cas-failed" => OpResult::CasFailed,
+            // A failed read changed nothing, and a write without an answer may or may not have
+            // happened: both can be placed anywhere after their call, or nowhere.
+            "unknown" | "error" => OpResult::Unknown,
+            other => {
+                return Err(format!(
+                    "{} returned an unknown result {other:?}",
+                    line.node
+                ))
+            }
+        };
+        self.history.complete(id, line.at_ms, result);
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        use crate::linearizability::{check, Verdict};
+        match check(&self.history, LINEARIZABILITY_STEPS) {
+            Verdict::Linearizable => Ok(()),
+            Verdict::NotLinearizable { key, explanation } => {
+                Err(format!("key {key}: {explanation}"))
+            }
+            Verdict::GaveUp { key } => Err(format!(
+                "key {key}: the check gave up after {LINEARIZABILITY_STEPS} steps"
+            )),
+        }
     }
 }

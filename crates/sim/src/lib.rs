@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod env;
 pub mod invariants;
+pub mod linearizability;
 pub mod probe;
 pub mod run;
 pub mod scenario;

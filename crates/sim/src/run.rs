@@ -95,6 +95,17 @@ pub fn run(scenario: &Scenario, roles: &Roles, seed: u64) -> Result<Outcome, Sce
             met_at: None,
         });
     }
+    let mut forbidden = Vec::new();
+    for (index, never) in scenario.expect.never.iter().enumerate() {
+        if let Some(node) = &never.node {
+            view.check_selector(node)
+                .map_err(|m| error(format!("expect.never[{index}].node"), m))?;
+        }
+        let pattern = Event::parse(&never.event).unwrap_or_else(|| Event::new("unparsable"));
+        let after_ms = never.after.map_or(0, |d| d.as_millis() as u64);
+        let by_ms = never.by.map_or(u64::MAX, |d| d.as_millis() as u64);
+        forbidden.push((index, pattern, never.node.clone(), after_ms, by_ms));
+    }
     let mut http_ports = BTreeMap::new();
     for (i, step) in scenario.timeline.iter().enumerate() {
         let path = format!("timeline[{i}]");
@@ -285,6 +296,22 @@ pub fn run(scenario: &Scenario, roles: &Roles, seed: u64) -> Result<Outcome, Sce
             for p in &mut pending {
                 p.observe(&line, &harness.view);
             }
+            for (index, pattern, node, after_ms, by_ms) in &forbidden {
+                let in_window = (*after_ms..=*by_ms).contains(&line.at_ms);
+                let node_ok = node.as_ref().is_none_or(|s| {
+                    harness
+                        .view
+                        .resolve(s, &[])
+                        .is_ok_and(|n| n.contains(&line.node))
+                });
+                if in_window && node_ok && line.event.matches(pattern) {
+                    failures.push(Failure {
+                        at_ms: line.at_ms,
+                        check: format!("expect.never[{index}]"),
+                        message: format!("{} recorded `{}`", line.node, line.event),
+                    });
+                }
+            }
             check_http(&line, scenario, &mut failures);
             if line.node == HARNESS
                 || line.node == CLIENT
@@ -307,6 +334,17 @@ pub fn run(scenario: &Scenario, roles: &Roles, seed: u64) -> Result<Outcome, Sce
         }
     }
     let simulated_ms = harness.sim.elapsed().as_millis() as u64;
+    if failures.is_empty() {
+        for invariant in &mut always {
+            if let Err(message) = invariant.finish() {
+                failures.push(Failure {
+                    at_ms: simulated_ms,
+                    check: invariant.name().to_string(),
+                    message,
+                });
+            }
+        }
+    }
     if failures.is_empty() {
         for p in pending.iter().filter(|p| p.met_at.is_none()) {
             failures.push(Failure {

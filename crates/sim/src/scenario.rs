@@ -160,6 +160,22 @@ pub struct Expect {
     pub always: Vec<String>,
     #[serde(default)]
     pub eventually: Vec<Eventually>,
+    /// Events that must not happen (within the window, if one is given).
+    #[serde(default)]
+    pub never: Vec<Never>,
+}
+
+/// An event that must not be recorded (by the selected nodes, within the window).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Never {
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub after: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub by: Option<Duration>,
+    #[serde(default)]
+    pub node: Option<String>,
+    pub event: String,
 }
 
 /// An event that must have happened by a deadline.
@@ -610,6 +626,14 @@ pub fn parse(file: &Path, value: Value) -> Result<Scenario, ScenarioError> {
             return Err(error(
                 format!("expect.eventually[{index}].by"),
                 "expected a time within the scenario's duration".into(),
+            ));
+        }
+    }
+    for (index, never) in raw.expect.never.iter().enumerate() {
+        if drover_core::Event::parse(&never.event).is_none() {
+            return Err(error(
+                format!("expect.never[{index}].event"),
+                format!("expected `name key=value ...`, found {:?}", never.event),
             ));
         }
     }

@@ -4,6 +4,7 @@
 // The live side is where the real clock is read.
 #![allow(clippy::disallowed_methods)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
@@ -97,14 +98,22 @@ impl EventSink for LogEvents {
 }
 
 /// Files under a work directory. `write` replaces a file atomically (temporary file + rename);
-/// `sync` fsyncs the file and its directory.
+/// `sync` fsyncs the file, and its directory when an entry in it was created, renamed or removed
+/// since the directory's last fsync. Files appended to stay open.
 pub struct FileDisk {
     root: PathBuf,
+    open: tokio::sync::Mutex<BTreeMap<PathBuf, tokio::fs::File>>,
+    /// Directories whose entries changed since their last fsync.
+    changed_dirs: std::sync::Mutex<BTreeSet<PathBuf>>,
 }
 
 impl FileDisk {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        FileDisk { root: root.into() }
+        FileDisk {
+            root: root.into(),
+            open: Default::default(),
+            changed_dirs: Default::default(),
+        }
     }
 
     fn resolve(&self, path: &str) -> io::Result<PathBuf> {
@@ -119,6 +128,15 @@ impl FileDisk {
             ));
         }
         Ok(self.root.join(relative))
+    }
+
+    fn dir_changed(&self, file: &Path) {
+        if let Some(parent) = file.parent() {
+            self.changed_dirs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(parent.to_path_buf());
+        }
     }
 }
 
@@ -148,19 +166,34 @@ impl Disk for FileDisk {
             let mut out = tokio::fs::File::create(&temporary).await?;
             out.write_all(&data).await?;
             out.sync_all().await?;
-            tokio::fs::rename(&temporary, &file).await
+            // An open append handle would go on writing to the replaced file.
+            self.open.lock().await.remove(&file);
+            tokio::fs::rename(&temporary, &file).await?;
+            self.dir_changed(&file);
+            Ok(())
         })
     }
 
     fn append<'a>(&'a self, path: &'a str, data: Bytes) -> BoxFuture<'a, io::Result<()>> {
         Box::pin(async move {
             let file = self.resolve(path)?;
-            ensure_parent(&file).await?;
-            let mut out = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&file)
-                .await?;
+            let mut open = self.open.lock().await;
+            if !open.contains_key(&file) {
+                ensure_parent(&file).await?;
+                let existed = tokio::fs::try_exists(&file).await.unwrap_or(false);
+                let handle = tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&file)
+                    .await?;
+                if !existed {
+                    self.dir_changed(&file);
+                }
+                open.insert(file.clone(), handle);
+            }
+            let out = open
+                .get_mut(&file)
+                .ok_or_else(|| io::Error::other("append handle vanished"))?;
             out.write_all(&data).await?;
             out.flush().await
         })
@@ -168,7 +201,10 @@ impl Disk for FileDisk {
 
     fn remove<'a>(&'a self, path: &'a str) -> BoxFuture<'a, io::Result<()>> {
         Box::pin(async move {
-            match tokio::fs::remove_file(self.resolve(path)?).await {
+            let file = self.resolve(path)?;
+            self.open.lock().await.remove(&file);
+            self.dir_changed(&file);
+            match tokio::fs::remove_file(&file).await {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
             }
@@ -178,12 +214,29 @@ impl Disk for FileDisk {
     fn sync<'a>(&'a self, path: &'a str) -> BoxFuture<'a, io::Result<()>> {
         Box::pin(async move {
             let file = self.resolve(path)?;
-            match tokio::fs::File::open(&file).await {
-                Ok(handle) => handle.sync_all().await?,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+            let synced = match self.open.lock().await.get(&file) {
+                Some(handle) => {
+                    handle.sync_data().await?;
+                    true
+                }
+                None => false,
+            };
+            if !synced {
+                match tokio::fs::File::open(&file).await {
+                    Ok(handle) => handle.sync_all().await?,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
             }
-            if let Some(parent) = file.parent() {
+            let Some(parent) = file.parent() else {
+                return Ok(());
+            };
+            let changed = self
+                .changed_dirs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(parent);
+            if changed {
                 if let Ok(dir) = tokio::fs::File::open(parent).await {
                     dir.sync_all().await?;
                 }

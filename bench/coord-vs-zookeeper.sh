@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# drover coord against real ZooKeeper 3.8, both as 3-server ensembles on loopback, in one run:
+# write throughput and p50/p99 latency (N clients, 1 KB setData + create), then the time from
+# killing the leader to the first successful write. Needs what .ci/install-wire-deps installs.
+#
+#   bench/coord-vs-zookeeper.sh [CLIENTS] [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+clients=${1:-16}
+seconds=${2:-10}
+
+cargo build --release --quiet
+drover=target/release/drover
+work=$(mktemp -d /tmp/drover-bench-XXXXXX)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+    python3 tests/zk/real_zookeeper.py stop --dir "$work/zookeeper" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+start_drover() {
+    local peers="" hosts="" client_ports=() i
+    for i in 1 2 3; do
+        client_ports+=("$(free_port)")
+        peers+="${peers:+,}$i=127.0.0.1:$(free_port)"
+    done
+    for i in 1 2 3; do
+        mkdir -p "$work/drover-$i"
+        "$drover" coord --id "$i" --peers "$peers" --client-port "${client_ports[$((i-1))]}" \
+            --work-dir "$work/drover-$i" >"$work/drover-$i/log" 2>&1 &
+        pids+=("$!")
+        hosts+="${hosts:+,}127.0.0.1:${client_ports[$((i-1))]}"
+    done
+    drover_hosts=$hosts
+    drover_pids=$(IFS=,; echo "${pids[*]}")
+}
+
+wait_for_leader() { # hosts
+    local host mode
+    for _ in $(seq 1 100); do
+        for host in ${1//,/ }; do
+            mode=$(python3 - "$host" <<'PY'
+import socket, sys
+h, p = sys.argv[1].rsplit(":", 1)
+try:
+    s = socket.create_connection((h, int(p)), 2); s.sendall(b"srvr"); s.shutdown(socket.SHUT_WR)
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk: break
+        data += chunk
+    print(next((l.split(":", 1)[1].strip() for l in data.decode().splitlines() if l.startswith("Mode:")), ""))
+except OSError:
+    print("")
+PY
+)
+            [ "$mode" = leader ] && return 0
+        done
+        sleep 0.2
+    done
+    echo "no leader among $1" >&2
+    return 1
+}
+
+start_drover
+python3 tests/zk/real_zookeeper.py start --dir "$work/zookeeper" --ensemble 3 >"$work/zookeeper.out"
+zookeeper_hosts=$(sed -n 's/^hosts=//p' "$work/zookeeper.out")
+zookeeper_pids=$(cat "$work"/zookeeper/node*/pid | paste -sd, -)
+wait_for_leader "$drover_hosts"
+wait_for_leader "$zookeeper_hosts"
+
+echo "== write throughput and latency ($clients clients, $seconds s each)"
+"$drover" bench coord --clients "$clients" --seconds "$seconds" \
+    --target "drover=$drover_hosts" --target "zookeeper=$zookeeper_hosts" 2>/dev/null
+
+echo "== leader failover (kill -9 of the leader, then the first successful write)"
+"$drover" bench failover --name drover --hosts "$drover_hosts" --pids "$drover_pids" 2>/dev/null
+"$drover" bench failover --name zookeeper --hosts "$zookeeper_hosts" --pids "$zookeeper_pids" 2>/dev/null
