@@ -209,3 +209,49 @@ fn bad_packets_close_one_connection_and_the_server_keeps_serving() {
         zk.close().await;
     });
 }
+
+#[tokio::test]
+async fn election_and_membership_recipes_hand_over_leadership() {
+    use drover_coord::recipes::{self, Candidacy, Standing};
+    let coord = DroverCoord::start("recipes", 1);
+    let first = client(&coord.hosts());
+    until_served(|| first.ensure_path("/election"))
+        .await
+        .expect("ensure the election path");
+    let second = client(&coord.hosts());
+    let a = Candidacy::enter(&first, "/election", br#"{"id":"a"}"#)
+        .await
+        .expect("a enters");
+    let b = Candidacy::enter(&second, "/election", br#"{"id":"b"}"#)
+        .await
+        .expect("b enters");
+    assert!(a.path.starts_with("/election/json.info_"), "{}", a.path);
+    assert!(matches!(a.standing(&first).await, Ok(Standing::Leader)));
+    let Ok(Standing::Waiting {
+        leader,
+        predecessor_gone,
+    }) = b.standing(&second).await
+    else {
+        panic!("b should wait behind a");
+    };
+    assert_eq!(leader, a.path);
+    let members = recipes::members(&second, "/election")
+        .await
+        .expect("members");
+    let data: Vec<&[u8]> = members.iter().map(|(_, d)| d.as_slice()).collect();
+    assert_eq!(data, vec![&br#"{"id":"a"}"#[..], &br#"{"id":"b"}"#[..]]);
+    // The leader's session ends: its node goes, the watch fires, b leads.
+    first.close().await;
+    let fired = tokio::time::timeout(Duration::from_secs(10), predecessor_gone)
+        .await
+        .expect("the watch fires")
+        .expect("event");
+    assert_eq!(fired.path, a.path);
+    assert!(matches!(b.standing(&second).await, Ok(Standing::Leader)));
+    let leader = recipes::leader(&second, "/election")
+        .await
+        .expect("leader")
+        .expect("someone leads");
+    assert_eq!(leader.1, br#"{"id":"b"}"#.to_vec());
+    second.close().await;
+}

@@ -272,3 +272,17 @@ fn never_fails_on_a_forbidden_event_in_its_window() {
     );
     assert!(run(nodes("ranked", 2), json!([]), expect("300ms")).passed());
 }
+
+#[test]
+fn acked_writes_survive_names_the_lost_write() {
+    let outcome = run(
+        nodes("stale-reader", 1),
+        json!([]),
+        json!({"always": ["acked_writes_survive"]}),
+    );
+    assert_eq!(outcome.failures.len(), 1, "{:?}", outcome.failures);
+    assert_eq!(
+        outcome.failures[0].message,
+        "stale-reader-1 read k at version 0 (called at 10 ms), but version 1 was acknowledged to stale-reader-1 at 5 ms"
+    );
+}

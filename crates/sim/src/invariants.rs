@@ -108,6 +108,7 @@ pub const ALWAYS: &[&str] = &[
     "one_leader:<role>",
     "no_delivery_across_partition",
     "linearizable",
+    "acked_writes_survive",
 ];
 
 /// Builds the invariant `name` (one of [`ALWAYS`]).
@@ -118,6 +119,9 @@ pub fn always(name: &str, tick_ms: u64) -> Result<Box<dyn Invariant>, String> {
             role: role.to_string(),
             terms: BTreeMap::new(),
         }));
+    }
+    if name == "acked_writes_survive" {
+        return Ok(Box::new(AckedWritesSurvive::default()));
     }
     if name == "linearizable" {
         return Ok(Box::new(Linearizable::default()));
@@ -335,6 +339,57 @@ impl Invariant for Linearizable {
             Verdict::GaveUp { key } => Err(format!(
                 "key {key}: the check gave up after {LINEARIZABILITY_STEPS} steps"
             )),
+        }
+    }
+}
+
+/// A read that begins after a write of the same key was acknowledged sees that write or a later
+/// one (`call`/`ret` events of the simulated clients). Weaker than `linearizable`, but checked as
+/// the run goes, and it names the lost write.
+#[derive(Default)]
+struct AckedWritesSurvive {
+    /// Open calls: (node, n) → (key, call time, is a read).
+    open: BTreeMap<(String, String), (String, u64, bool)>,
+    /// Per key: the highest acknowledged version, when, and to whom.
+    acked: BTreeMap<String, (u64, u64, String)>,
+}
+
+impl Invariant for AckedWritesSurvive {
+    fn name(&self) -> &str {
+        "acked_writes_survive"
+    }
+
+    fn observe(&mut self, line: &TraceLine, _view: &ClusterView) -> Result<(), String> {
+        let event = &line.event;
+        let Some(n) = event.field("n") else {
+            return Ok(());
+        };
+        let slot = (line.node.clone(), n.to_string());
+        if event.name == "call" {
+            let key = event.field("key").unwrap_or_default().to_string();
+            self.open
+                .insert(slot, (key, line.at_ms, event.field("op") == Some("read")));
+            return Ok(());
+        }
+        if event.name != "ret" {
+            return Ok(());
+        }
+        let Some((key, called_ms, is_read)) = self.open.remove(&slot) else {
+            return Ok(());
+        };
+        let Some(version) = event.field("version").and_then(|v| v.parse::<u64>().ok()) else {
+            return Ok(());
+        };
+        match (is_read, self.acked.get(&key)) {
+            (true, Some((acked, acked_ms, to))) if called_ms > *acked_ms && version < *acked => Err(format!(
+                "{} read {key} at version {version} (called at {called_ms} ms), but version {acked} was acknowledged to {to} at {acked_ms} ms",
+                line.node
+            )),
+            (false, known) if known.is_none_or(|(acked, _, _)| version > *acked) => {
+                self.acked.insert(key, (version, line.at_ms, line.node.clone()));
+                Ok(())
+            }
+            _ => Ok(()),
         }
     }
 }
