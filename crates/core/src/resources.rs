@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// The role of unreserved resources.
 pub const ANY_ROLE: &str = "*";
@@ -194,8 +195,10 @@ pub enum Kind {
 /// kinds is two resources, never a silent merge).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct Key {
-    name: String,
-    role: String,
+    // Shared strings: bags are cloned and merged constantly (the allocator does it per agent per
+    // cycle), and copying a key must not allocate.
+    name: Arc<str>,
+    role: Arc<str>,
     kind: Kind,
 }
 
@@ -220,30 +223,31 @@ impl Resources {
             return;
         }
         let key = Key {
-            name: name.to_string(),
-            role: role.to_string(),
+            name: name.into(),
+            role: role.into(),
             kind: value.kind(),
         };
-        let merged = match (self.entries.remove(&key), value) {
-            (None, value) => value,
+        self.merge(key, &value);
+    }
+
+    /// Adds `value` under `key` (whose kind is the value's).
+    fn merge(&mut self, key: Key, value: &Value) {
+        match (self.entries.get_mut(&key), value) {
+            (None, value) => {
+                self.entries.insert(key, value.clone());
+            }
             (Some(Value::Scalar(a)), Value::Scalar(b)) => {
-                Value::Scalar(a.checked_add(b).unwrap_or(Scalar(u64::MAX)))
+                *a = a.checked_add(*b).unwrap_or(Scalar(u64::MAX))
             }
-            (Some(Value::Ranges(a)), Value::Ranges(b)) => Value::Ranges(a.union(&b)),
-            (Some(Value::Set(mut a)), Value::Set(b)) => {
-                a.extend(b);
-                Value::Set(a)
-            }
-            (Some(_), value) => value, // unreachable: the key includes the kind
-        };
-        self.entries.insert(key, merged);
+            (Some(Value::Ranges(a)), Value::Ranges(b)) => *a = a.union(b),
+            (Some(Value::Set(a)), Value::Set(b)) => a.extend(b.iter().cloned()),
+            (Some(held), value) => *held = value.clone(), // unreachable: the key includes the kind
+        }
     }
 
     /// `(name, role, value)` in canonical order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str, &Value)> {
-        self.entries
-            .iter()
-            .map(|(k, v)| (k.name.as_str(), k.role.as_str(), v))
+        self.entries.iter().map(|(k, v)| (&*k.name, &*k.role, v))
     }
 
     /// The total of scalar `name` over all roles.
@@ -272,7 +276,7 @@ impl Resources {
 
     /// The resources reserved for `role` (or unreserved, for `*`).
     pub fn for_role(&self, role: &str) -> Resources {
-        let entries = self.entries.iter().filter(|(k, _)| k.role == role);
+        let entries = self.entries.iter().filter(|(k, _)| &*k.role == role);
         Resources {
             entries: entries.map(|(k, v)| (k.clone(), v.clone())).collect(),
         }
@@ -280,7 +284,9 @@ impl Resources {
 
     pub fn add(&mut self, other: &Resources) {
         for (key, value) in &other.entries {
-            self.push(&key.name, &key.role, value.clone());
+            if !value.is_empty() {
+                self.merge(key.clone(), value);
+            }
         }
     }
 
@@ -301,15 +307,15 @@ impl Resources {
         }
         let mut out = self.clone();
         for (key, value) in &other.entries {
-            let held = out.entries.remove(key)?;
-            let rest = match (held, value) {
-                (Value::Scalar(a), Value::Scalar(b)) => Value::Scalar(a.checked_sub(*b)?),
-                (Value::Ranges(a), Value::Ranges(b)) => Value::Ranges(a.difference(b)),
-                (Value::Set(a), Value::Set(b)) => Value::Set(a.difference(b).cloned().collect()),
+            let held = out.entries.get_mut(key)?;
+            match (held, value) {
+                (Value::Scalar(a), Value::Scalar(b)) => *a = a.checked_sub(*b)?,
+                (Value::Ranges(a), Value::Ranges(b)) => *a = a.difference(b),
+                (Value::Set(a), Value::Set(b)) => a.retain(|item| !b.contains(item)),
                 _ => return None,
-            };
-            if !rest.is_empty() {
-                out.entries.insert(key.clone(), rest);
+            }
+            if out.entries.get(key).is_some_and(Value::is_empty) {
+                out.entries.remove(key);
             }
         }
         Some(out)
