@@ -1,0 +1,436 @@
+//! The Mesos v1 scheduler HTTP API's messages in protobuf's JSON mapping (field names as in
+//! `mesos/v1/scheduler/scheduler.proto` and `mesos/v1/mesos.proto`, enums as their names), and the
+//! conversions between Mesos' `Resource` lists and drover's [`Resources`].
+//!
+//! Decoding is lenient where frameworks differ (unknown fields are ignored, optional fields
+//! default) and strict where it matters (a call's `type` must name a known call, a resource must
+//! be well formed); every error is a value with the path and what was expected.
+
+use std::collections::BTreeSet;
+
+use drover_core::resources::{Ranges, Resources, Scalar, Value, ANY_ROLE};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+/// `{"value": "..."}`, Mesos' id wrapper.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Id {
+    pub value: String,
+}
+
+impl Id {
+    pub fn new(value: impl Into<String>) -> Id {
+        Id {
+            value: value.into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FrameworkInfo {
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Id>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_timeout: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<bool>,
+    /// The old single role (deprecated in Mesos, still sent by many frameworks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webui_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<Capability>,
+}
+
+impl FrameworkInfo {
+    /// The role the framework's resources are allocated to (drover gives a framework one role).
+    pub fn effective_role(&self) -> String {
+        self.roles
+            .first()
+            .cloned()
+            .or_else(|| self.role.clone())
+            .unwrap_or_else(|| ANY_ROLE.to_string())
+    }
+
+    pub fn has_capability(&self, name: &str) -> bool {
+        self.capabilities.iter().any(|c| c.kind == name)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Capability {
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Filters {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refuse_seconds: Option<f64>,
+}
+
+/// A Mesos `Resource`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Resource {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scalar: Option<ScalarValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranges: Option<RangesValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<SetValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation_info: Option<AllocationInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScalarValue {
+    pub value: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RangesValue {
+    #[serde(default)]
+    pub range: Vec<RangeValue>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RangeValue {
+    pub begin: u64,
+    pub end: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SetValue {
+    #[serde(default)]
+    pub item: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AllocationInfo {
+    pub role: String,
+}
+
+/// Mesos' resource list for drover's resources, allocated to `allocation_role`.
+pub fn to_mesos(resources: &Resources, allocation_role: Option<&str>) -> Vec<Resource> {
+    resources
+        .iter()
+        .map(|(name, role, value)| {
+            let mut resource = Resource {
+                name: name.to_string(),
+                kind: String::new(),
+                scalar: None,
+                ranges: None,
+                set: None,
+                role: Some(role.to_string()),
+                allocation_info: allocation_role.map(|r| AllocationInfo {
+                    role: r.to_string(),
+                }),
+            };
+            match value {
+                Value::Scalar(s) => {
+                    resource.kind = "SCALAR".into();
+                    resource.scalar = Some(ScalarValue { value: s.as_f64() });
+                }
+                Value::Ranges(r) => {
+                    resource.kind = "RANGES".into();
+                    resource.ranges = Some(RangesValue {
+                        range: r
+                            .iter()
+                            .map(|(begin, end)| RangeValue { begin, end })
+                            .collect(),
+                    });
+                }
+                Value::Set(items) => {
+                    resource.kind = "SET".into();
+                    resource.set = Some(SetValue {
+                        item: items.iter().cloned().collect(),
+                    });
+                }
+            }
+            resource
+        })
+        .collect()
+}
+
+/// drover's resources for a Mesos resource list; the error names the resource and what is wrong.
+pub fn from_mesos(list: &[Resource]) -> Result<Resources, String> {
+    let mut out = Resources::new();
+    for (i, resource) in list.iter().enumerate() {
+        let at = format!("resources[{i}] ({})", resource.name);
+        let role = resource.role.as_deref().unwrap_or(ANY_ROLE);
+        let value = match (
+            resource.kind.as_str(),
+            &resource.scalar,
+            &resource.ranges,
+            &resource.set,
+        ) {
+            ("SCALAR", Some(s), _, _) => {
+                Value::Scalar(Scalar::from_f64(s.value).ok_or_else(|| {
+                    format!(
+                        "{at}: expected a non-negative finite scalar, found {}",
+                        s.value
+                    )
+                })?)
+            }
+            ("RANGES", _, Some(r), _) => {
+                if let Some(bad) = r.range.iter().find(|r| r.begin > r.end) {
+                    return Err(format!(
+                        "{at}: range {}-{} ends before it begins",
+                        bad.begin, bad.end
+                    ));
+                }
+                Value::Ranges(Ranges::new(r.range.iter().map(|r| (r.begin, r.end))))
+            }
+            ("SET", _, _, Some(s)) => Value::Set(s.item.iter().cloned().collect::<BTreeSet<_>>()),
+            (kind, _, _, _) => {
+                return Err(format!(
+                    "{at}: expected type SCALAR, RANGES or SET with its value, found {kind:?}"
+                ))
+            }
+        };
+        out.push(&resource.name, role, value);
+    }
+    Ok(out)
+}
+
+/// A call from a scheduler.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Call {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub framework_id: Option<Id>,
+    #[serde(rename = "type")]
+    pub kind: CallType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribe: Option<Subscribe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept: Option<Accept>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decline: Option<Decline>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revive: Option<Json>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppress: Option<Json>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill: Option<Kill>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledge: Option<Acknowledge>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<Reconcile>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CallType {
+    Subscribe,
+    Teardown,
+    Accept,
+    Decline,
+    Revive,
+    Suppress,
+    Kill,
+    Acknowledge,
+    Reconcile,
+    Message,
+    Request,
+    Shutdown,
+    AcceptInverseOffers,
+    DeclineInverseOffers,
+    AcknowledgeOperationStatus,
+    ReconcileOperations,
+    UpdateFramework,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Subscribe {
+    pub framework_info: FrameworkInfo,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct Accept {
+    #[serde(default)]
+    pub offer_ids: Vec<Id>,
+    #[serde(default)]
+    pub operations: Vec<Operation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<Filters>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Operation {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<Launch>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Launch {
+    #[serde(default)]
+    pub task_infos: Vec<TaskInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct TaskInfo {
+    pub name: String,
+    pub task_id: Id,
+    pub agent_id: Id,
+    #[serde(default)]
+    pub resources: Vec<Resource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandInfo>,
+    /// Container, labels, health checks, discovery...: passed to the agent as they came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Json>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Json>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<Json>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_policy: Option<Json>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct CommandInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arguments: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<Environment>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uris: Vec<Json>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct Environment {
+    #[serde(default)]
+    pub variables: Vec<Variable>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Variable {
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct Decline {
+    #[serde(default)]
+    pub offer_ids: Vec<Id>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<Filters>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Kill {
+    pub task_id: Id,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<Id>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Acknowledge {
+    pub agent_id: Id,
+    pub task_id: Id,
+    /// Base64 of the status update's UUID.
+    pub uuid: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct Reconcile {
+    #[serde(default)]
+    pub tasks: Vec<ReconcileTask>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct ReconcileTask {
+    pub task_id: Id,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<Id>,
+}
+
+/// Decodes a call, with the JSON path of what is wrong.
+pub fn decode_call(body: &[u8]) -> Result<Call, String> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            format!("Failed to parse body into Call: {inner}")
+        } else {
+            format!("Failed to parse body into Call: at `{path}`: {inner}")
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_convert_both_ways() {
+        let resources: Resources = "cpus:1.5;mem(web):128;ports:[31000-31005];zones:{a,b}"
+            .parse()
+            .unwrap();
+        let mesos = to_mesos(&resources, Some("web"));
+        let json = serde_json::to_value(&mesos[0]).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"name": "cpus", "type": "SCALAR", "scalar": {"value": 1.5}, "role": "*", "allocation_info": {"role": "web"}})
+        );
+        assert_eq!(from_mesos(&mesos), Ok(resources));
+    }
+
+    #[test]
+    fn a_pymesos_style_subscribe_decodes() {
+        let body = br#"{"type": "SUBSCRIBE", "subscribe": {"framework_info": {"user": "root", "name": "t", "hostname": "h", "capabilities": [{"type": "PARTITION_AWARE"}], "extra": 1}}}"#;
+        let call = decode_call(body).unwrap();
+        assert_eq!(call.kind, CallType::Subscribe);
+        let info = call.subscribe.unwrap().framework_info;
+        assert_eq!(info.effective_role(), "*");
+        assert!(info.has_capability("PARTITION_AWARE"));
+    }
+
+    #[test]
+    fn bad_calls_say_where() {
+        let err = decode_call(br#"{"type": "LAUNCH_ALL"}"#).unwrap_err();
+        assert!(
+            err.starts_with(
+                "Failed to parse body into Call: at `type`: unknown variant `LAUNCH_ALL`"
+            ),
+            "{err}"
+        );
+        let err = from_mesos(&[Resource {
+            name: "cpus".into(),
+            kind: "SCALAR".into(),
+            scalar: None,
+            ranges: None,
+            set: None,
+            role: None,
+            allocation_info: None,
+        }])
+        .unwrap_err();
+        assert_eq!(err, "resources[0] (cpus): expected type SCALAR, RANGES or SET with its value, found \"SCALAR\"");
+    }
+}
