@@ -255,3 +255,53 @@ async fn election_and_membership_recipes_hand_over_leadership() {
     assert_eq!(leader.1, br#"{"id":"b"}"#.to_vec());
     second.close().await;
 }
+
+/// The `Mode:` a server reports to the four-letter word `srvr`.
+fn mode_of(port: u16) -> String {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = stream.write_all(b"srvr");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Mode: "))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn pipelined_writes_to_a_follower_are_all_answered() {
+    let coord = DroverCoord::start("pipeline", 3);
+    let probe = client(&coord.hosts());
+    until_served(|| probe.ensure_path("/pipeline"))
+        .await
+        .expect("the ensemble serves");
+    probe.close().await;
+    let follower = coord
+        .ports
+        .iter()
+        .map(|(client, _)| *client)
+        .find(|p| mode_of(*p) == "follower")
+        .expect("a follower");
+    let zk = client(&format!("127.0.0.1:{follower}"));
+    let writes: Vec<_> = (0..200)
+        .map(|_| {
+            let zk = zk.clone();
+            tokio::spawn(async move {
+                zk.create("/pipeline/n-", b"x", CreateMode::PersistentSequential)
+                    .await
+            })
+        })
+        .collect();
+    let mut created = Vec::new();
+    for write in writes {
+        created.push(write.await.expect("task").expect("create answered"));
+    }
+    created.sort();
+    created.dedup();
+    assert_eq!(created.len(), 200);
+    assert_eq!(mode_of(follower), "follower", "the follower still serves");
+    zk.close().await;
+}

@@ -96,6 +96,9 @@ impl ClientConfig {
 
 type Reply = Result<(i64, Vec<u8>), ErrorCode>;
 
+/// A server that does not take a request within this long is given up on.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum WatchKind {
     Data,
@@ -692,7 +695,8 @@ async fn connected(
                 (xid, packet)
             }
         };
-        if writer.write_all(&packet).await.is_err() {
+        let written = tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&packet)).await;
+        if !matches!(written, Ok(Ok(()))) {
             break End::Lost;
         }
         last_sent = tokio::time::Instant::now();
@@ -764,11 +768,10 @@ fn on_packet(body: &[u8], session: &mut Session, in_flight: &mut VecDeque<InFlig
                     kind
                 };
                 if left {
-                    session
-                        .watches
-                        .entry((kind, path))
-                        .or_default()
-                        .push(sender);
+                    let registered = session.watches.entry((kind, path)).or_default();
+                    // Callers may have dropped earlier watch futures: forget those.
+                    registered.retain(|s| !s.is_closed());
+                    registered.push(sender);
                 }
             }
             let _ = front.reply.send(reply);
@@ -783,7 +786,8 @@ async fn read_packet(
     buffer: &mut BytesMut,
 ) -> Option<Vec<u8>> {
     loop {
-        match proto::split_packet(buffer, proto::MAX_PACKET_BYTES) {
+        // Replies carry a node's data (up to the server's packet limit) plus headers and a stat.
+        match proto::split_packet(buffer, 4 * proto::MAX_PACKET_BYTES) {
             Ok(Some(packet)) => return Some(packet.to_vec()),
             Ok(None) => {}
             Err(_) => return None,

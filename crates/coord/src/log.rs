@@ -2,12 +2,13 @@
 //! through the Env's Disk.
 //!
 //! On disk, `raft/snapshot` holds the latest snapshot (protobuf) and `raft/log` a sequence of
-//! records since it: `u32 length, u8 kind, protobuf bytes`, kind 1 for an entry, 2 for a hard state.
-//! A record torn by a crash at the end of the log is dropped on recovery; nothing before it is.
+//! records since it: `u32 length, u8 kind, u64 checksum, protobuf bytes`, kind 1 for an entry, 2
+//! for a hard state. Recovery keeps the log up to the first torn or damaged record and cuts the rest.
 
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use drover_core::env::Fnv64;
 use drover_core::Env;
 use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
@@ -26,12 +27,38 @@ pub struct RaftLog {
     snapshot: Arc<Mutex<Snapshot>>,
 }
 
+/// `u32 length, u8 kind, u64 checksum (FNV-1a of kind and body), body`.
+const RECORD_HEADER: usize = 13;
+
+fn checksum(kind: u8, body: &[u8]) -> u64 {
+    let mut hash = Fnv64::default();
+    hash.write(&[kind]);
+    hash.write(body);
+    hash.finish()
+}
+
 fn record(kind: u8, bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len() + 5);
+    let mut out = Vec::with_capacity(bytes.len() + RECORD_HEADER);
     out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
     out.push(kind);
+    out.extend_from_slice(&checksum(kind, bytes).to_be_bytes());
     out.extend_from_slice(bytes);
     out
+}
+
+/// The first whole, intact record of `bytes`: (kind, body, its length on disk).
+fn next_record(bytes: &[u8]) -> Option<(u8, &[u8], usize)> {
+    let header = bytes.get(..RECORD_HEADER)?;
+    let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let kind = header[4];
+    let mut sum = [0u8; 8];
+    sum.copy_from_slice(&header[5..13]);
+    let body = bytes.get(RECORD_HEADER..RECORD_HEADER + length)?;
+    (checksum(kind, body) == u64::from_be_bytes(sum)).then_some((
+        kind,
+        body,
+        RECORD_HEADER + length,
+    ))
 }
 
 fn storage_error(e: impl std::fmt::Display) -> std::io::Error {
@@ -56,32 +83,53 @@ impl RaftLog {
             snapshot.mut_metadata().set_conf_state(conf);
         }
         if let Some(log) = env.disk().read(LOG_FILE).await? {
-            let mut rest = &log[..];
-            while rest.len() >= 5 {
-                let length = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-                let Some(body) = rest.get(5..5 + length) else {
-                    break;
-                };
-                match rest[4] {
-                    ENTRY => {
-                        let entry = Entry::parse_from_bytes(body).map_err(storage_error)?;
-                        let first = memory.first_index().map_err(storage_error)?;
-                        if entry.index >= first {
-                            memory.wl().append(&[entry]).map_err(storage_error)?;
+            let mut valid = 0;
+            while let Some((kind, body, length)) = next_record(&log[valid..]) {
+                let applied = match kind {
+                    ENTRY => match Entry::parse_from_bytes(body) {
+                        Ok(entry) => {
+                            let first = memory.first_index().map_err(storage_error)?;
+                            if entry.index >= first {
+                                memory.wl().append(&[entry]).map_err(storage_error)?;
+                            }
+                            true
                         }
-                    }
-                    HARD_STATE => {
-                        let state = HardState::parse_from_bytes(body).map_err(storage_error)?;
-                        memory.wl().set_hardstate(state);
-                    }
-                    other => {
-                        return Err(storage_error(format!(
-                            "raft log record of unknown kind {other}"
-                        )))
-                    }
+                        Err(_) => false,
+                    },
+                    HARD_STATE => match HardState::parse_from_bytes(body) {
+                        Ok(state) => {
+                            memory.wl().set_hardstate(state);
+                            true
+                        }
+                        Err(_) => false,
+                    },
+                    _ => false,
+                };
+                if !applied {
+                    break;
                 }
-                rest = &rest[5 + length..];
+                valid += length;
             }
+            if valid < log.len() {
+                // A record torn by a crash (or damaged): the log ends before it. Cut it off, or
+                // what is appended next would follow garbage.
+                tracing::warn!(
+                    kept = valid,
+                    dropped = log.len() - valid,
+                    "raft log: dropping a torn or damaged tail"
+                );
+                env.disk().write(LOG_FILE, log.slice(..valid)).await?;
+                env.disk().sync(LOG_FILE).await?;
+            }
+        }
+        // A crash between writing a snapshot and rewriting the log leaves the older log's hard
+        // state behind the snapshot: nothing before the snapshot can be uncommitted.
+        let metadata = snapshot.get_metadata().clone();
+        let mut state = memory.rl().hard_state().clone();
+        if state.commit < metadata.index || state.term < metadata.term {
+            state.commit = state.commit.max(metadata.index);
+            state.term = state.term.max(metadata.term);
+            memory.wl().set_hardstate(state);
         }
         Ok(RaftLog {
             memory,
@@ -229,5 +277,95 @@ impl Storage for RaftLog {
             ));
         }
         Ok(snapshot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            data: vec![index as u8].into(),
+            ..Default::default()
+        }
+    }
+
+    fn state(term: u64, commit: u64) -> HardState {
+        HardState {
+            term,
+            vote: 1,
+            commit,
+            ..Default::default()
+        }
+    }
+
+    async fn last(log: &RaftLog) -> u64 {
+        log.last_index().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_is_cut_and_later_appends_survive_the_next_restart() {
+        let dir = std::env::temp_dir().join(format!("drover-raftlog-{}-torn", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let env = drover_core::env::live::env("coord-1", &dir, Some(1));
+        let log = RaftLog::open(&env, &[1]).await.unwrap();
+        log.append(&env, &[entry(1, 1), entry(2, 1), entry(3, 1)])
+            .await
+            .unwrap();
+        log.set_hard_state(&env, state(1, 3)).await.unwrap();
+        log.sync(&env).await.unwrap();
+        // A crash in the middle of the next append.
+        let torn = record(ENTRY, &entry(4, 1).write_to_bytes().unwrap());
+        env.disk()
+            .append(LOG_FILE, Bytes::copy_from_slice(&torn[..torn.len() - 3]))
+            .await
+            .unwrap();
+        env.disk().sync(LOG_FILE).await.unwrap();
+        let env = drover_core::env::live::env("coord-1", &dir, Some(1));
+        let log = RaftLog::open(&env, &[1]).await.unwrap();
+        assert_eq!((last(&log).await, log.hard_state().commit), (3, 3));
+        log.append(&env, &[entry(4, 2)]).await.unwrap();
+        log.sync(&env).await.unwrap();
+        let env = drover_core::env::live::env("coord-1", &dir, Some(1));
+        let log = RaftLog::open(&env, &[1]).await.unwrap();
+        assert_eq!(last(&log).await, 4);
+        assert_eq!(log.term(4).unwrap(), 2);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn compaction_keeps_what_follows_the_snapshot() {
+        let dir =
+            std::env::temp_dir().join(format!("drover-raftlog-{}-compact", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let env = drover_core::env::live::env("coord-1", &dir, Some(1));
+        let log = RaftLog::open(&env, &[1, 2, 3]).await.unwrap();
+        log.append(&env, &(1..=10).map(|i| entry(i, 1)).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        log.set_hard_state(&env, state(1, 10)).await.unwrap();
+        log.sync(&env).await.unwrap();
+        log.compact(&env, 6, Bytes::from_static(b"tree at 6"))
+            .await
+            .unwrap();
+        let env = drover_core::env::live::env("coord-1", &dir, Some(1));
+        let log = RaftLog::open(&env, &[1, 2, 3]).await.unwrap();
+        assert_eq!(
+            (
+                log.snapshot_index(),
+                log.first_index().unwrap(),
+                last(&log).await
+            ),
+            (6, 7, 10)
+        );
+        assert_eq!(log.snapshot_data(), Bytes::from_static(b"tree at 6"));
+        assert_eq!(
+            log.initial_state().unwrap().conf_state.voters,
+            vec![1, 2, 3]
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -98,6 +98,9 @@ pub enum CoordError {
 const PEER_RAFT: u8 = 1;
 const PEER_TOUCH: u8 = 2;
 const PEER_KEEPALIVE_KIND: u8 = 3;
+const PEER_QUEUE_FRAMES: usize = 1024;
+/// Peer frames carry whole snapshots, so they may be far larger than client packets.
+const PEER_MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 const PEER_KEEPALIVE: Duration = Duration::from_secs(1);
 /// A peer connection that carried nothing for this long is presumed broken and closed.
 const PEER_IDLE: Duration = Duration::from_secs(3);
@@ -105,6 +108,10 @@ const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A write whose entry was not applied in this long (lost with a leader) closes its connection.
 const PROPOSAL_TIMEOUT_MS: u64 = 10_000;
 const TOUCH_EVERY_TICKS: u64 = 10;
+/// Requests a connection may have waiting behind one in flight before it is closed.
+const MAX_QUEUED_REQUESTS: usize = 10_000;
+/// A client that does not take what it is sent within this long is disconnected.
+const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// An election times out after 10 to 30 raft ticks (0.5 to 1.5 s at 50 ms): a wide range, so two
 /// candidates rarely draw the same timeout and split the vote again.
 const ELECTION_TICKS: usize = 10;
@@ -270,8 +277,9 @@ async fn client_connection(
         tokio::select! {
             biased;
             message = outgoing.recv() => match message {
-                Some(Outgoing::Packet(packet)) => {
-                    if writer.write_all(&packet).await.is_err() {
+                                Some(Outgoing::Packet(packet)) => {
+                    let written = tokio::time::timeout(CLIENT_WRITE_TIMEOUT, writer.write_all(&packet)).await;
+                    if !matches!(written, Ok(Ok(()))) {
                         break 'serve;
                     }
                 }
@@ -338,7 +346,7 @@ async fn accept_peers(mut listener: Listener, inputs: mpsc::UnboundedSender<Inpu
         };
         let inputs = inputs.clone();
         tokio::spawn(async move {
-            let mut frames = FramedRead::new(stream, FrameCodec::default());
+            let mut frames = FramedRead::new(stream, FrameCodec::with_max(PEER_MAX_FRAME_BYTES));
             while let Ok(Some(Ok(frame))) = tokio::time::timeout(PEER_IDLE, frames.next()).await {
                 let input = match decode_binary(&frame) {
                     Ok((PEER_RAFT, body)) => match Message::parse_from_bytes(body) {
@@ -369,12 +377,7 @@ async fn accept_peers(mut listener: Listener, inputs: mpsc::UnboundedSender<Inpu
 /// or the peer closes it; a keepalive goes out when it has been quiet, because the receiving side
 /// closes a connection that carried nothing for [`PEER_IDLE`] (after a partition a TCP connection
 /// may never carry anything again).
-async fn send_to_peer(
-    env: Env,
-    host: String,
-    port: u16,
-    mut frames: mpsc::UnboundedReceiver<Bytes>,
-) {
+async fn send_to_peer(env: Env, host: String, port: u16, mut frames: mpsc::Receiver<Bytes>) {
     type Writer = FramedWrite<tokio::io::WriteHalf<Stream>, FrameCodec>;
     let mut open: Option<(Writer, tokio::io::ReadHalf<Stream>)> = None;
     let mut last_sent = tokio::time::Instant::now();
@@ -403,7 +406,10 @@ async fn send_to_peer(
         if open.is_none() {
             if let Ok(stream) = env.connect(&host, port, PEER_CONNECT_TIMEOUT).await {
                 let (reader, writer) = tokio::io::split(stream);
-                open = Some((FramedWrite::new(writer, FrameCodec::default()), reader));
+                open = Some((
+                    FramedWrite::new(writer, FrameCodec::with_max(PEER_MAX_FRAME_BYTES)),
+                    reader,
+                ));
             }
         }
         if let Some((writer, _)) = &mut open {
@@ -429,7 +435,8 @@ struct Core {
     watches: Watches,
     proposals: BTreeMap<u64, Proposal>,
     next_request: u64,
-    peers: BTreeMap<u64, mpsc::UnboundedSender<Bytes>>,
+    /// Bounded: while a peer is unreachable, what does not fit is dropped (raft sends again).
+    peers: BTreeMap<u64, mpsc::Sender<Bytes>>,
     started: tokio::time::Instant,
     ticks: u64,
     role: (u64, StateRole),
@@ -440,6 +447,12 @@ struct Core {
     heard: BTreeSet<i64>,
     session_base: i64,
     sessions_made: i64,
+    /// Snapshot sends to report to raft once the current Ready is advanced.
+    snapshot_reports: Vec<(u64, raft::SnapshotStatus)>,
+    /// Connections whose next request waits for the current raft Ready to be advanced.
+    to_pump: Vec<ConnectionId>,
+    /// Whether this server knows a leader (clients are served only then).
+    serving: bool,
     /// New sessions not yet proposed (no leader): connection, id, password, timeout, since.
     unproposed: VecDeque<(ConnectionId, i64, Vec<u8>, u64, u64)>,
 }
@@ -452,7 +465,7 @@ impl Core {
         let tree: DataTree = if data.is_empty() {
             DataTree::default()
         } else {
-            serde_json::from_slice(&data)
+            DataTree::decode_snapshot(&data)
                 .map_err(|e| CoordError::Config(format!("snapshot does not decode: {e}")))?
         };
         let applied = log.snapshot_index();
@@ -475,7 +488,7 @@ impl Core {
         let mut peers = BTreeMap::new();
         for (id, (host, port)) in &config.peers {
             if *id != config.id {
-                let (sender, receiver) = mpsc::unbounded_channel();
+                let (sender, receiver) = mpsc::channel(PEER_QUEUE_FRAMES);
                 tokio::spawn(send_to_peer(env.clone(), host.clone(), *port, receiver));
                 peers.insert(*id, sender);
             }
@@ -483,6 +496,7 @@ impl Core {
         // ZooKeeper's layout: the server id in the top byte, then time-derived bits.
         let session_base = ((config.id as i64) << 56)
             | ((((env.unix_ms() as i64) << 24) >> 8) & 0x00ff_ffff_ffff_ffff);
+        let first_request = env.rng().random::<u64>() >> 1;
         let mut core = Core {
             env,
             config,
@@ -493,7 +507,9 @@ impl Core {
             connections: BTreeMap::new(),
             watches: Watches::default(),
             proposals: BTreeMap::new(),
-            next_request: 1,
+            // Unique per incarnation: an entry proposed before a restart and applied after it
+            // must not be taken for a new request.
+            next_request: first_request,
             peers,
             started: tokio::time::Instant::now(),
             ticks: 0,
@@ -504,6 +520,9 @@ impl Core {
             session_base,
             sessions_made: 0,
             unproposed: VecDeque::new(),
+            to_pump: Vec::new(),
+            snapshot_reports: Vec::new(),
+            serving: false,
         };
         core.after_raft();
         core.env.emit(
@@ -577,6 +596,23 @@ impl Core {
     /// After every call into raft: raft redraws its election timeout from a thread RNG whenever
     /// the term or the role changes; draw it again from the node's seeded RNG (DESIGN §5 rule 6).
     fn after_raft(&mut self) {
+        let serving = match self.raft.raft.state {
+            StateRole::Leader => true,
+            StateRole::Follower => self.raft.raft.leader_id != raft::INVALID_ID,
+            _ => false,
+        };
+        if self.serving && !serving {
+            // Like a ZooKeeper server that lost its leader: drop every client, so none goes on
+            // reading state the majority may have moved past (or its session expired there).
+            self.env
+                .emit(Event::new("lost_leader").with("term", self.raft.raft.term));
+            self.drop_in_flight();
+            let all: Vec<ConnectionId> = self.connections.keys().copied().collect();
+            for connection in all {
+                self.close(connection);
+            }
+        }
+        self.serving = serving;
         let now = (self.raft.raft.term, self.raft.raft.state);
         if now == self.role && self.ticks > 0 {
             return;
@@ -678,7 +714,7 @@ impl Core {
         let leader = self.raft.raft.leader_id;
         if let Some(peer) = self.peers.get(&leader) {
             let body: Vec<u8> = heard.iter().flat_map(|s| s.to_be_bytes()).collect();
-            let _ = peer.send(encode_binary(PEER_TOUCH, &body));
+            let _ = peer.try_send(encode_binary(PEER_TOUCH, &body));
         }
     }
 
@@ -734,6 +770,11 @@ impl Core {
                     let packet =
                         encode_reply(proto::XID_PING, self.tree.last_zxid, &Ok(Response::Empty));
                     let _ = conn.out.send(Outgoing::Packet(packet));
+                    return;
+                }
+                if conn.queue.len() >= MAX_QUEUED_REQUESTS {
+                    // A client that pipelines without bound would grow this queue forever.
+                    self.close(connection);
                     return;
                 }
                 conn.queue.push_back(request);
@@ -801,6 +842,11 @@ impl Core {
             self.unproposed
                 .push_back((connection, id, password, timeout_ms, now));
             self.propose_sessions(now);
+            return;
+        }
+        if !self.serving {
+            // Without a leader this server cannot tell whether the session still lives.
+            self.close(connection);
             return;
         }
         let known = self
@@ -1102,9 +1148,11 @@ impl Core {
             if !ready.snapshot().is_empty() {
                 let snapshot = ready.snapshot().clone();
                 let index = snapshot.get_metadata().index;
-                self.tree = serde_json::from_slice(&snapshot.data).map_err(|e| {
+                let tree = DataTree::decode_snapshot(&snapshot.data).map_err(|e| {
                     CoordError::Config(format!("snapshot from the leader does not decode: {e}"))
                 })?;
+                let old = std::mem::replace(&mut self.tree, tree);
+                self.after_snapshot(&old);
                 self.log.install_snapshot(&self.env, snapshot).await?;
                 self.applied = index;
             }
@@ -1134,10 +1182,15 @@ impl Core {
             self.apply(committed);
             self.raft.advance_apply();
             self.after_raft();
+            for (peer, status) in std::mem::take(&mut self.snapshot_reports) {
+                self.raft.report_snapshot(peer, status);
+            }
+            for connection in std::mem::take(&mut self.to_pump) {
+                self.pump(connection);
+            }
         }
         if self.applied >= self.log.snapshot_index() + self.config.snapshot_every {
-            let data =
-                serde_json::to_vec(&self.tree).map_err(|e| CoordError::Config(e.to_string()))?;
+            let data = self.tree.encode_snapshot();
             self.log
                 .compact(&self.env, self.applied, Bytes::from(data))
                 .await?;
@@ -1147,13 +1200,25 @@ impl Core {
         Ok(())
     }
 
-    fn send_messages(&self, messages: Vec<Message>) {
+    fn send_messages(&mut self, messages: Vec<Message>) {
         for message in messages {
             let Some(peer) = self.peers.get(&message.to) else {
                 continue;
             };
-            if let Ok(bytes) = message.write_to_bytes() {
-                let _ = peer.send(encode_binary(PEER_RAFT, &bytes));
+            let sent = match message.write_to_bytes() {
+                Ok(bytes) => peer.try_send(encode_binary(PEER_RAFT, &bytes)).is_ok(),
+                Err(_) => false,
+            };
+            // The transport does not confirm delivery: report a snapshot as done once handed
+            // over (a follower that did not get it rejects the next append, and raft sends
+            // another), so the follower's progress never stays paused waiting for a report.
+            if message.get_msg_type() == raft::prelude::MessageType::MsgSnapshot {
+                let status = if sent {
+                    raft::SnapshotStatus::Finish
+                } else {
+                    raft::SnapshotStatus::Failure
+                };
+                self.snapshot_reports.push((message.to, status));
             }
         }
     }
@@ -1206,6 +1271,48 @@ impl Core {
         }
     }
 
+    /// A follower that installed a snapshot skipped the entries it covers: fire the watches
+    /// those entries would have fired, close the connections of sessions that ended, and give up
+    /// on proposals the snapshot may have swallowed.
+    fn after_snapshot(&mut self, old: &DataTree) {
+        use proto::event::*;
+        self.drop_in_flight();
+        for (kind, path, connection) in self.watches.take_all() {
+            let (before, now) = (old.node(&path), self.tree.node(&path));
+            let fired = match (kind, now) {
+                (Kind::Data, None) | (Kind::Child, None) => Some(NODE_DELETED),
+                (Kind::Data, Some(n)) if before.is_none_or(|b| b.stat.mzxid != n.stat.mzxid) => {
+                    Some(NODE_DATA_CHANGED)
+                }
+                (Kind::Child, Some(n)) if before.is_none_or(|b| b.stat.pzxid != n.stat.pzxid) => {
+                    Some(NODE_CHILDREN_CHANGED)
+                }
+                (Kind::Exist, Some(_)) => Some(NODE_CREATED),
+                _ => None,
+            };
+            match fired {
+                Some(kind) => {
+                    let event = WatcherEvent {
+                        kind,
+                        state: STATE_SYNC_CONNECTED,
+                        path,
+                    };
+                    self.send(connection, encode_event(self.tree.last_zxid, &event));
+                }
+                None => self.watches.add(kind, &path, connection),
+            }
+        }
+        let ended: Vec<ConnectionId> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| c.session.is_some_and(|s| self.tree.session(s).is_none()))
+            .map(|(id, _)| *id)
+            .collect();
+        for connection in ended {
+            self.close(connection);
+        }
+    }
+
     fn fire(&mut self, zxid: i64, changes: &[Change]) {
         for change in changes {
             for (connection, kind, path) in self.watches.fire(change) {
@@ -1248,7 +1355,8 @@ impl Core {
                 if let Some(conn) = self.connections.get_mut(&connection) {
                     conn.busy = false;
                 }
-                self.pump(connection);
+                // Not now: this runs inside a raft Ready, where no proposal may be made.
+                self.to_pump.push(connection);
             }
         }
     }

@@ -49,6 +49,17 @@ impl Watches {
         }
     }
 
+    /// Every registration, removed: `(kind, path, connection)`.
+    pub fn take_all(&mut self) -> Vec<(Kind, String, ConnectionId)> {
+        let mut out = Vec::new();
+        for kind in [Kind::Data, Kind::Exist, Kind::Child] {
+            for (path, connections) in std::mem::take(self.table(kind)) {
+                out.extend(connections.into_iter().map(|c| (kind, path.clone(), c)));
+            }
+        }
+        out
+    }
+
     fn take(&mut self, kind: Kind, path: &str) -> BTreeSet<ConnectionId> {
         self.table(kind).remove(path).unwrap_or_default()
     }
