@@ -33,6 +33,7 @@ start_drover() {
         "$drover" coord --id "$i" --peers "$peers" --client-port "${client_ports[$((i-1))]}" \
             --work-dir "$work/drover-$i" >"$work/drover-$i/log" 2>&1 &
         pids+=("$!")
+        disown "$!"
         hosts+="${hosts:+,}127.0.0.1:${client_ports[$((i-1))]}"
     done
     drover_hosts=$hosts
