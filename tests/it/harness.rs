@@ -88,6 +88,21 @@ fn test_roles() -> Roles {
                 Ok(())
             })
         }))
+        .with(Role::new("fragile", None, |context| {
+            // Claims term 1 at its first boot if it is the first node, and at any later boot: so
+            // restarting any other node makes two leaders of term 1.
+            Box::pin(async move {
+                let disk = context.env.disk();
+                let boots = disk.read("boots").await?.map_or(0, |b| b.len()) + 1;
+                disk.write("boots", Bytes::from(vec![b'x'; boots])).await?;
+                disk.sync("boots").await?;
+                if context.index == 1 || boots > 1 {
+                    context.env.emit(Event::new("leader").with("term", 1));
+                }
+                std::future::pending::<()>().await;
+                Ok(())
+            })
+        }))
         .with(Role::new("failing", None, |_| {
             Box::pin(async move {
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -284,5 +299,45 @@ fn acked_writes_survive_names_the_lost_write() {
     assert_eq!(
         outcome.failures[0].message,
         "stale-reader-1 read k at version 0 (called at 10 ms), but version 1 was acknowledged to stale-reader-1 at 5 ms"
+    );
+}
+
+#[test]
+fn a_random_schedule_that_breaks_an_invariant_shrinks_to_a_replayable_scenario() {
+    use drover_sim::explore::{failed_check, random_faults, shrink, to_json, with_faults};
+    let roles = test_roles();
+    let base = scenario(
+        nodes("fragile", 4),
+        json!([]),
+        json!({"always": ["one_leader:fragile"]}),
+    );
+    let map = drover_sim::cluster::ClusterMap::plan(&base, &roles).unwrap();
+    let (seed, faults) = (1..100)
+        .map(|seed| (seed, random_faults(&base, &map, seed)))
+        .find(|(seed, faults)| {
+            let outcome = drover_sim::run(&with_faults(&base, faults), &roles, *seed).unwrap();
+            failed_check(&outcome).as_deref() == Some("one_leader:fragile")
+        })
+        .expect("some schedule restarts a node");
+    let (minimal, _) = shrink(&base, faults, &roles, seed, "one_leader:fragile").unwrap();
+    let kinds: Vec<&str> = minimal
+        .timeline
+        .iter()
+        .map(|s| match s.action {
+            drover_sim::scenario::Action::Restart { .. } => "restart",
+            drover_sim::scenario::Action::Crash { .. }
+            | drover_sim::scenario::Action::Stop { .. } => "down",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, vec!["down", "restart"], "{:?}", minimal.timeline);
+    // The file it becomes loads and fails the same way.
+    let mut document = to_json(&minimal);
+    document["seed"] = json!(seed);
+    let replayed = drover_sim::scenario::parse(Path::new("minimal.json"), document).unwrap();
+    let outcome = drover_sim::run(&replayed, &roles, replayed.seed).unwrap();
+    assert_eq!(
+        failed_check(&outcome).as_deref(),
+        Some("one_leader:fragile")
     );
 }

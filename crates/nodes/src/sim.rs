@@ -28,6 +28,13 @@ pub struct SimArgs {
     /// Print every trace line, not only the notable ones.
     #[arg(long, short)]
     verbose: bool,
+    /// Replace each scenario's timeline with a random fault schedule drawn from the seed, judged by
+    /// its `always` invariants; a failure is shrunk to a minimal scenario file.
+    #[arg(long)]
+    random: bool,
+    /// Where `--random` writes minimal failing scenarios.
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
 }
 
 fn parse_seeds(text: &str) -> Result<RangeInclusive<u64>, String> {
@@ -81,6 +88,31 @@ pub fn run_one(scenario: &Scenario, seed: u64) -> Result<Outcome, String> {
             Err(format!("the simulation panicked: {message}"))
         }
     }
+}
+
+/// Shrinks a failing random schedule and writes it as a scenario file; returns its path.
+fn minimize(
+    base: &Scenario,
+    faults: Vec<drover_sim::explore::Fault>,
+    seed: u64,
+    check: &str,
+    out: &Path,
+) -> Result<PathBuf, String> {
+    let roles = crate::roles();
+    let (mut minimal, runs) = drover_sim::explore::shrink(base, faults, &roles, seed, check)
+        .map_err(|e| e.to_string())?;
+    minimal.seed = seed;
+    minimal.name = format!("{}-random-{seed}", base.name);
+    std::fs::create_dir_all(out).map_err(|e| format!("create {}: {e}", out.display()))?;
+    let file = out.join(format!("{}.json", minimal.name));
+    let text = serde_json::to_string_pretty(&drover_sim::explore::to_json(&minimal))
+        .map_err(|e| e.to_string())?;
+    std::fs::write(&file, text + "\n").map_err(|e| format!("write {}: {e}", file.display()))?;
+    println!(
+        "shrinking took {runs} runs; {} steps left",
+        minimal.timeline.len()
+    );
+    Ok(file)
 }
 
 fn replay_command(file: &Path, seed: u64) -> String {
@@ -143,8 +175,41 @@ pub fn main(args: SimArgs) -> ExitCode {
         reason = "measures the simulator's speed; never enters a trace"
     )]
     let started = std::time::Instant::now();
-    for (scenario, seed) in runs.iter().copied() {
+    let mut shrunk = std::collections::BTreeSet::new();
+    for (base, seed) in runs.iter().copied() {
+        let randomized;
+        let mut faults = Vec::new();
+        let scenario = if args.random {
+            let map = match drover_sim::cluster::ClusterMap::plan(base, &crate::roles()) {
+                Ok(map) => map,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            faults = drover_sim::explore::random_faults(base, &map, seed);
+            randomized = drover_sim::explore::with_faults(base, &faults);
+            &randomized
+        } else {
+            base
+        };
         let result = run_one(scenario, seed);
+        if args.random && shrunk.insert(base.file.clone()) {
+            if let Ok(outcome) = &result {
+                if let Some(check) = drover_sim::explore::failed_check(outcome) {
+                    match minimize(base, faults, seed, &check, &args.out) {
+                        Ok(file) => println!(
+                            "shrunk the failure of {check} to {}\n  replay: {}",
+                            file.display(),
+                            replay_command(&file, seed)
+                        ),
+                        Err(e) => eprintln!("error: shrinking failed: {e}"),
+                    }
+                } else {
+                    shrunk.remove(&base.file);
+                }
+            }
+        }
         if let Some(bar) = &progress {
             bar.inc(1);
             bar.set_message(format!("{} failed", failed.len()));

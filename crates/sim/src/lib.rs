@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod env;
+pub mod explore;
 pub mod invariants;
 pub mod linearizability;
 pub mod probe;

@@ -25,7 +25,7 @@ pub struct Scenario {
     pub expect: Expect,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
     #[serde(default)]
@@ -43,7 +43,7 @@ pub struct Cluster {
     pub network: Network,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSpec {
     pub name: String,
@@ -53,7 +53,7 @@ pub struct AgentSpec {
     pub attributes: Option<String>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeGroup {
     pub role: String,
@@ -63,7 +63,7 @@ pub struct NodeGroup {
     pub count: Option<u32>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
     /// Each message's one-way latency is drawn from this range.
