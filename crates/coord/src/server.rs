@@ -164,6 +164,13 @@ enum Waiting {
         password: Vec<u8>,
         timeout_ms: u64,
     },
+    /// A re-attach to a session this server did not know: asked again after a barrier, since the
+    /// session may be committed but not yet applied here.
+    Reattach {
+        connection: ConnectionId,
+        request: ConnectRequest,
+        timeout_ms: u64,
+    },
     Reply {
         connection: ConnectionId,
         xid: i32,
@@ -545,9 +552,9 @@ impl Core {
         let waiting: Vec<ConnectionId> = std::mem::take(&mut self.proposals)
             .into_values()
             .map(|p| match p.waiting {
-                Waiting::Session { connection, .. } | Waiting::Reply { connection, .. } => {
-                    connection
-                }
+                Waiting::Session { connection, .. }
+                | Waiting::Reattach { connection, .. }
+                | Waiting::Reply { connection, .. } => connection,
             })
             .collect();
         for connection in waiting {
@@ -686,9 +693,9 @@ impl Core {
             .values()
             .filter(|p| now.saturating_sub(p.proposed_ms) > PROPOSAL_TIMEOUT_MS)
             .map(|p| match p.waiting {
-                Waiting::Session { connection, .. } | Waiting::Reply { connection, .. } => {
-                    connection
-                }
+                Waiting::Session { connection, .. }
+                | Waiting::Reattach { connection, .. }
+                | Waiting::Reply { connection, .. } => connection,
             })
             .collect();
         self.proposals
@@ -856,17 +863,32 @@ impl Core {
             && !self.expiring.contains(&request.session_id);
         if known {
             self.attach(connection, request.session_id, request.password, timeout_ms);
-        } else {
-            let response = ConnectResponse {
-                protocol_version: 0,
-                timeout_ms: 0,
-                session_id: 0,
-                password: vec![0; 16],
-                read_only: request.read_only,
-            };
-            self.send(connection, encode_connect_response(&response));
-            self.close(connection);
+            return;
         }
+        let read_only = request.read_only;
+        if !self.propose(
+            Txn::Noop,
+            Some(Waiting::Reattach {
+                connection,
+                request,
+                timeout_ms,
+            }),
+        ) {
+            self.reject_session(connection, read_only);
+        }
+    }
+
+    /// Tells a client its session is gone (ZooKeeper's way: a zero timeout) and hangs up.
+    fn reject_session(&mut self, connection: ConnectionId, read_only: Option<bool>) {
+        let response = ConnectResponse {
+            protocol_version: 0,
+            timeout_ms: 0,
+            session_id: 0,
+            password: vec![0; 16],
+            read_only,
+        };
+        self.send(connection, encode_connect_response(&response));
+        self.close(connection);
     }
 
     /// Gives a connection its session and answers the handshake.
@@ -1337,6 +1359,22 @@ impl Core {
                 Ok(_) => self.attach(connection, id, password, timeout_ms),
                 Err(_) => self.close(connection),
             },
+            Waiting::Reattach {
+                connection,
+                request,
+                timeout_ms,
+            } => {
+                let known = self
+                    .tree
+                    .session(request.session_id)
+                    .is_some_and(|s| s.password == request.password)
+                    && !self.expiring.contains(&request.session_id);
+                if known {
+                    self.attach(connection, request.session_id, request.password, timeout_ms);
+                } else {
+                    self.reject_session(connection, request.read_only);
+                }
+            }
             Waiting::Reply {
                 connection,
                 xid,
