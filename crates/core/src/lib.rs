@@ -12,6 +12,7 @@ pub mod frame;
 pub mod http;
 pub mod recordio;
 pub mod resources;
+pub mod task;
 
 pub use env::{Env, Event};
 pub use resources::Resources;

@@ -1,0 +1,3 @@
+//! Containerizers that run real processes and containers; never used under simulation.
+
+pub mod process;
