@@ -434,3 +434,200 @@ mod tests {
         assert_eq!(err, "resources[0] (cpus): expected type SCALAR, RANGES or SET with its value, found \"SCALAR\"");
     }
 }
+
+/// An event to a scheduler (one RecordIO record on its subscription stream).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Event {
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribed: Option<Subscribed>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offers: Option<Offers>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rescind: Option<Rescind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<Update>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorMessage>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EventType {
+    Subscribed,
+    Offers,
+    InverseOffers,
+    Rescind,
+    RescindInverseOffer,
+    Update,
+    UpdateOperationStatus,
+    Message,
+    Failure,
+    Error,
+    Heartbeat,
+}
+
+impl Event {
+    fn of(kind: EventType) -> Event {
+        Event {
+            kind,
+            subscribed: None,
+            offers: None,
+            rescind: None,
+            update: None,
+            failure: None,
+            error: None,
+        }
+    }
+
+    pub fn heartbeat() -> Event {
+        Event::of(EventType::Heartbeat)
+    }
+
+    pub fn subscribed(subscribed: Subscribed) -> Event {
+        Event {
+            subscribed: Some(subscribed),
+            ..Event::of(EventType::Subscribed)
+        }
+    }
+
+    pub fn offers(offers: Vec<Offer>) -> Event {
+        Event {
+            offers: Some(Offers { offers }),
+            ..Event::of(EventType::Offers)
+        }
+    }
+
+    pub fn rescind(offer_id: Id) -> Event {
+        Event {
+            rescind: Some(Rescind { offer_id }),
+            ..Event::of(EventType::Rescind)
+        }
+    }
+
+    pub fn update(status: TaskStatus) -> Event {
+        Event {
+            update: Some(Update { status }),
+            ..Event::of(EventType::Update)
+        }
+    }
+
+    pub fn error(message: impl Into<String>) -> Event {
+        Event {
+            error: Some(ErrorMessage {
+                message: message.into(),
+            }),
+            ..Event::of(EventType::Error)
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Subscribed {
+    pub framework_id: Id,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_info: Option<Json>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Offers {
+    #[serde(default)]
+    pub offers: Vec<Offer>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Offer {
+    pub id: Id,
+    pub framework_id: Id,
+    pub agent_id: Id,
+    pub hostname: String,
+    #[serde(default)]
+    pub resources: Vec<Resource>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<Json>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation_info: Option<AllocationInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Rescind {
+    pub offer_id: Id,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Update {
+    pub status: TaskStatus,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct TaskStatus {
+    pub task_id: Id,
+    pub state: drover_core::task::TaskState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<Id>,
+    /// Seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<f64>,
+    /// Base64 of the update's uuid; absent for reconciliation answers, which need no ack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Failure {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<Id>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor_id: Option<Id>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<i32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct ErrorMessage {
+    pub message: String,
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+    use drover_core::task::TaskState;
+
+    #[test]
+    fn events_serialize_in_protobuf_json() {
+        let status = TaskStatus {
+            task_id: Id::new("t1"),
+            state: TaskState::TaskRunning,
+            message: None,
+            source: Some("SOURCE_EXECUTOR".into()),
+            reason: None,
+            agent_id: Some(Id::new("a1")),
+            timestamp: Some(1.5),
+            uuid: Some("AAEC".into()),
+            healthy: None,
+        };
+        let json = serde_json::to_value(Event::update(status)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "UPDATE", "update": {"status": {"task_id": {"value": "t1"}, "state": "TASK_RUNNING",
+                "source": "SOURCE_EXECUTOR", "agent_id": {"value": "a1"}, "timestamp": 1.5, "uuid": "AAEC"}}})
+        );
+        assert_eq!(
+            serde_json::to_value(Event::heartbeat()).unwrap(),
+            serde_json::json!({"type": "HEARTBEAT"})
+        );
+    }
+}
