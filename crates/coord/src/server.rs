@@ -856,12 +856,7 @@ impl Core {
             self.close(connection);
             return;
         }
-        let known = self
-            .tree
-            .session(request.session_id)
-            .is_some_and(|s| s.password == request.password)
-            && !self.expiring.contains(&request.session_id);
-        if known {
+        if self.session_lives(&request) {
             self.attach(connection, request.session_id, request.password, timeout_ms);
             return;
         }
@@ -876,6 +871,14 @@ impl Core {
         ) {
             self.reject_session(connection, read_only);
         }
+    }
+
+    /// Whether a re-attaching client's session exists here, with that password, and is not being
+    /// expired.
+    fn session_lives(&self, request: &ConnectRequest) -> bool {
+        let session = self.tree.session(request.session_id);
+        session.is_some_and(|s| s.password == request.password)
+            && !self.expiring.contains(&request.session_id)
     }
 
     /// Tells a client its session is gone (ZooKeeper's way: a zero timeout) and hangs up.
@@ -1364,12 +1367,7 @@ impl Core {
                 request,
                 timeout_ms,
             } => {
-                let known = self
-                    .tree
-                    .session(request.session_id)
-                    .is_some_and(|s| s.password == request.password)
-                    && !self.expiring.contains(&request.session_id);
-                if known {
+                if self.session_lives(&request) {
                     self.attach(connection, request.session_id, request.password, timeout_ms);
                 } else {
                     self.reject_session(connection, request.read_only);
