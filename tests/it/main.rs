@@ -3,6 +3,7 @@
 mod cli;
 mod coord_live;
 mod determinism;
+mod docker;
 mod harness;
 mod wire_zk;
 

@@ -1,3 +1,4 @@
 //! Containerizers that run real processes and containers; never used under simulation.
 
+pub mod docker;
 pub mod process;

@@ -1,0 +1,287 @@
+//! The `docker` containerizer, through the Docker engine's API (bollard): a task is a container
+//! with the task's image, command, environment, hostname, network (BRIDGE or HOST), port mappings,
+//! cpu and memory limits and Marathon-style `parameters`, labelled with the agent and the task so
+//! that the agent finds its containers again after a restart.
+
+// Live only, and bollard's API is made of std HashMaps (never iterated here).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+use std::time::Duration;
+
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use drover_core::task::TaskState;
+use futures_util::StreamExt;
+
+use crate::containerizer::Exit;
+
+pub const AGENT_LABEL: &str = "drover.agent";
+pub const TASK_LABEL: &str = "drover.task";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    Bridge,
+    Host,
+}
+
+/// A container port published on a host port (the offered ports).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortMapping {
+    pub container_port: u16,
+    pub host_port: u16,
+    pub protocol: String,
+}
+
+pub struct DockerLaunch<'a> {
+    pub task_id: &'a str,
+    pub image: &'a str,
+    /// Run as `sh -c <command>`; `None` runs the image's own command.
+    pub command: Option<&'a str>,
+    pub environment: &'a [(String, String)],
+    pub hostname: Option<&'a str>,
+    pub network: Network,
+    pub ports: &'a [PortMapping],
+    /// Marathon's `docker.parameters` (`docker run` options): `hostname`, `label`, `env`/`e`.
+    pub parameters: &'a [(String, String)],
+    pub cpus: f64,
+    pub mem_mb: f64,
+}
+
+/// A container of this agent, found by its labels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub container: String,
+    pub task_id: String,
+    pub running: bool,
+}
+
+pub struct DockerContainerizer {
+    docker: Docker,
+    agent: String,
+}
+
+impl DockerContainerizer {
+    /// Connects to the local engine and checks that it answers (a clear error if not).
+    pub async fn connect(agent: &str) -> Result<DockerContainerizer, String> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| format!("docker: cannot reach the engine: {e}"))?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| format!("docker: the engine does not answer: {e}"))?;
+        Ok(DockerContainerizer {
+            docker,
+            agent: agent.to_string(),
+        })
+    }
+
+    /// Pulls `image` unless it is present; without a reachable registry that fails with a reason.
+    async fn ensure_image(&self, image: &str) -> Result<(), String> {
+        if self.docker.inspect_image(image).await.is_ok() {
+            return Ok(());
+        }
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .build();
+        let mut pull = self.docker.create_image(Some(options), None, None);
+        while let Some(step) = pull.next().await {
+            step.map_err(|e| {
+                format!("image {image} is not on this agent and could not be pulled: {e}")
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Creates and starts the task's container; returns its id.
+    pub async fn launch(&self, launch: DockerLaunch<'_>) -> Result<String, String> {
+        self.ensure_image(launch.image).await?;
+        let mut env: Vec<String> = launch
+            .environment
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let mut labels: std::collections::HashMap<String, String> = [
+            (AGENT_LABEL.to_string(), self.agent.clone()),
+            (TASK_LABEL.to_string(), launch.task_id.to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let mut hostname = launch.hostname.map(str::to_string);
+        for (key, value) in launch.parameters {
+            match key.as_str() {
+                "hostname" | "h" => hostname = Some(value.clone()),
+                "env" | "e" => env.push(value.clone()),
+                "label" | "l" => {
+                    let (k, v) = value.split_once('=').unwrap_or((value.as_str(), ""));
+                    labels.insert(k.to_string(), v.to_string());
+                }
+                other => {
+                    return Err(format!(
+                        "docker parameter {other:?} is not supported (hostname, env, label are)"
+                    ))
+                }
+            }
+        }
+        let port_bindings = launch
+            .ports
+            .iter()
+            .map(|p| {
+                let binding = PortBinding {
+                    host_ip: None,
+                    host_port: Some(p.host_port.to_string()),
+                };
+                (
+                    format!("{}/{}", p.container_port, p.protocol),
+                    Some(vec![binding]),
+                )
+            })
+            .collect();
+        let host_config = HostConfig {
+            network_mode: Some(match launch.network {
+                Network::Bridge => "bridge".into(),
+                Network::Host => "host".into(),
+            }),
+            port_bindings: (launch.network == Network::Bridge && !launch.ports.is_empty())
+                .then_some(port_bindings),
+            nano_cpus: (launch.cpus > 0.0).then(|| (launch.cpus * 1e9) as i64),
+            memory: (launch.mem_mb > 0.0).then(|| (launch.mem_mb * 1024.0 * 1024.0) as i64),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(launch.image.to_string()),
+            cmd: launch
+                .command
+                .map(|c| vec!["sh".to_string(), "-c".to_string(), c.to_string()]),
+            env: Some(env),
+            hostname,
+            labels: Some(labels),
+            exposed_ports: Some(
+                launch
+                    .ports
+                    .iter()
+                    .map(|p| format!("{}/{}", p.container_port, p.protocol))
+                    .collect(),
+            ),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let name = format!(
+            "drover-{}-{}",
+            sanitize(&self.agent),
+            sanitize(launch.task_id)
+        );
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| format!("docker create {name}: {e}"))?;
+        if let Err(e) = self.docker.start_container(&created.id, None).await {
+            let _ = self.remove(&created.id).await;
+            return Err(format!("docker start {name}: {e}"));
+        }
+        Ok(created.id)
+    }
+
+    /// Waits for the container to end.
+    pub async fn wait(&self, container: &str) -> Exit {
+        let mut waiting = self.docker.wait_container(container, None);
+        match waiting.next().await {
+            Some(Ok(response)) if response.status_code == 0 => Exit {
+                state: TaskState::TaskFinished,
+                message: "Container exited with status 0".into(),
+            },
+            Some(Ok(response)) => Exit {
+                state: TaskState::TaskFailed,
+                message: format!("Container exited with status {}", response.status_code),
+            },
+            // bollard reports a non-zero exit as an error carrying the code.
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Exit {
+                state: TaskState::TaskFailed,
+                message: format!("Container exited with status {code}"),
+            },
+            Some(Err(e)) => Exit {
+                state: TaskState::TaskFailed,
+                message: format!("waiting for the container failed: {e}"),
+            },
+            None => Exit {
+                state: TaskState::TaskFailed,
+                message: "the container's wait ended without a status".into(),
+            },
+        }
+    }
+
+    /// Stops the container (SIGTERM, SIGKILL after `grace`).
+    pub async fn kill(&self, container: &str, grace: Duration) -> Exit {
+        let options = StopContainerOptionsBuilder::default()
+            .t(grace.as_secs().max(1) as i32)
+            .build();
+        match self.docker.stop_container(container, Some(options)).await {
+            Ok(()) => Exit {
+                state: TaskState::TaskKilled,
+                message: "Container stopped".into(),
+            },
+            Err(e) => Exit {
+                state: TaskState::TaskKilled,
+                message: format!("stopping the container: {e}"),
+            },
+        }
+    }
+
+    pub async fn remove(&self, container: &str) -> Result<(), String> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        self.docker
+            .remove_container(container, Some(options))
+            .await
+            .map_err(|e| format!("docker rm {container}: {e}"))
+    }
+
+    /// This agent's containers, running or not (after an agent restart: to adopt or clean up).
+    pub async fn ours(&self) -> Result<Vec<Found>, String> {
+        let filters: std::collections::HashMap<String, Vec<String>> = [(
+            "label".to_string(),
+            vec![format!("{AGENT_LABEL}={}", self.agent)],
+        )]
+        .into_iter()
+        .collect();
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let listed = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| format!("docker ps: {e}"))?;
+        let mut found: Vec<Found> = listed
+            .into_iter()
+            .filter_map(|c| {
+                let task_id = c.labels.as_ref()?.get(TASK_LABEL)?.clone();
+                let running = c.state.map(|s| s.to_string() == "running").unwrap_or(false);
+                Some(Found {
+                    container: c.id?,
+                    task_id,
+                    running,
+                })
+            })
+            .collect();
+        found.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+        Ok(found)
+    }
+}
+
+fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,148 @@
+//! The Docker containerizer against the real engine on this machine, with an image built here
+//! (no registry is reachable): Debian's static busybox imported with `docker import`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use drover_agent::containerizer::live::docker::{DockerContainerizer, DockerLaunch, Network};
+use drover_core::task::TaskState;
+
+use crate::scratch;
+use crate::wire_zk::REQUIRE_ENV;
+
+const IMAGE: &str = "drover-test-busybox:1";
+
+/// Builds the test image if it is missing; `Err` says what is missing on this machine.
+fn ensure_image() -> Result<(), String> {
+    let present = Command::new("docker")
+        .args(["image", "inspect", IMAGE])
+        .output()
+        .map_err(|e| format!("docker CLI: {e}"))?;
+    if present.status.success() {
+        return Ok(());
+    }
+    if !std::path::Path::new("/bin/busybox").exists() {
+        return Err("no /bin/busybox (Debian package busybox-static)".into());
+    }
+    let root = scratch("busybox-rootfs");
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
+    std::fs::copy("/bin/busybox", bin.join("busybox")).map_err(|e| e.to_string())?;
+    for tool in [
+        "sh", "sleep", "echo", "cat", "env", "hostname", "true", "false",
+    ] {
+        let link = bin.join(tool);
+        if !link.exists() {
+            std::os::unix::fs::symlink("busybox", &link).map_err(|e| e.to_string())?;
+        }
+    }
+    let script = format!("tar -C {} -c . | docker import - {IMAGE}", root.display());
+    let imported = Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !imported.status.success() {
+        return Err(format!(
+            "docker import: {}",
+            String::from_utf8_lossy(&imported.stderr)
+        ));
+    }
+    Ok(())
+}
+
+fn required() -> bool {
+    std::env::var(REQUIRE_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+#[tokio::test]
+async fn docker_tasks_run_fail_and_are_killed_and_found_again() {
+    let containerizer = match DockerContainerizer::connect("test-agent-docker").await {
+        Ok(c) => c,
+        Err(e) if !required() => return println!("skipped: {e}"),
+        Err(e) => panic!("{e}"),
+    };
+    if let Err(e) = ensure_image() {
+        assert!(!required(), "{e}");
+        return println!("skipped: {e}");
+    }
+    for found in containerizer.ours().await.unwrap() {
+        let _ = containerizer.remove(&found.container).await;
+    }
+    let env = [("GREETING".to_string(), "hello".to_string())];
+    let launch = |task_id, command| DockerLaunch {
+        task_id,
+        image: IMAGE,
+        command: Some(command),
+        environment: &env,
+        hostname: None,
+        network: Network::Bridge,
+        ports: &[],
+        parameters: &[],
+        cpus: 0.1,
+        mem_mb: 32.0,
+    };
+    let failing = containerizer
+        .launch(launch("fails", "echo $GREETING; exit 3"))
+        .await
+        .unwrap();
+    let exit = containerizer.wait(&failing).await;
+    assert_eq!(
+        (exit.state, exit.message.as_str()),
+        (TaskState::TaskFailed, "Container exited with status 3")
+    );
+
+    let params = [("hostname".to_string(), "ubuntu1.weave.local".to_string())];
+    let named = DockerLaunch {
+        parameters: &params,
+        ..launch("named", "test \"$(hostname)\" = ubuntu1.weave.local")
+    };
+    let named = containerizer.launch(named).await.unwrap();
+    assert_eq!(
+        containerizer.wait(&named).await.state,
+        TaskState::TaskFinished
+    );
+
+    let sleeping = containerizer
+        .launch(launch("sleeps", "sleep 300"))
+        .await
+        .unwrap();
+    let found = containerizer.ours().await.unwrap();
+    let tasks: Vec<(&str, bool)> = found
+        .iter()
+        .map(|f| (f.task_id.as_str(), f.running))
+        .collect();
+    assert_eq!(
+        tasks,
+        vec![("fails", false), ("named", false), ("sleeps", true)]
+    );
+    assert_eq!(
+        containerizer
+            .kill(&sleeping, Duration::from_secs(1))
+            .await
+            .state,
+        TaskState::TaskKilled
+    );
+
+    let bad = DockerLaunch {
+        parameters: &[("privileged".to_string(), "true".to_string())],
+        ..launch("bad", "true")
+    };
+    assert!(containerizer
+        .launch(bad)
+        .await
+        .unwrap_err()
+        .contains("\"privileged\" is not supported"));
+    let missing = DockerLaunch {
+        image: "drover-no-such-image:0",
+        ..launch("missing", "true")
+    };
+    assert!(containerizer
+        .launch(missing)
+        .await
+        .unwrap_err()
+        .contains("could not be pulled"));
+    for found in containerizer.ours().await.unwrap() {
+        containerizer.remove(&found.container).await.unwrap();
+    }
+    assert!(containerizer.ours().await.unwrap().is_empty());
+}
