@@ -147,8 +147,8 @@ impl DockerContainerizer {
             }),
             port_bindings: (launch.network == Network::Bridge && !launch.ports.is_empty())
                 .then_some(port_bindings),
-            nano_cpus: (launch.cpus > 0.0).then(|| (launch.cpus * 1e9) as i64),
-            memory: (launch.mem_mb > 0.0).then(|| (launch.mem_mb * 1024.0 * 1024.0) as i64),
+            nano_cpus: (launch.cpus > 0.0).then_some((launch.cpus * 1e9) as i64),
+            memory: (launch.mem_mb > 0.0).then_some((launch.mem_mb * 1024.0 * 1024.0) as i64),
             ..Default::default()
         };
         let body = ContainerCreateBody {
