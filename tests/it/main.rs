@@ -3,7 +3,6 @@
 mod cli;
 mod coord_live;
 mod determinism;
-mod docker;
 mod harness;
 mod wire_zk;
 

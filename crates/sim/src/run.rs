@@ -58,6 +58,17 @@ struct NodeHandle {
     shutdown: watch::Sender<bool>,
 }
 
+impl NodeHandle {
+    /// Another handle on the same node (all parts are shared).
+    fn clone_parts(&self) -> NodeHandle {
+        NodeHandle {
+            disk: self.disk.clone(),
+            skew_ms: self.skew_ms.clone(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+}
+
 struct Request {
     index: usize,
     action: HttpAction,
@@ -420,6 +431,44 @@ impl Harness<'_> {
             .or_insert(now_ms);
     }
 
+    /// Runs `f` (a crash, or the crash half of a restart) with `node` cut off from every host.
+    ///
+    /// Dropping a host's runtime drops its tasks in an order tokio derives from process-wide task
+    /// ids, so whatever those drops would send (FIN, RST) would come out in an order that depends
+    /// on what ran before in the process, and a seed would stop replaying the same. Cut off, the
+    /// node's last words are lost, as when a machine loses power. Afterwards the node's links are
+    /// as they were (one-way cuts and holds included).
+    fn isolated(&mut self, node: &str, f: impl FnOnce(&mut turmoil::Sim<'_>)) {
+        let mut others: Vec<String> = self
+            .handles
+            .keys()
+            .filter(|n| *n != node)
+            .cloned()
+            .collect();
+        others.push(CLIENT.to_string());
+        for other in &others {
+            self.sim.partition(node, other.as_str());
+        }
+        f(&mut self.sim);
+        for other in &others {
+            self.sim.repair(node, other.as_str());
+            for (from, to) in [(node, other.as_str()), (other.as_str(), node)] {
+                if self
+                    .view
+                    .cuts
+                    .contains_key(&(from.to_string(), to.to_string()))
+                {
+                    self.sim.partition_oneway(from, to);
+                }
+            }
+            let held = self.held.contains(&(node.to_string(), other.clone()))
+                || self.held.contains(&(other.clone(), node.to_string()));
+            if held {
+                self.sim.hold(node, other.as_str());
+            }
+        }
+    }
+
     fn apply(&mut self, index: usize, action: &Action, now_ms: u64) -> Result<(), String> {
         match action {
             Action::Partition { groups } | Action::Hold { groups } => {
@@ -506,10 +555,10 @@ impl Harness<'_> {
                     if running == matches!(action, Action::Restart { .. }) {
                         continue;
                     }
-                    let handle = &self.handles[&name];
+                    let handle = self.handles[&name].clone_parts();
                     let event = match action {
                         Action::Crash { .. } => {
-                            self.sim.crash(name.as_str());
+                            self.isolated(&name, |sim| sim.crash(name.as_str()));
                             handle.disk.lose_unsynced();
                             self.view.down.insert(name.clone());
                             Event::new("crash")
@@ -526,7 +575,7 @@ impl Harness<'_> {
                         _ => {
                             // send_replace: the stopped incarnation's receivers may all be gone
                             handle.shutdown.send_replace(false);
-                            self.sim.bounce(name.as_str());
+                            self.isolated(&name, |sim| sim.bounce(name.as_str()));
                             self.view.down.remove(&name);
                             Event::new("restart")
                         }

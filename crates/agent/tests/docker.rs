@@ -7,8 +7,13 @@ use std::time::Duration;
 use drover_agent::containerizer::live::docker::{DockerContainerizer, DockerLaunch, Network};
 use drover_core::task::TaskState;
 
-use crate::scratch;
-use crate::wire_zk::REQUIRE_ENV;
+const REQUIRE_ENV: &str = "DROVER_REQUIRE_WIRE_TESTS";
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("drover-agent-it-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create scratch folder");
+    dir
+}
 
 const IMAGE: &str = "drover-test-busybox:1";
 
