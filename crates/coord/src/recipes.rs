@@ -14,8 +14,8 @@ pub fn sequence_of(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// Members of a group, ordered by sequence: `(node name, data)`.
-pub async fn members(client: &Client, group: &str) -> Result<Vec<(String, Vec<u8>)>, ErrorCode> {
+/// The member node names of a group, ordered by sequence.
+async fn member_names(client: &Client, group: &str) -> Result<Vec<String>, ErrorCode> {
     let mut names: Vec<String> = client
         .get_children(group)
         .await?
@@ -23,6 +23,12 @@ pub async fn members(client: &Client, group: &str) -> Result<Vec<(String, Vec<u8
         .filter(|n| n.starts_with(MEMBER_PREFIX) && sequence_of(n).is_some())
         .collect();
     names.sort_by_key(|n| sequence_of(n));
+    Ok(names)
+}
+
+/// Members of a group, ordered by sequence: `(node name, data)`.
+pub async fn members(client: &Client, group: &str) -> Result<Vec<(String, Vec<u8>)>, ErrorCode> {
+    let names = member_names(client, group).await?;
     let mut out = Vec::with_capacity(names.len());
     for name in names {
         // A member may leave between the listing and the read.
@@ -81,13 +87,7 @@ impl Candidacy {
         let (group, own) = self.path.rsplit_once('/').ok_or(ErrorCode::BadArguments)?;
         let group = if group.is_empty() { "/" } else { group };
         loop {
-            let mut names: Vec<String> = client
-                .get_children(group)
-                .await?
-                .into_iter()
-                .filter(|n| n.starts_with(MEMBER_PREFIX) && sequence_of(n).is_some())
-                .collect();
-            names.sort_by_key(|n| sequence_of(n));
+            let names = member_names(client, group).await?;
             let Some(position) = names.iter().position(|n| n == own) else {
                 // Our node is gone: the session expired.
                 return Err(ErrorCode::SessionExpired);
