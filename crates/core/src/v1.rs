@@ -5,10 +5,13 @@
 //! Decoding is lenient where frameworks differ (unknown fields are ignored, optional fields
 //! default) and strict where it matters (a call's `type` must name a known call, a resource must
 //! be well formed); every error is a value with the path and what was expected.
+//!
+//! Shared vocabulary: the master serves these, the agent reads `TaskInfo`, the scheduler's client
+//! sends and receives them.
 
 use std::collections::BTreeSet;
 
-use drover_core::resources::{Ranges, Resources, Scalar, Value, ANY_ROLE};
+use crate::resources::{Ranges, Resources, Scalar, Value, ANY_ROLE};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
@@ -567,7 +570,7 @@ pub struct Update {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 pub struct TaskStatus {
     pub task_id: Id,
-    pub state: drover_core::task::TaskState,
+    pub state: crate::task::TaskState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -604,7 +607,7 @@ pub struct ErrorMessage {
 #[cfg(test)]
 mod event_tests {
     use super::*;
-    use drover_core::task::TaskState;
+    use crate::task::TaskState;
 
     #[test]
     fn events_serialize_in_protobuf_json() {
