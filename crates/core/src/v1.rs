@@ -634,3 +634,84 @@ mod event_tests {
         );
     }
 }
+
+/// Mesos' `MasterInfo`, as the leading master publishes it in ZooKeeper (`json.info_NNNNNNNNNN`)
+/// and in `SUBSCRIBED`. Tools find the leader's HTTP endpoint in `address`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct MasterInfo {
+    pub id: String,
+    /// IPv4 address as a number in network byte order (Mesos' legacy field).
+    #[serde(default)]
+    pub ip: u32,
+    pub port: u16,
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default)]
+    pub pid: String,
+    pub address: Address,
+    #[serde(default)]
+    pub version: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Address {
+    #[serde(default)]
+    pub hostname: String,
+    pub ip: String,
+    pub port: u16,
+}
+
+impl MasterInfo {
+    /// A master reachable at `host:port` (`host` a name or an IPv4 address).
+    pub fn new(id: &str, host: &str, port: u16) -> MasterInfo {
+        let ip = host.parse::<std::net::Ipv4Addr>().ok();
+        MasterInfo {
+            id: id.to_string(),
+            ip: ip.map(|ip| u32::from_le_bytes(ip.octets())).unwrap_or(0),
+            port,
+            hostname: host.to_string(),
+            pid: format!("master@{host}:{port}"),
+            address: Address {
+                hostname: host.to_string(),
+                ip: ip.map(|ip| ip.to_string()).unwrap_or_else(|| host.to_string()),
+                port,
+            },
+            version: MESOS_VERSION.to_string(),
+        }
+    }
+
+    /// Where to connect: the address' host name when there is one, else its IP.
+    pub fn endpoint(&self) -> (String, u16) {
+        let host = if self.address.hostname.is_empty() {
+            self.address.ip.clone()
+        } else {
+            self.address.hostname.clone()
+        };
+        (host, self.address.port)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<MasterInfo, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("MasterInfo JSON: {e}"))
+    }
+}
+
+/// The Mesos version whose API drover's master speaks (reported by `/version` and `MasterInfo`).
+pub const MESOS_VERSION: &str = "1.11.0";
+
+#[cfg(test)]
+mod master_info_tests {
+    use super::*;
+
+    #[test]
+    fn master_info_has_mesos_fields() {
+        let info = MasterInfo::new("m1", "127.0.0.1", 5050);
+        let json = serde_json::to_value(&info).unwrap();
+        assert_eq!(json["address"]["ip"], "127.0.0.1");
+        assert_eq!(json["address"]["port"], 5050);
+        assert_eq!(json["ip"], 16777343);
+        assert_eq!(info.endpoint(), ("127.0.0.1".to_string(), 5050));
+        let back = MasterInfo::decode(&serde_json::to_vec(&info).unwrap()).unwrap();
+        assert_eq!(back, info);
+        assert!(MasterInfo::decode(b"{}").is_err());
+    }
+}
