@@ -44,6 +44,8 @@ struct Agent {
 struct Framework {
     role: String,
     suppressed: bool,
+    /// Disconnected from the master: offered nothing, but keeps what it uses.
+    inactive: bool,
     allocated: Resources,
     /// What `allocated` holds on each agent.
     on_agents: BTreeMap<AgentId, Resources>,
@@ -164,6 +166,7 @@ impl Allocator {
             Framework {
                 role: role.to_string(),
                 suppressed: false,
+                inactive: false,
                 allocated: Resources::new(),
                 on_agents: BTreeMap::new(),
                 filters: BTreeMap::new(),
@@ -195,6 +198,29 @@ impl Allocator {
         if let Some(f) = self.frameworks.get_mut(id) {
             f.suppressed = true;
         }
+    }
+
+    /// Offers nothing to a framework while it is disconnected (its suppression and filters stay).
+    pub fn deactivate(&mut self, id: &str) {
+        self.unrank_framework(id);
+        if let Some(f) = self.frameworks.get_mut(id) {
+            f.inactive = true;
+        }
+    }
+
+    /// The framework is connected again.
+    pub fn activate(&mut self, id: &str) {
+        if let Some(f) = self.frameworks.get_mut(id) {
+            f.inactive = false;
+        }
+        self.unrank_framework(id);
+        self.rank_framework(id);
+    }
+
+    /// Counts resources a framework already uses on an agent (tasks found on a re-registering
+    /// agent) as allocated to it.
+    pub fn add_used(&mut self, framework: &str, agent: &str, resources: &Resources) {
+        self.reallocate(framework, agent, resources, true);
     }
 
     /// Resumes offers and clears the framework's filters.
@@ -230,7 +256,7 @@ impl Allocator {
         let Some(f) = self.frameworks.get(framework) else {
             return;
         };
-        let (role, ranked) = (f.role.clone(), !f.suppressed);
+        let (role, ranked) = (f.role.clone(), !f.suppressed && !f.inactive);
         let old_framework_key = self.framework_key(framework);
         let old_role_key = self.role_key(&role);
         let change = |held: &mut Resources| {
@@ -379,7 +405,7 @@ impl Allocator {
         let Some(f) = self.frameworks.get(id) else {
             return;
         };
-        if f.suppressed {
+        if f.suppressed || f.inactive {
             return;
         }
         let role = f.role.clone();

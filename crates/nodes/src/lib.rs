@@ -4,6 +4,8 @@
 
 mod bench;
 mod coord;
+mod framework;
+mod master;
 mod sim;
 mod workload;
 
@@ -28,6 +30,8 @@ enum Command {
     Sim(sim::SimArgs),
     /// Run a ZooKeeper-compatible coordination server.
     Coord(coord::CoordArgs),
+    /// Run a Mesos-like master (the v1 scheduler API on its port, agents on the same port).
+    Master(master::MasterArgs),
     /// Measure drover against a reference in the same run.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -38,6 +42,8 @@ pub fn roles() -> drover_sim::Roles {
     drover_sim::Roles::new()
         .with(drover_sim::probe::role())
         .with(coord::role())
+        .with(master::role())
+        .with(framework::role())
         .with(workload::writer())
         .with(workload::owner())
         .with(workload::watcher())
@@ -89,6 +95,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Sim(args) => sim::main(args),
         Command::Coord(args) => run_daemon(|shutdown| coord::main(args, shutdown)),
+        Command::Master(args) => run_daemon(|shutdown| master::main(args, shutdown)),
         Command::Bench(args) => run_daemon(|_| bench::main(args)),
     }
 }

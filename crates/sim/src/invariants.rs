@@ -109,6 +109,9 @@ pub const ALWAYS: &[&str] = &[
     "no_delivery_across_partition",
     "linearizable",
     "acked_writes_survive",
+    "no_overcommit",
+    "no_duplicate_task",
+    "updates_exactly_once",
 ];
 
 /// Builds the invariant `name` (one of [`ALWAYS`]).
@@ -118,7 +121,18 @@ pub fn always(name: &str, tick_ms: u64) -> Result<Box<dyn Invariant>, String> {
             name: name.to_string(),
             role: role.to_string(),
             terms: BTreeMap::new(),
+            leading: BTreeMap::new(),
+            steps_down: false,
         }));
+    }
+    if name == "no_overcommit" {
+        return Ok(Box::new(NoOvercommit::default()));
+    }
+    if name == "no_duplicate_task" {
+        return Ok(Box::new(NoDuplicateTask::default()));
+    }
+    if name == "updates_exactly_once" {
+        return Ok(Box::new(UpdatesExactlyOnce::default()));
     }
     if name == "acked_writes_survive" {
         return Ok(Box::new(AckedWritesSurvive::default()));
@@ -137,11 +151,16 @@ pub fn always(name: &str, tick_ms: u64) -> Result<Box<dyn Invariant>, String> {
     ))
 }
 
-/// At most one node of a role claims leadership in any one term (`leader term=N` events).
+/// At most one node of a role claims leadership in any one term (`leader term=N` events). A role
+/// whose nodes say when they stop leading (`deposed` events: the master) must also never have
+/// two running nodes leading at once.
 struct OneLeader {
     name: String,
     role: String,
     terms: BTreeMap<u64, String>,
+    /// Nodes leading now (since their `leader` event, until `deposed`, a crash or a stop).
+    leading: BTreeMap<String, u64>,
+    steps_down: bool,
 }
 
 impl Invariant for OneLeader {
@@ -150,8 +169,33 @@ impl Invariant for OneLeader {
     }
 
     fn observe(&mut self, line: &TraceLine, view: &ClusterView) -> Result<(), String> {
-        if line.event.name != "leader" || view.map.role_of(&line.node) != Some(self.role.as_str()) {
+        if line.node == crate::trace::HARNESS
+            && matches!(line.event.name.as_str(), "crash" | "stop" | "restart")
+        {
+            if let Some(node) = line.event.field("node") {
+                self.leading.remove(node);
+            }
             return Ok(());
+        }
+        if view.map.role_of(&line.node) != Some(self.role.as_str()) {
+            return Ok(());
+        }
+        if line.event.name == "deposed" {
+            self.steps_down = true;
+            self.leading.remove(&line.node);
+            return Ok(());
+        }
+        if line.event.name != "leader" {
+            return Ok(());
+        }
+        if self.steps_down {
+            if let Some((other, term)) = self.leading.iter().find(|(n, _)| **n != line.node) {
+                return Err(format!(
+                    "{} leads (term {}) while {other} still leads (term {term})",
+                    line.node,
+                    line.event.field("term").unwrap_or("?")
+                ));
+            }
         }
         let Some(term) = line.event.field("term").and_then(|t| t.parse::<u64>().ok()) else {
             return Err(format!(
@@ -159,6 +203,7 @@ impl Invariant for OneLeader {
                 line.node, line.event
             ));
         };
+        self.leading.insert(line.node.clone(), term);
         match self.terms.get(&term) {
             Some(first) if *first != line.node => Err(format!(
                 "two leaders of role {} in term {term}: {first} and {}",
@@ -391,5 +436,195 @@ impl Invariant for AckedWritesSurvive {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// The agents' task events: `task_launched`/`task_recovered task=T framework=F cpus=C mem=M` when a
+/// task starts running on the agent (or is adopted again after a restart), `task_state task=T
+/// state=S uuid=U` for each status update it makes.
+fn agent_task(line: &TraceLine, view: &ClusterView) -> Option<(String, bool)> {
+    if view.map.role_of(&line.node) != Some("agent") {
+        return None;
+    }
+    let task = line.event.field("task")?.to_string();
+    match line.event.name.as_str() {
+        "task_launched" | "task_recovered" => Some((task, true)),
+        "task_state" => {
+            let state = line.event.field("state")?;
+            let terminal = serde_json::from_value::<drover_core::task::TaskState>(
+                serde_json::Value::String(state.to_string()),
+            )
+            .is_ok_and(|s| s.is_terminal());
+            terminal.then_some((task, false))
+        }
+        _ => None,
+    }
+}
+
+/// The node a harness crash or stop line is about.
+fn downed(line: &TraceLine) -> Option<&str> {
+    (line.node == crate::trace::HARNESS && matches!(line.event.name.as_str(), "crash" | "stop"))
+        .then(|| line.event.field("node"))
+        .flatten()
+}
+
+/// Thousandths of cpus and MB of mem of a task event.
+fn task_size(event: &Event) -> (u64, u64) {
+    let milli = |key: &str| {
+        event
+            .field(key)
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0, |v| (v * 1000.0).round() as u64)
+    };
+    (milli("cpus"), milli("mem"))
+}
+
+/// No agent runs tasks whose cpus or mem add up to more than it has.
+#[derive(Default)]
+struct NoOvercommit {
+    running: BTreeMap<String, BTreeMap<String, (u64, u64)>>,
+}
+
+/// What a simulated agent has when its scenario does not say.
+pub const DEFAULT_AGENT_RESOURCES: &str = "cpus:4;mem:8192;disk:100000;ports:[31000-32000]";
+
+impl Invariant for NoOvercommit {
+    fn name(&self) -> &str {
+        "no_overcommit"
+    }
+
+    fn observe(&mut self, line: &TraceLine, view: &ClusterView) -> Result<(), String> {
+        if let Some(node) = downed(line) {
+            self.running.remove(node);
+            return Ok(());
+        }
+        let Some((task, running)) = agent_task(line, view) else {
+            return Ok(());
+        };
+        let tasks = self.running.entry(line.node.clone()).or_default();
+        if !running {
+            tasks.remove(&task);
+            return Ok(());
+        }
+        tasks.insert(task, task_size(&line.event));
+        let (cpus, mem) = tasks
+            .values()
+            .fold((0, 0), |(c, m), (tc, tm)| (c + tc, m + tm));
+        let total = view
+            .map
+            .nodes
+            .iter()
+            .find(|n| n.name == line.node)
+            .and_then(|n| n.resources.clone())
+            .or_else(|| DEFAULT_AGENT_RESOURCES.parse().ok())
+            .unwrap_or_default();
+        let (have_cpus, have_mem) = (
+            total.scalar("cpus").thousandths(),
+            total.scalar("mem").thousandths(),
+        );
+        if cpus > have_cpus || mem > have_mem {
+            return Err(format!(
+                "{} runs tasks using cpus {} and mem {} but has cpus {} and mem {}",
+                line.node,
+                cpus as f64 / 1000.0,
+                mem as f64 / 1000.0,
+                have_cpus as f64 / 1000.0,
+                have_mem as f64 / 1000.0
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A task id never runs twice at once (on two agents, or twice on one).
+#[derive(Default)]
+struct NoDuplicateTask {
+    running: BTreeMap<String, String>,
+}
+
+impl Invariant for NoDuplicateTask {
+    fn name(&self) -> &str {
+        "no_duplicate_task"
+    }
+
+    fn observe(&mut self, line: &TraceLine, view: &ClusterView) -> Result<(), String> {
+        if let Some(node) = downed(line) {
+            self.running.retain(|_, n| n != node);
+            return Ok(());
+        }
+        let Some((task, running)) = agent_task(line, view) else {
+            return Ok(());
+        };
+        if !running {
+            if self.running.get(&task) == Some(&line.node) {
+                self.running.remove(&task);
+            }
+            return Ok(());
+        }
+        let recovered = line.event.name == "task_recovered";
+        match self.running.get(&task) {
+            Some(other) if other != &line.node || !recovered => Err(format!(
+                "task {task} starts on {} while it runs on {other}",
+                line.node
+            )),
+            _ => {
+                self.running.insert(task, line.node.clone());
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Every status update a framework receives (`update task=T uuid=U` on a framework node) is one
+/// an agent made (`task_state task=T uuid=U`), received once, in the order the agent made them.
+#[derive(Default)]
+struct UpdatesExactlyOnce {
+    made: BTreeMap<String, Vec<String>>,
+    /// Per task: how far into `made` the framework has received.
+    received: BTreeMap<String, usize>,
+}
+
+impl Invariant for UpdatesExactlyOnce {
+    fn name(&self) -> &str {
+        "updates_exactly_once"
+    }
+
+    fn observe(&mut self, line: &TraceLine, view: &ClusterView) -> Result<(), String> {
+        let (Some(task), Some(uuid)) = (line.event.field("task"), line.event.field("uuid")) else {
+            return Ok(());
+        };
+        let role = view.map.role_of(&line.node);
+        if role == Some("agent") && line.event.name == "task_state" {
+            self.made
+                .entry(task.to_string())
+                .or_default()
+                .push(uuid.to_string());
+            return Ok(());
+        }
+        if line.event.name != "update" || role == Some("agent") {
+            return Ok(());
+        }
+        let made = self.made.get(task).map(Vec::as_slice).unwrap_or_default();
+        let Some(position) = made.iter().position(|u| u == uuid) else {
+            return Err(format!(
+                "{} received update {uuid} of task {task}, which no agent made",
+                line.node
+            ));
+        };
+        let next = self.received.get(task).copied().unwrap_or(0);
+        if position < next {
+            return Err(format!(
+                "{} received update {uuid} of task {task} again (or out of order: it is update {} of the task, after {next})",
+                line.node, position + 1
+            ));
+        }
+        if position > next {
+            return Err(format!(
+                "{} received update {uuid} of task {task} (update {} of the task) but never update {}",
+                line.node, position + 1, next + 1
+            ));
+        }
+        self.received.insert(task.to_string(), position + 1);
+        Ok(())
     }
 }

@@ -1,0 +1,447 @@
+//! A client of the Mesos v1 scheduler HTTP API over the Env: the framework side.
+//!
+//! [`Driver::start`] finds the leading master (`HOST:PORT`, or `zk://HOSTS/PATH` through coord),
+//! subscribes, follows 307 redirects, reads the RecordIO event stream and subscribes again (with
+//! its framework id) when the stream ends or stays silent for three heartbeat intervals. Events go
+//! to the application in order; a status update the application already received (the same uuid,
+//! sent again after a master failover or a new stream) is acknowledged again but not delivered
+//! twice. Calls go to the master the stream is on, with its `Mesos-Stream-Id`.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use drover_coord::client::{Client, ClientConfig};
+use drover_coord::recipes;
+use drover_core::recordio;
+use drover_core::v1::{self, Call, CallType, Event, EventType, FrameworkInfo, Id, MasterInfo};
+use drover_core::{Env, Event as NodeEvent};
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use rand::RngCore;
+use tokio::sync::mpsc;
+
+use crate::daemon::ZkUrl;
+
+/// Where the master is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Locator {
+    Direct(String, u16),
+    Zk(ZkUrl),
+}
+
+impl FromStr for Locator {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Locator, String> {
+        if text.starts_with("zk://") {
+            return text.parse().map(Locator::Zk);
+        }
+        let (host, port) = text
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{text:?}: expected HOST:PORT or zk://HOSTS/PATH"))?;
+        let port = port
+            .parse()
+            .map_err(|_| format!("{text:?}: the port must be a number"))?;
+        Ok(Locator::Direct(host.to_string(), port))
+    }
+}
+
+/// What the application receives.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DriverEvent {
+    /// A stream is open (the first time, or again after a failover).
+    Subscribed {
+        framework_id: String,
+    },
+    Event(Box<Event>),
+    /// The stream ended; the driver is subscribing again.
+    Disconnected,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("not subscribed")]
+    NotSubscribed,
+    #[error("{0}")]
+    Http(#[from] drover_core::http::HttpError),
+    #[error("the master answered {status}: {message}")]
+    Refused { status: u16, message: String },
+}
+
+#[derive(Default)]
+struct Session {
+    framework_id: Option<String>,
+    /// The master the stream is on, and the stream's id.
+    stream: Option<((String, u16), String)>,
+}
+
+/// A framework's connection to the master. Cheap to clone.
+#[derive(Clone)]
+pub struct Driver {
+    env: Env,
+    session: Arc<Mutex<Session>>,
+}
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Driver {
+    /// Starts subscribing as `info` (with `info.id` set, as that framework again).
+    pub fn start(
+        env: Env,
+        locator: Locator,
+        info: FrameworkInfo,
+    ) -> (Driver, mpsc::Receiver<DriverEvent>) {
+        let session = Arc::new(Mutex::new(Session {
+            framework_id: info.id.as_ref().map(|i| i.value.clone()),
+            stream: None,
+        }));
+        let driver = Driver {
+            env: env.clone(),
+            session,
+        };
+        let (events, receiver) = mpsc::channel(1024);
+        tokio::spawn(run(driver.clone(), locator, info, events));
+        (driver, receiver)
+    }
+
+    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
+        self.session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn framework_id(&self) -> Option<String> {
+        self.session().framework_id.clone()
+    }
+
+    /// Sends a call on the current stream (its `framework_id` is filled in).
+    pub async fn call(&self, mut call: Call) -> Result<(), CallError> {
+        let (endpoint, stream_id, framework_id) = {
+            let session = self.session();
+            let Some((endpoint, stream_id)) = session.stream.clone() else {
+                return Err(CallError::NotSubscribed);
+            };
+            (endpoint, stream_id, session.framework_id.clone())
+        };
+        call.framework_id = framework_id.map(Id::new);
+        let body = serde_json::to_vec(&call).unwrap_or_default();
+        let request = Request::post("/api/v1/scheduler")
+            .header("content-type", "application/json")
+            .header("mesos-stream-id", stream_id)
+            .body(Bytes::from(body))
+            .map_err(|e| CallError::Refused {
+                status: 0,
+                message: e.to_string(),
+            })?;
+        let response =
+            drover_core::http::request(&self.env, &endpoint.0, endpoint.1, request, TIMEOUT)
+                .await?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(CallError::Refused {
+                status: response.status().as_u16(),
+                message: String::from_utf8_lossy(response.body()).into_owned(),
+            })
+        }
+    }
+
+    /// A call of `kind` with nothing else in it.
+    pub fn bare(kind: CallType) -> Call {
+        Call {
+            framework_id: None,
+            kind,
+            subscribe: None,
+            accept: None,
+            decline: None,
+            revive: None,
+            suppress: None,
+            kill: None,
+            acknowledge: None,
+            reconcile: None,
+        }
+    }
+
+    /// Acknowledges a status update (those without a uuid need none).
+    pub async fn acknowledge(&self, status: &v1::TaskStatus) -> Result<(), CallError> {
+        let (Some(uuid), Some(agent)) = (status.uuid.clone(), status.agent_id.clone()) else {
+            return Ok(());
+        };
+        let mut call = Driver::bare(CallType::Acknowledge);
+        call.acknowledge = Some(v1::Acknowledge {
+            agent_id: agent,
+            task_id: status.task_id.clone(),
+            uuid,
+        });
+        self.call(call).await
+    }
+}
+
+/// Finds the leading master's HTTP endpoint.
+async fn find_master(
+    locator: &Locator,
+    zk: &mut Option<Client>,
+    env: &Env,
+) -> Option<(String, u16)> {
+    match locator {
+        Locator::Direct(host, port) => Some((host.clone(), *port)),
+        Locator::Zk(url) => {
+            if zk.as_ref().is_none_or(|c| {
+                matches!(
+                    c.state(),
+                    drover_coord::client::State::Expired | drover_coord::client::State::Closed
+                )
+            }) {
+                let config = ClientConfig::from_hosts(&url.hosts).ok()?;
+                *zk = Some(Client::start(env.clone(), config));
+            }
+            let client = zk.as_ref()?;
+            tokio::time::timeout(TIMEOUT, client.wait_connected())
+                .await
+                .ok()?
+                .ok()?;
+            let (_, data) = tokio::time::timeout(TIMEOUT, recipes::leader(client, &url.path))
+                .await
+                .ok()?
+                .ok()??;
+            MasterInfo::decode(&data).ok().map(|info| info.endpoint())
+        }
+    }
+}
+
+async fn run(
+    driver: Driver,
+    locator: Locator,
+    mut info: FrameworkInfo,
+    events: mpsc::Sender<DriverEvent>,
+) {
+    let mut zk = None;
+    let mut backoff = Duration::from_millis(500);
+    // The latest uuid delivered per task: a repeat is acknowledged but not delivered again.
+    let mut delivered: BTreeMap<String, String> = BTreeMap::new();
+    let mut redirect: Option<(String, u16)> = None;
+    loop {
+        if events.is_closed() {
+            return;
+        }
+        let endpoint = match redirect.take() {
+            Some(endpoint) => Some(endpoint),
+            None => find_master(&locator, &mut zk, &driver.env).await,
+        };
+        if let Some(endpoint) = endpoint {
+            info.id = driver.framework_id().map(Id::new);
+            match subscribe(&driver, &endpoint, &info, &events, &mut delivered).await {
+                Outcome::Redirect(to) => {
+                    redirect = Some(to);
+                    continue;
+                }
+                Outcome::Streamed => {
+                    backoff = Duration::from_millis(500);
+                    driver.session().stream = None;
+                    if events.send(DriverEvent::Disconnected).await.is_err() {
+                        return;
+                    }
+                }
+                Outcome::Failed(why) => {
+                    tracing::debug!(%why, "subscribe failed");
+                }
+            }
+        }
+        let jitter = driver.env.rng().next_u64() % (backoff.as_millis() as u64 + 1);
+        tokio::time::sleep(backoff / 2 + Duration::from_millis(jitter / 2)).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+enum Outcome {
+    Redirect((String, u16)),
+    /// A stream was open and has ended.
+    Streamed,
+    Failed(String),
+}
+
+/// `//host:port/path`, `http://host:port/path` or `host:port` → `(host, port)`.
+fn parse_location(location: &str) -> Option<(String, u16)> {
+    let rest = location
+        .strip_prefix("http://")
+        .or_else(|| location.strip_prefix("//"))
+        .unwrap_or(location);
+    let authority = rest.split('/').next()?;
+    let (host, port) = authority.rsplit_once(':')?;
+    Some((host.to_string(), port.parse().ok()?))
+}
+
+async fn subscribe(
+    driver: &Driver,
+    endpoint: &(String, u16),
+    info: &FrameworkInfo,
+    events: &mpsc::Sender<DriverEvent>,
+    delivered: &mut BTreeMap<String, String>,
+) -> Outcome {
+    let env = &driver.env;
+    let stream = match env.connect(&endpoint.0, endpoint.1, TIMEOUT).await {
+        Ok(stream) => stream,
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    let handshake = tokio::time::timeout(
+        TIMEOUT,
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)),
+    )
+    .await;
+    let Ok(Ok((mut sender, connection))) = handshake else {
+        return Outcome::Failed("HTTP handshake failed".into());
+    };
+    let connection = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut call = Driver::bare(CallType::Subscribe);
+    call.framework_id = info.id.clone();
+    call.subscribe = Some(v1::Subscribe {
+        framework_info: info.clone(),
+    });
+    let body = serde_json::to_vec(&call).unwrap_or_default();
+    let Ok(request) = Request::post("/api/v1/scheduler")
+        .header("host", format!("{}:{}", endpoint.0, endpoint.1))
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .body(Full::new(Bytes::from(body)))
+    else {
+        return Outcome::Failed("cannot build the request".into());
+    };
+    let response = match tokio::time::timeout(TIMEOUT, sender.send_request(request)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => return Outcome::Failed(e.to_string()),
+        Err(_) => return Outcome::Failed("SUBSCRIBE timed out".into()),
+    };
+    let status = response.status().as_u16();
+    if status == 307 {
+        let to = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_location);
+        connection.abort();
+        return match to {
+            Some(to) => Outcome::Redirect(to),
+            None => Outcome::Failed("307 without a usable Location".into()),
+        };
+    }
+    if status != 200 {
+        connection.abort();
+        return Outcome::Failed(format!("SUBSCRIBE answered {status}"));
+    }
+    let Some(stream_id) = response
+        .headers()
+        .get("mesos-stream-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+    else {
+        connection.abort();
+        return Outcome::Failed("SUBSCRIBE answered without Mesos-Stream-Id".into());
+    };
+    let mut body = response.into_body();
+    let mut decoder = recordio::Decoder::default();
+    let mut silence = TIMEOUT * 3;
+    let outcome = 'stream: loop {
+        let frame = match tokio::time::timeout(silence, body.frame()).await {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(_) => break Outcome::Streamed,
+            Err(_) => {
+                env.emit(NodeEvent::new("framework_stream_silent"));
+                break Outcome::Streamed;
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        decoder.feed(&data);
+        loop {
+            let record = match decoder.next_record() {
+                Ok(Some(record)) => record,
+                Ok(None) => break,
+                Err(e) => break 'stream Outcome::Failed(format!("bad RecordIO: {e}")),
+            };
+            let event: Event = match serde_json::from_slice(&record) {
+                Ok(event) => event,
+                Err(e) => break 'stream Outcome::Failed(format!("bad event: {e}")),
+            };
+            match event.kind {
+                EventType::Subscribed => {
+                    let Some(subscribed) = event.subscribed.as_ref() else {
+                        continue;
+                    };
+                    if let Some(s) = subscribed.heartbeat_interval_seconds {
+                        if s.is_finite() && s > 0.0 {
+                            silence = Duration::from_secs_f64((s * 3.0).min(3600.0));
+                        }
+                    }
+                    let framework_id = subscribed.framework_id.value.clone();
+                    {
+                        let mut session = driver.session();
+                        session.framework_id = Some(framework_id.clone());
+                        session.stream = Some((endpoint.clone(), stream_id.clone()));
+                    }
+                    if events
+                        .send(DriverEvent::Subscribed { framework_id })
+                        .await
+                        .is_err()
+                    {
+                        break 'stream Outcome::Streamed;
+                    }
+                    continue;
+                }
+                EventType::Update => {
+                    if let Some(status) = event.update.as_ref().map(|u| &u.status) {
+                        if let Some(uuid) = &status.uuid {
+                            if delivered.get(&status.task_id.value) == Some(uuid) {
+                                let _ = driver.acknowledge(status).await;
+                                continue;
+                            }
+                            delivered.insert(status.task_id.value.clone(), uuid.clone());
+                        }
+                    }
+                }
+                EventType::Heartbeat => continue,
+                _ => {}
+            }
+            if events
+                .send(DriverEvent::Event(Box::new(event)))
+                .await
+                .is_err()
+            {
+                break 'stream Outcome::Streamed;
+            }
+        }
+    };
+    connection.abort();
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locators_and_locations_parse() {
+        assert_eq!(
+            "127.0.0.1:5050".parse::<Locator>().unwrap(),
+            Locator::Direct("127.0.0.1".into(), 5050)
+        );
+        assert!(matches!(
+            "zk://c1:2181/mesos".parse::<Locator>().unwrap(),
+            Locator::Zk(_)
+        ));
+        assert!("nowhere".parse::<Locator>().is_err());
+        assert_eq!(
+            parse_location("//m2:5050/api/v1/scheduler"),
+            Some(("m2".into(), 5050))
+        );
+        assert_eq!(
+            parse_location("http://10.0.0.1:5051"),
+            Some(("10.0.0.1".into(), 5051))
+        );
+        assert_eq!(parse_location("//m2/api"), None);
+    }
+}

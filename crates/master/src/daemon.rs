@@ -1,0 +1,888 @@
+//! The master daemon: one port for HTTP (the v1 scheduler API, `/master/state`, ...) and for
+//! agents' frame connections, leader election through coord, and the core task that owns the
+//! leading master's state ([`crate::core::Master`]).
+//!
+//! Everything goes through the Env, so the same code runs live and in simulation.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use drover_coord::client::{Client, ClientConfig, CreateMode};
+use drover_coord::proto::ErrorCode;
+use drover_coord::recipes::{self, Candidacy, Standing};
+use drover_core::agent_proto::{AgentMessage, MasterMessage, Registration};
+use drover_core::env::{Listener, Stream};
+use drover_core::frame::{decode_message, encode_message, FrameCodec};
+use drover_core::v1::{self, CallType, MasterInfo};
+use drover_core::{Env, Event};
+use futures_util::{SinkExt, StreamExt};
+use rand::RngCore;
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::Framed;
+
+use crate::core::{ApiError, Master, RegistryEntry, RegistryWrite, StreamSender, Tuning};
+
+/// Mesos' master port.
+pub const DEFAULT_PORT: u16 = 5050;
+
+/// How long an agent connection may stay silent before its first frame, and a write may take.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The address to listen on.
+    pub bind: SocketAddr,
+    /// The host name others reach this master by (published in `MasterInfo`).
+    pub hostname: String,
+    pub port: u16,
+    /// `zk://HOSTS/PATH`: elect the leader through coord (or ZooKeeper). None: a single master.
+    pub zk: Option<ZkUrl>,
+    pub tuning: Tuning,
+}
+
+/// A parsed `zk://h1:2181,h2:2181/path`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZkUrl {
+    pub hosts: String,
+    pub path: String,
+}
+
+impl std::str::FromStr for ZkUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ZkUrl, String> {
+        let rest = text
+            .strip_prefix("zk://")
+            .ok_or_else(|| format!("{text:?}: expected zk://HOST:PORT[,HOST:PORT...]/PATH"))?;
+        let (hosts, path) = rest
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?}: expected a /PATH after the hosts"))?;
+        ClientConfig::from_hosts(hosts).map_err(|e| format!("{text:?}: {e}"))?;
+        let path = format!("/{}", path.trim_end_matches('/'));
+        if path == "/" || path.contains("//") {
+            return Err(format!("{text:?}: expected a path such as /mesos"));
+        }
+        Ok(ZkUrl {
+            hosts: hosts.to_string(),
+            path,
+        })
+    }
+}
+
+/// What the core task is asked to do.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "inputs are moved once, not stored"
+)]
+enum Input {
+    Elected {
+        term: u64,
+        registry: BTreeMap<String, RegistryEntry>,
+        store: RegistryStore,
+    },
+    Deposed,
+    AgentRegister {
+        conn: u64,
+        registration: Registration,
+        tx: mpsc::Sender<MasterMessage>,
+    },
+    AgentMessage {
+        conn: u64,
+        message: AgentMessage,
+    },
+    AgentClosed {
+        conn: u64,
+    },
+    Api {
+        call: v1::Call,
+        stream_id: Option<String>,
+        reply: oneshot::Sender<ApiReply>,
+    },
+    Report {
+        kind: ReportKind,
+        reply: oneshot::Sender<Option<serde_json::Value>>,
+    },
+}
+
+enum ReportKind {
+    State,
+    Metrics,
+}
+
+enum ApiReply {
+    NotLeader,
+    Failed(ApiError),
+    Accepted,
+    Subscribed {
+        stream_id: String,
+        events: mpsc::Receiver<Bytes>,
+    },
+}
+
+/// Where the registry of agents lives: coord (beside the election group, at `<path>-registry`:
+/// pymesos takes the lowest child of the group as the leader whatever its name, so nothing but
+/// `json.info_` members may live inside it) or the master's disk.
+#[derive(Clone)]
+enum RegistryStore {
+    Coord { client: Client, path: String },
+    Disk(Env),
+}
+
+const REGISTRY_FILE: &str = "registry.json";
+
+impl RegistryStore {
+    async fn load(&self) -> Result<BTreeMap<String, RegistryEntry>, String> {
+        match self {
+            RegistryStore::Coord { client, path } => {
+                let dir = format!("{path}-registry");
+                client
+                    .ensure_path(&dir)
+                    .await
+                    .map_err(|e| format!("{dir}: {e:?}"))?;
+                let mut out = BTreeMap::new();
+                let mut names = client
+                    .get_children(&dir)
+                    .await
+                    .map_err(|e| format!("{dir}: {e:?}"))?;
+                names.sort();
+                for name in names {
+                    match client.get_data(&format!("{dir}/{name}")).await {
+                        Ok((data, _)) => {
+                            if let Ok(entry) = serde_json::from_slice(&data) {
+                                out.insert(name, entry);
+                            }
+                        }
+                        Err(ErrorCode::NoNode) => {}
+                        Err(e) => return Err(format!("{dir}/{name}: {e:?}")),
+                    }
+                }
+                Ok(out)
+            }
+            RegistryStore::Disk(env) => match env.disk().read(REGISTRY_FILE).await {
+                Ok(Some(bytes)) => {
+                    serde_json::from_slice(&bytes).map_err(|e| format!("{REGISTRY_FILE}: {e}"))
+                }
+                Ok(None) => Ok(BTreeMap::new()),
+                Err(e) => Err(format!("{REGISTRY_FILE}: {e}")),
+            },
+        }
+    }
+
+    async fn write(
+        &self,
+        write: &RegistryWrite,
+        all: &BTreeMap<String, RegistryEntry>,
+    ) -> Result<(), String> {
+        match self {
+            RegistryStore::Coord { client, path } => {
+                let node = format!("{path}-registry/{}", write.agent_id);
+                let data = serde_json::to_vec(&write.entry).unwrap_or_default();
+                match client.set_data(&node, &data, -1).await {
+                    Ok(_) => Ok(()),
+                    Err(ErrorCode::NoNode) => client
+                        .create(&node, &data, CreateMode::Persistent)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| format!("{node}: {e:?}")),
+                    Err(e) => Err(format!("{node}: {e:?}")),
+                }
+            }
+            RegistryStore::Disk(env) => {
+                let data = serde_json::to_vec(all).unwrap_or_default();
+                env.disk()
+                    .write(REGISTRY_FILE, Bytes::from(data))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                env.disk()
+                    .sync(REGISTRY_FILE)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+/// Shared with the HTTP handlers.
+#[derive(Clone)]
+struct Shared {
+    inputs: mpsc::Sender<Input>,
+    info: MasterInfo,
+    /// The session used to look the leader up, when electing through coord.
+    zk: Option<(Arc<Mutex<Option<Client>>>, String)>,
+}
+
+/// Runs a master until `shutdown` resolves.
+pub async fn serve(
+    env: Env,
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let listener = env.bind(config.bind).await?;
+    let id = {
+        let mut rng = env.rng();
+        format!(
+            "{:08x}-{:04x}-{:04x}",
+            rng.next_u32(),
+            rng.next_u32() & 0xffff,
+            rng.next_u32() & 0xffff
+        )
+    };
+    let info = MasterInfo::new(&id, &config.hostname, config.port);
+    let (inputs, receiver) = mpsc::channel(1024);
+    let zk_client = Arc::new(Mutex::new(None));
+    let shared = Shared {
+        inputs: inputs.clone(),
+        info: info.clone(),
+        zk: config
+            .zk
+            .as_ref()
+            .map(|zk| (zk_client.clone(), zk.path.clone())),
+    };
+    let (http_tx, http_rx) = mpsc::channel(64);
+    tokio::spawn(accept_loop(listener, http_tx, inputs.clone()));
+    let router = router(shared);
+    let http = tokio::spawn(async move {
+        let _ = axum::serve(ChannelListener(http_rx, config.bind), router).await;
+    });
+    match &config.zk {
+        Some(zk) => {
+            tokio::spawn(campaign(
+                env.clone(),
+                zk.clone(),
+                info.clone(),
+                inputs.clone(),
+                zk_client,
+            ));
+        }
+        None => {
+            let store = RegistryStore::Disk(env.clone());
+            let registry = store.load().await.map_err(io::Error::other)?;
+            let _ = inputs
+                .send(Input::Elected {
+                    term: 1,
+                    registry,
+                    store,
+                })
+                .await;
+        }
+    }
+    drop(inputs);
+    core(env, config.tuning, info, receiver, shutdown).await;
+    http.abort();
+    Ok(())
+}
+
+/// The core task: the only owner of the master's state.
+async fn core(
+    env: Env,
+    tuning: Tuning,
+    info: MasterInfo,
+    mut inputs: mpsc::Receiver<Input>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let start = tokio::time::Instant::now();
+    let now = move || start.elapsed().as_millis() as u64;
+    let mut leader: Option<(Master, RegistryStore)> = None;
+    let mut allocation =
+        tokio::time::interval(Duration::from_millis(tuning.allocation_interval_ms.max(1)));
+    let mut pings =
+        tokio::time::interval(Duration::from_millis(tuning.agent_ping_timeout_ms.max(1)));
+    let mut heartbeats =
+        tokio::time::interval(Duration::from_millis(tuning.heartbeat_interval_ms.max(1)));
+    for timer in [&mut allocation, &mut pings, &mut heartbeats] {
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            input = inputs.recv() => {
+                let Some(input) = input else { break };
+                handle(&env, &tuning, &info, &mut leader, input, now());
+            }
+            _ = allocation.tick() => {
+                if let Some((master, _)) = leader.as_mut() {
+                    master.tick(now());
+                    allocate(master, now());
+                }
+            }
+            _ = pings.tick() => {
+                if let Some((master, _)) = leader.as_mut() {
+                    master.ping_agents();
+                }
+            }
+            _ = heartbeats.tick() => {
+                if let Some((master, _)) = leader.as_mut() {
+                    master.heartbeat();
+                }
+            }
+        }
+        if let Some((master, store)) = leader.as_mut() {
+            if master.take_allocate_soon() {
+                allocate(master, now());
+            }
+            let writes: Vec<RegistryWrite> = master.registry_writes.drain(..).collect();
+            for write in writes {
+                let all = master.registry_snapshot();
+                if let Err(e) = store.write(&write, &all).await {
+                    tracing::warn!(agent = %write.agent_id, error = %e, "registry write failed");
+                    env.emit(Event::new("registry_write_failed"));
+                }
+            }
+        }
+    }
+}
+
+fn allocate(master: &mut Master, now_ms: u64) {
+    let started = tokio::time::Instant::now();
+    master.allocate(now_ms);
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    master.counters.allocation_run_ms_last = ms;
+    master.counters.allocation_run_ms_total += ms;
+}
+
+fn handle(
+    env: &Env,
+    tuning: &Tuning,
+    info: &MasterInfo,
+    leader: &mut Option<(Master, RegistryStore)>,
+    input: Input,
+    now_ms: u64,
+) {
+    match input {
+        Input::Elected {
+            term,
+            registry,
+            store,
+        } => {
+            env.emit(Event::new("leader").with("term", term));
+            tracing::info!(term, agents = registry.len(), "elected leading master");
+            *leader = Some((
+                Master::new(env.clone(), tuning.clone(), info.clone(), registry, now_ms),
+                store,
+            ));
+        }
+        Input::Deposed => {
+            if leader.take().is_some() {
+                env.emit(Event::new("deposed"));
+                tracing::warn!("no longer the leading master");
+            }
+        }
+        Input::AgentRegister {
+            conn,
+            registration,
+            tx,
+        } => {
+            // A master that does not lead drops the connection: the agent looks for the leader.
+            let Some((master, _)) = leader.as_mut() else {
+                return;
+            };
+            let id = master.admit_id(&registration);
+            if let Err(e) = master.agent_registered(conn, &id, &registration, tx.clone(), now_ms) {
+                let _ = tx.try_send(MasterMessage::Refused { reason: e });
+            }
+        }
+        Input::AgentMessage { conn, message } => {
+            let Some((master, _)) = leader.as_mut() else {
+                return;
+            };
+            match message {
+                AgentMessage::Update(update) => master.agent_update(conn, update),
+                AgentMessage::Pong { seq } => master.agent_pong(conn, seq),
+                // A second registration on one connection is ignored.
+                AgentMessage::Register(_) => {}
+            }
+        }
+        Input::AgentClosed { conn } => {
+            if let Some((master, _)) = leader.as_mut() {
+                master.agent_closed(conn);
+            }
+        }
+        Input::Api {
+            call,
+            stream_id,
+            reply,
+        } => {
+            let Some((master, _)) = leader.as_mut() else {
+                let _ = reply.send(ApiReply::NotLeader);
+                return;
+            };
+            let answer = if call.kind == CallType::Subscribe {
+                let (tx, events): (StreamSender, _) = mpsc::channel(1024);
+                match master.subscribe(&call, tx, now_ms) {
+                    Ok((_, stream_id)) => ApiReply::Subscribed { stream_id, events },
+                    Err(e) => ApiReply::Failed(e),
+                }
+            } else {
+                match master
+                    .check_stream(&call, stream_id.as_deref())
+                    .and_then(|framework| master.call(&framework, call, now_ms))
+                {
+                    Ok(()) => ApiReply::Accepted,
+                    Err(e) => {
+                        master.counters.invalid_calls += 1;
+                        ApiReply::Failed(e)
+                    }
+                }
+            };
+            let _ = reply.send(answer);
+        }
+        Input::Report { kind, reply } => {
+            let report = leader.as_ref().map(|(master, _)| match kind {
+                ReportKind::State => master.state_json(env.unix_ms()),
+                ReportKind::Metrics => {
+                    json!(master.metrics(now_ms.saturating_sub(0) as f64 / 1000.0))
+                }
+            });
+            let _ = reply.send(report);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- leader election
+
+/// Campaigns for leadership through coord, for as long as the master runs. A master that loses
+/// its coord connection stops leading at once (its session may expire while it cannot tell).
+async fn campaign(
+    env: Env,
+    zk: ZkUrl,
+    info: MasterInfo,
+    inputs: mpsc::Sender<Input>,
+    shared_client: Arc<Mutex<Option<Client>>>,
+) {
+    let data = serde_json::to_vec(&info).unwrap_or_default();
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let Ok(config) = ClientConfig::from_hosts(&zk.hosts) else {
+            return;
+        };
+        let client = Client::start(env.clone(), config);
+        if let Ok(mut slot) = shared_client.lock() {
+            *slot = Some(client.clone());
+        }
+        if client.wait_connected().await.is_ok() {
+            backoff = Duration::from_millis(500);
+            if let Ok(candidacy) = Candidacy::enter(&client, &zk.path, &data).await {
+                let term = candidacy
+                    .path
+                    .rsplit('/')
+                    .next()
+                    .and_then(recipes::sequence_of)
+                    .unwrap_or(0);
+                run_candidacy(&client, &zk, &candidacy, term, &inputs).await;
+                let _ = inputs.send(Input::Deposed).await;
+            }
+        }
+        client.close().await;
+        if inputs.is_closed() {
+            return;
+        }
+        let jitter = env.rng().next_u64() % 500;
+        tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Until the candidacy ends: waits its turn, then leads while the session is connected.
+async fn run_candidacy(
+    client: &Client,
+    zk: &ZkUrl,
+    candidacy: &Candidacy,
+    term: u64,
+    inputs: &mpsc::Sender<Input>,
+) {
+    let mut state = client.watch_state();
+    loop {
+        match candidacy.standing(client).await {
+            Ok(Standing::Leader) => {
+                let store = RegistryStore::Coord {
+                    client: client.clone(),
+                    path: zk.path.clone(),
+                };
+                let Ok(registry) = store.load().await else {
+                    return;
+                };
+                let elected = Input::Elected {
+                    term,
+                    registry,
+                    store,
+                };
+                if inputs.send(elected).await.is_err() {
+                    return;
+                }
+                let _ = state
+                    .wait_for(|s| *s != drover_coord::client::State::Connected)
+                    .await;
+                return;
+            }
+            Ok(Standing::Waiting {
+                predecessor_gone, ..
+            }) => {
+                tokio::select! {
+                    biased;
+                    _ = state.wait_for(|s| *s != drover_coord::client::State::Connected) => return,
+                    _ = predecessor_gone => {}
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// The leader's `MasterInfo`, looked up in coord.
+async fn lookup_leader(shared: &Shared) -> Option<MasterInfo> {
+    let Some((slot, path)) = shared.zk.as_ref() else {
+        return Some(shared.info.clone());
+    };
+    let client = slot.lock().ok()?.clone()?;
+    let (_, data) = tokio::time::timeout(IO_TIMEOUT, recipes::leader(&client, path))
+        .await
+        .ok()?
+        .ok()??;
+    MasterInfo::decode(&data).ok()
+}
+
+// ---------------------------------------------------------------- connections
+
+/// Accepts connections and tells HTTP from agent frames by the first byte.
+async fn accept_loop(
+    mut listener: Listener,
+    http: mpsc::Sender<(Stream, SocketAddr)>,
+    inputs: mpsc::Sender<Input>,
+) {
+    let mut next_conn = 0u64;
+    loop {
+        let (mut stream, addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        next_conn += 1;
+        let conn = next_conn;
+        let (http, inputs) = (http.clone(), inputs.clone());
+        tokio::spawn(async move {
+            let mut first = [0u8; 1];
+            let Ok(Ok(1)) = tokio::time::timeout(IO_TIMEOUT, stream.read(&mut first)).await else {
+                return;
+            };
+            let stream: Stream = Box::new(Prefixed {
+                first: Some(first[0]),
+                inner: stream,
+            });
+            if first[0].is_ascii_uppercase() {
+                let _ = http.send((stream, addr)).await;
+            } else {
+                agent_connection(conn, stream, inputs).await;
+            }
+        });
+    }
+}
+
+/// One agent's connection: its registration, then messages both ways until either side ends.
+async fn agent_connection(conn: u64, stream: Stream, inputs: mpsc::Sender<Input>) {
+    let mut framed = Framed::new(stream, FrameCodec::default());
+    let first = match tokio::time::timeout(IO_TIMEOUT, framed.next()).await {
+        Ok(Some(Ok(frame))) => decode_message::<AgentMessage>(&frame),
+        _ => return,
+    };
+    let registration = match first {
+        Ok(AgentMessage::Register(registration)) => registration,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::debug!(error = %e, "bad first frame from an agent");
+            return;
+        }
+    };
+    let (tx, mut rx) = mpsc::channel::<MasterMessage>(1024);
+    if inputs
+        .send(Input::AgentRegister {
+            conn,
+            registration,
+            tx,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        tokio::select! {
+            biased;
+            out = rx.recv() => {
+                let Some(message) = out else { break };
+                let Ok(frame) = encode_message(&message) else { continue };
+                match tokio::time::timeout(IO_TIMEOUT, framed.send(frame)).await {
+                    Ok(Ok(())) => {}
+                    _ => break,
+                }
+            }
+            frame = framed.next() => {
+                let Some(Ok(frame)) = frame else { break };
+                match decode_message::<AgentMessage>(&frame) {
+                    Ok(message) => {
+                        if inputs.send(Input::AgentMessage { conn, message }).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "bad frame from an agent");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let _ = inputs.send(Input::AgentClosed { conn }).await;
+}
+
+/// A stream whose first byte was already read.
+struct Prefixed {
+    first: Option<u8>,
+    inner: Stream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if let Some(byte) = self.first {
+            if buf.remaining() > 0 {
+                buf.put_slice(&[byte]);
+                self.first = None;
+                return Poll::Ready(Ok(()));
+            }
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// HTTP connections handed over by the accept loop.
+struct ChannelListener(mpsc::Receiver<(Stream, SocketAddr)>, SocketAddr);
+
+impl axum::serve::Listener for ChannelListener {
+    type Io = Stream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Stream, SocketAddr) {
+        match self.0.recv().await {
+            Some(accepted) => accepted,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.1)
+    }
+}
+
+// ---------------------------------------------------------------- HTTP
+
+fn router(shared: Shared) -> axum::Router {
+    axum::Router::new()
+        .route("/api/v1/scheduler", post(scheduler_api))
+        .route("/master/state", get(state))
+        .route("/master/state.json", get(state))
+        .route("/state", get(state))
+        .route("/master/redirect", get(redirect))
+        .route("/redirect", get(redirect))
+        .route("/metrics/snapshot", get(metrics))
+        .route("/health", get(|| async { StatusCode::OK }))
+        .route("/master/health", get(|| async { StatusCode::OK }))
+        .route("/version", get(version))
+        .with_state(shared)
+}
+
+fn text(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, message.into()).into_response()
+}
+
+async fn scheduler_api(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    if !content_type.starts_with("application/json") {
+        return text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Unsupported Content-Type {content_type:?}; drover speaks application/json"),
+        );
+    }
+    let call = match v1::decode_call(&body) {
+        Ok(call) => call,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
+    };
+    let stream_id = headers
+        .get("mesos-stream-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (reply, answer) = oneshot::channel();
+    if shared
+        .inputs
+        .send(Input::Api {
+            call,
+            stream_id,
+            reply,
+        })
+        .await
+        .is_err()
+    {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "The master is stopping");
+    }
+    match answer.await {
+        Ok(ApiReply::Accepted) => StatusCode::ACCEPTED.into_response(),
+        Ok(ApiReply::Failed(e)) => text(
+            StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+            e.message,
+        ),
+        Ok(ApiReply::Subscribed { stream_id, events }) => {
+            let body = Body::from_stream(futures_util::stream::unfold(
+                events,
+                |mut events| async move {
+                    let record = events.recv().await?;
+                    Some((Ok::<Bytes, io::Error>(record), events))
+                },
+            ));
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/json")
+                .header("mesos-stream-id", stream_id)
+                .body(body)
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+        Ok(ApiReply::NotLeader) => match lookup_leader(&shared).await {
+            Some(leader) if leader.id != shared.info.id => {
+                let (host, port) = leader.endpoint();
+                Response::builder()
+                    .status(StatusCode::TEMPORARY_REDIRECT)
+                    .header("location", format!("//{host}:{port}/api/v1/scheduler"))
+                    .body(Body::empty())
+                    .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+            }
+            _ => text(StatusCode::SERVICE_UNAVAILABLE, "No leader elected"),
+        },
+        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "The master is stopping"),
+    }
+}
+
+async fn report(shared: &Shared, kind: ReportKind) -> Option<serde_json::Value> {
+    let (reply, answer) = oneshot::channel();
+    shared
+        .inputs
+        .send(Input::Report { kind, reply })
+        .await
+        .ok()?;
+    answer.await.ok()?
+}
+
+async fn state(State(shared): State<Shared>) -> Response {
+    match report(&shared, ReportKind::State).await {
+        Some(state) => axum::Json(state).into_response(),
+        None => {
+            let leader = lookup_leader(&shared).await;
+            axum::Json(json!({
+                "version": v1::MESOS_VERSION,
+                "id": shared.info.id,
+                "pid": shared.info.pid,
+                "hostname": shared.info.hostname,
+                "leader": leader.as_ref().map(|l| l.pid.clone()),
+                "leader_info": leader,
+                "activated_slaves": 0,
+                "slaves": [],
+                "frameworks": [],
+                "completed_frameworks": [],
+            }))
+            .into_response()
+        }
+    }
+}
+
+async fn redirect(State(shared): State<Shared>) -> Response {
+    match lookup_leader(&shared).await {
+        Some(leader) => {
+            let (host, port) = leader.endpoint();
+            Response::builder()
+                .status(StatusCode::TEMPORARY_REDIRECT)
+                .header("location", format!("//{host}:{port}"))
+                .body(Body::empty())
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+        None => text(StatusCode::SERVICE_UNAVAILABLE, "No leader elected"),
+    }
+}
+
+async fn metrics(State(shared): State<Shared>) -> Response {
+    match report(&shared, ReportKind::Metrics).await {
+        Some(m) => axum::Json(m).into_response(),
+        None => axum::Json(json!({"master/elected": 0.0})).into_response(),
+    }
+}
+
+async fn version() -> Response {
+    axum::Json(json!({
+        "version": v1::MESOS_VERSION,
+        "build_user": "drover",
+        "git_sha": env!("CARGO_PKG_VERSION"),
+    }))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zk_urls_parse_or_say_why() {
+        let url: ZkUrl = "zk://a:2181,b:2181/mesos".parse().unwrap();
+        assert_eq!(url.hosts, "a:2181,b:2181");
+        assert_eq!(url.path, "/mesos");
+        assert!("http://a/mesos"
+            .parse::<ZkUrl>()
+            .unwrap_err()
+            .contains("expected zk://"));
+        assert!("zk://a:2181"
+            .parse::<ZkUrl>()
+            .unwrap_err()
+            .contains("/PATH"));
+        assert!("zk://a/mesos"
+            .parse::<ZkUrl>()
+            .unwrap_err()
+            .contains("HOST:PORT"));
+    }
+}

@@ -1,0 +1,138 @@
+//! `drover master`: the Mesos-like master, live or simulated.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use drover_master::core::Tuning;
+use drover_master::daemon::{self, Config, ZkUrl};
+use drover_sim::Role;
+
+pub use drover_master::daemon::DEFAULT_PORT as PORT;
+
+#[derive(Args)]
+pub struct MasterArgs {
+    /// The address to listen on (and to publish, unless --hostname is given).
+    #[arg(long, default_value = "127.0.0.1")]
+    ip: String,
+    #[arg(long, default_value_t = PORT)]
+    port: u16,
+    /// The name frameworks and agents reach this master by (default: --ip).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// `zk://HOST:PORT[,HOST:PORT...]/PATH`: elect the leading master through coord or
+    /// ZooKeeper. Without it the master runs alone and always leads.
+    #[arg(long)]
+    zk: Option<String>,
+    /// Where a master without --zk keeps its registry of agents.
+    #[arg(long, default_value = "drover-master")]
+    work_dir: PathBuf,
+    /// The number of masters of the ensemble (informational: coord decides who leads).
+    #[arg(long)]
+    quorum: Option<u32>,
+    /// How often the allocator runs (besides after events), e.g. `1s`, `500ms`.
+    #[arg(long, default_value = "1s")]
+    allocation_interval: String,
+    /// How often agents are pinged; after 5 missed pings an agent is unreachable.
+    #[arg(long, default_value = "15s")]
+    agent_ping_timeout: String,
+    /// After a failover, offers wait for 80% of the known agents or this long.
+    #[arg(long, default_value = "10mins")]
+    agent_reregister_timeout: String,
+    /// Rescind offers not answered within this long (default: never).
+    #[arg(long)]
+    offer_timeout: Option<String>,
+}
+
+fn duration_ms(flag: &str, text: &str) -> anyhow::Result<u64> {
+    // Mesos writes `1secs`, `10mins`: accept those next to `1s`, `500ms`, `10m`.
+    let normal = text
+        .replace("secs", "s")
+        .replace("mins", "m")
+        .replace("hrs", "h");
+    let ms = drover_sim::scenario::parse_duration_ms(&normal, false)
+        .map_err(|e| anyhow::anyhow!("--{flag} {text:?}: {e}"))?;
+    Ok(ms as u64)
+}
+
+pub async fn main(
+    args: MasterArgs,
+    shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) -> anyhow::Result<()> {
+    let zk = match &args.zk {
+        Some(url) => Some(url.parse::<ZkUrl>().map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let tuning = Tuning {
+        allocation_interval_ms: duration_ms("allocation-interval", &args.allocation_interval)?,
+        agent_ping_timeout_ms: duration_ms("agent-ping-timeout", &args.agent_ping_timeout)?,
+        agent_reregister_timeout_ms: duration_ms(
+            "agent-reregister-timeout",
+            &args.agent_reregister_timeout,
+        )?,
+        offer_timeout_ms: match &args.offer_timeout {
+            Some(t) => Some(duration_ms("offer-timeout", t)?),
+            None => None,
+        },
+        ..Tuning::default()
+    };
+    let bind = format!("{}:{}", args.ip, args.port)
+        .parse()
+        .with_context(|| format!("--ip {:?}: expected an IP address", args.ip))?;
+    std::fs::create_dir_all(&args.work_dir)
+        .with_context(|| format!("create the work dir {}", args.work_dir.display()))?;
+    let hostname = args.hostname.clone().unwrap_or_else(|| args.ip.clone());
+    let env = drover_core::env::live::env(
+        &format!("master@{hostname}:{}", args.port),
+        &args.work_dir,
+        None,
+    );
+    tracing::info!(%bind, zk = ?args.zk, quorum = ?args.quorum, "master starting");
+    let config = Config {
+        bind,
+        hostname,
+        port: args.port,
+        zk,
+        tuning,
+    };
+    daemon::serve(env, config, shutdown).await.context("master")
+}
+
+/// `zk://coord-1:2181,.../mesos` for a simulated cluster with coord nodes.
+pub fn sim_zk(cluster: &drover_sim::cluster::ClusterMap) -> Option<ZkUrl> {
+    let coords = cluster.of_role("coord");
+    if coords.is_empty() {
+        return None;
+    }
+    let hosts: Vec<String> = coords
+        .iter()
+        .map(|c| format!("{c}:{}", crate::coord::CLIENT_PORT))
+        .collect();
+    Some(ZkUrl {
+        hosts: hosts.join(","),
+        path: "/mesos".into(),
+    })
+}
+
+/// The master role in simulation: elected through the scenario's coord nodes (when it has some).
+pub fn role() -> Role {
+    Role::new("master", Some(PORT), |mut context| {
+        Box::pin(async move {
+            let config = Config {
+                bind: std::net::SocketAddr::from(([0, 0, 0, 0], PORT)),
+                hostname: context.name.clone(),
+                port: PORT,
+                zk: sim_zk(&context.cluster),
+                tuning: Tuning::default(),
+            };
+            let env = context.env.clone();
+            daemon::serve(
+                env,
+                config,
+                async move { context.shutdown.requested().await },
+            )
+            .await?;
+            Ok(())
+        })
+    })
+}
