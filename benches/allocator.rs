@@ -5,6 +5,9 @@
 //! Reference (published, Mesos 1.8): about 1.1 s per cycle at 10k agents / 1k frameworks and
 //! 3.8 s at 20k / 2k. After criterion, a summary measures those two points and prints the ratios.
 //! `DROVER_BENCH_QUICK=1` runs only the summary.
+//!
+//! The summary also measures placement through the master's core (allocation, offers as v1
+//! events, ACCEPT with LAUNCH, the RunTask messages to agents): tasks placed per second.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -74,6 +77,95 @@ fn summary() {
     }
 }
 
+/// Tasks placed per second by the master's core: 1000 agents, one framework that launches
+/// `cpus:0.01;mem:1` tasks into every offer, for as many rounds as it takes to place `tasks`.
+#[allow(clippy::disallowed_methods, reason = "a benchmark measures wall time")]
+fn placement(agents: usize, tasks: usize) {
+    use drover_core::agent_proto::Registration;
+    use drover_core::v1;
+    use drover_master::core::{Master, Tuning};
+    let dir = std::env::temp_dir().join(format!("drover-bench-placement-{}", std::process::id()));
+    let env = drover_core::env::live::env("bench", &dir, Some(1));
+    let info = v1::MasterInfo::new("bench", "127.0.0.1", 5050);
+    let mut master = Master::new(env, Tuning::default(), info, Default::default(), 0);
+    let mut agent_rx = Vec::new();
+    for a in 0..agents {
+        let (tx, rx) = tokio::sync::mpsc::channel(1 << 16);
+        agent_rx.push(rx);
+        let registration = Registration {
+            agent_id: None,
+            hostname: format!("agent-{a:05}"),
+            port: 5051,
+            resources: "cpus:24;mem:4096;disk:4096;ports:[31000-32000]".into(),
+            attributes: String::new(),
+            tasks: vec![],
+        };
+        let id = master.admit_id(&registration);
+        master
+            .agent_registered(a as u64, &id, &registration, tx, 0)
+            .expect("register");
+    }
+    let (tx, mut events) = tokio::sync::mpsc::channel(1 << 20);
+    let subscribe: v1::Call = serde_json::from_value(serde_json::json!({
+        "type": "SUBSCRIBE", "subscribe": {"framework_info": {"user": "b", "name": "bench"}}
+    }))
+    .expect("call");
+    let (framework, _) = master.subscribe(&subscribe, tx, 0).expect("subscribe");
+    let started = std::time::Instant::now();
+    let mut placed = 0;
+    let mut now = 0;
+    let mut decoder = drover_core::recordio::Decoder::default();
+    while placed < tasks {
+        now += 1000;
+        master.allocate(now);
+        while let Ok(bytes) = events.try_recv() {
+            decoder.feed(&bytes);
+        }
+        while let Ok(Some(record)) = decoder.next_record() {
+            let event: v1::Event = serde_json::from_slice(&record).expect("event");
+            for offer in event.offers.map(|o| o.offers).unwrap_or_default() {
+                let per_offer = 100.min(tasks - placed);
+                let infos: Vec<serde_json::Value> = (0..per_offer)
+                    .map(|i| {
+                        placed += 1;
+                        serde_json::json!({
+                            "name": "t", "task_id": {"value": format!("t{placed}-{i}")},
+                            "agent_id": offer.agent_id,
+                            "resources": [
+                                {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.01}},
+                                {"name": "mem", "type": "SCALAR", "scalar": {"value": 1.0}}],
+                            "command": {"value": "sleep 1000"}
+                        })
+                    })
+                    .collect();
+                let accept: v1::Call = serde_json::from_value(serde_json::json!({
+                    "type": "ACCEPT", "framework_id": {"value": framework},
+                    "accept": {"offer_ids": [offer.id], "operations": [{"type": "LAUNCH", "launch": {"task_infos": infos}}]}
+                }))
+                .expect("accept");
+                master.call(&framework, accept, now).expect("accepted");
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let sent: usize = agent_rx
+        .iter_mut()
+        .map(|rx| {
+            let mut n = 0;
+            while rx.try_recv().is_ok() {
+                n += 1;
+            }
+            n
+        })
+        .sum();
+    println!(
+        "placement through the master core, {agents} agents: {placed} tasks in {:.1} ms = {:.0} tasks/s ({sent} messages to agents)",
+        seconds * 1000.0,
+        placed as f64 / seconds
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 criterion_group!(benches, grid);
 
 fn main() {
@@ -82,4 +174,5 @@ fn main() {
         Criterion::default().configure_from_args().final_summary();
     }
     summary();
+    placement(1_000, 20_000);
 }
