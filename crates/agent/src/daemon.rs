@@ -304,6 +304,17 @@ struct Core {
     master_hostname: Option<String>,
 }
 
+/// Writes and syncs a checkpoint file.
+async fn persist(env: &Env, path: &str, bytes: Vec<u8>) -> Result<(), AgentError> {
+    let failed = |e: io::Error| AgentError::Checkpoint {
+        path: path.to_string(),
+        reason: e.to_string(),
+    };
+    let disk = env.disk();
+    disk.write(path, Bytes::from(bytes)).await.map_err(failed)?;
+    disk.sync(path).await.map_err(failed)
+}
+
 fn state_name(state: TaskState) -> String {
     serde_json::to_value(state)
         .ok()
@@ -314,17 +325,11 @@ fn state_name(state: TaskState) -> String {
 impl Core {
     // ---- the Disk ----
 
-    async fn persist(&self, path: &str, bytes: Vec<u8>) -> Result<(), AgentError> {
-        let failed = |e: io::Error| AgentError::Checkpoint {
-            path: path.to_string(),
-            reason: e.to_string(),
-        };
-        let disk = self.env.disk();
-        disk.write(path, Bytes::from(bytes)).await.map_err(failed)?;
-        disk.sync(path).await.map_err(failed)
+    async fn persist(&mut self, path: &str, bytes: Vec<u8>) -> Result<(), AgentError> {
+        persist(&self.env, path, bytes).await
     }
 
-    async fn forget(&self, path: &str) -> Result<(), AgentError> {
+    async fn forget(&mut self, path: &str) -> Result<(), AgentError> {
         let failed = |e: io::Error| AgentError::Checkpoint {
             path: path.to_string(),
             reason: e.to_string(),
@@ -334,11 +339,11 @@ impl Core {
         disk.sync(path).await.map_err(failed)
     }
 
-    async fn persist_task(&self, task_id: &str) -> Result<(), AgentError> {
+    async fn persist_task(&mut self, task_id: &str) -> Result<(), AgentError> {
         match self.tasks.get(task_id) {
             Some(entry) => {
-                self.persist(&task_path(task_id), entry.checkpoint.encode())
-                    .await
+                let bytes = entry.checkpoint.encode();
+                persist(&self.env, &task_path(task_id), bytes).await
             }
             None => Ok(()),
         }
@@ -570,7 +575,14 @@ impl Core {
             timestamp_ms: now,
         };
         let send = self.manager.update(update, now);
-        self.persist(STATUS_PATH, self.manager.snapshot()).await?;
+        tracing::debug!(
+            task = task_id,
+            ?state,
+            goes_out = send.is_some(),
+            "status update"
+        );
+        let snapshot = self.manager.snapshot();
+        self.persist(STATUS_PATH, snapshot).await?;
         if let Some(entry) = self.tasks.get_mut(task_id) {
             entry.checkpoint.state = state;
             self.persist_task(task_id).await?;
@@ -755,13 +767,17 @@ impl Core {
 
     async fn acknowledge(&mut self, task_id: &str, uuid: &str) -> Result<(), AgentError> {
         let next = match self.manager.acknowledge(task_id, uuid, self.env.unix_ms()) {
-            Ok(next) => next,
+            Ok(next) => {
+                tracing::debug!(task = task_id, uuid, "acknowledged");
+                next
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "acknowledgement ignored");
                 return Ok(());
             }
         };
-        self.persist(STATUS_PATH, self.manager.snapshot()).await?;
+        let snapshot = self.manager.snapshot();
+        self.persist(STATUS_PATH, snapshot).await?;
         if !self.manager.has_stream(task_id) {
             if let Some(entry) = self.tasks.remove(task_id) {
                 self.forget(&task_path(task_id)).await?;
