@@ -2,6 +2,7 @@
 //! drives the simulator (`drover sim`). The roles' simulated registrations live here too, so the
 //! simulator starts the same code the daemons run.
 
+mod agent;
 mod bench;
 mod coord;
 mod sim;
@@ -28,6 +29,8 @@ enum Command {
     Sim(sim::SimArgs),
     /// Run a ZooKeeper-compatible coordination server.
     Coord(coord::CoordArgs),
+    /// Run an agent: registers with the leading master and runs its tasks.
+    Agent(agent::AgentArgs),
     /// Measure drover against a reference in the same run.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -38,6 +41,7 @@ pub fn roles() -> drover_sim::Roles {
     drover_sim::Roles::new()
         .with(drover_sim::probe::role())
         .with(coord::role())
+        .with(agent::role())
         .with(workload::writer())
         .with(workload::owner())
         .with(workload::watcher())
@@ -89,6 +93,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Sim(args) => sim::main(args),
         Command::Coord(args) => run_daemon(|shutdown| coord::main(args, shutdown)),
+        Command::Agent(args) => run_daemon(|shutdown| agent::main(args, shutdown)),
         Command::Bench(args) => run_daemon(|_| bench::main(args)),
     }
 }
