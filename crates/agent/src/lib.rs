@@ -1,7 +1,25 @@
 //! drover-agent: runs tasks and reports their status.
 //!
+//! - [`daemon`]: the agent itself, over the Env (registration, tasks, status, recovery, `/state`);
+//! - [`config`]: its configuration (master locator, resources, recovery mode, timeouts);
+//! - [`task`]: what a task's `TaskInfo` says to run (pure);
+//! - [`checkpoint`]: what survives a restart, and the recovery decision per task (pure);
 //! - [`status`]: the status update manager (per-task streams, retries, acknowledgements);
-//! - [`containerizer`]: how tasks run (`live::process`: `sh -c` in its own process group).
+//! - [`containerizer`]: how tasks run: `sim` (simulated), `live::mesos` (a process group),
+//!   `live::docker` (a container);
+//! - [`detector`]: finding the leading master (fixed, or through ZooKeeper);
+//! - [`state`]: `/state` in Mesos' shape;
+//! - [`live`]: what only a live agent does (guessing the machine's resources).
 
+pub mod checkpoint;
+pub mod config;
 pub mod containerizer;
+pub mod daemon;
+pub mod detector;
+pub mod live;
+pub mod state;
 pub mod status;
+pub mod task;
+
+pub use config::{AgentConfig, MasterLocator, RecoverMode};
+pub use daemon::{run, AgentError};

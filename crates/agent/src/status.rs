@@ -15,17 +15,9 @@ use serde::{Deserialize, Serialize};
 pub const FIRST_RETRY_MS: u64 = 10_000;
 pub const MAX_RETRY_MS: u64 = 600_000;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusUpdate {
-    pub task_id: String,
-    /// Unique per update; the master acknowledges by it.
-    pub uuid: String,
-    pub state: TaskState,
-    #[serde(default)]
-    pub message: Option<String>,
-    /// When the agent saw the change (ms since the epoch).
-    pub timestamp_ms: u64,
-}
+/// The update the streams carry is the protocol's own (task, framework, uuid, state, message,
+/// reason, timestamp), so what is checkpointed is exactly what is sent.
+pub use drover_core::agent_proto::StatusUpdate;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Stream {
@@ -146,6 +138,11 @@ impl StatusUpdateManager {
             .map(|u| u.state)
     }
 
+    /// True while the task's stream holds an update (its end is not acknowledged yet).
+    pub fn has_stream(&self, task: &str) -> bool {
+        self.streams.contains_key(task)
+    }
+
     /// What to checkpoint (JSON); [`StatusUpdateManager::restore`] reads it back.
     pub fn snapshot(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
@@ -164,9 +161,11 @@ mod tests {
     fn update(task: &str, n: u32, state: TaskState) -> StatusUpdate {
         StatusUpdate {
             task_id: task.into(),
+            framework_id: "f".into(),
             uuid: format!("{task}-{n}"),
             state,
             message: None,
+            reason: None,
             timestamp_ms: u64::from(n),
         }
     }

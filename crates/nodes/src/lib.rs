@@ -2,6 +2,7 @@
 //! drives the simulator (`drover sim`). The roles' simulated registrations live here too, so the
 //! simulator starts the same code the daemons run.
 
+mod agent;
 mod bench;
 mod coord;
 mod framework;
@@ -32,6 +33,8 @@ enum Command {
     Coord(coord::CoordArgs),
     /// Run a Mesos-like master (the v1 scheduler API on its port, agents on the same port).
     Master(master::MasterArgs),
+    /// Run an agent: registers with the leading master and runs its tasks.
+    Agent(agent::AgentArgs),
     /// Measure drover against a reference in the same run.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -44,6 +47,7 @@ pub fn roles() -> drover_sim::Roles {
         .with(coord::role())
         .with(master::role())
         .with(framework::role())
+        .with(agent::role())
         .with(workload::writer())
         .with(workload::owner())
         .with(workload::watcher())
@@ -96,6 +100,7 @@ pub fn main() -> ExitCode {
         Command::Sim(args) => sim::main(args),
         Command::Coord(args) => run_daemon(|shutdown| coord::main(args, shutdown)),
         Command::Master(args) => run_daemon(|shutdown| master::main(args, shutdown)),
+        Command::Agent(args) => run_daemon(|shutdown| agent::main(args, shutdown)),
         Command::Bench(args) => run_daemon(|_| bench::main(args)),
     }
 }

@@ -1,15 +1,115 @@
-//! Containerizers: how a task's command becomes something running.
+//! Containerizers: how a task's command becomes something running, and how the agent finds it
+//! again after a restart.
 //!
-//! `live::process` runs it as a process (`sh -c`, its own process group); the Docker and the
-//! simulated containerizers come next.
+//! Three implementations: `mesos` (`live::mesos`, a process: `sh -c` in its own process group),
+//! `docker` (`live::docker`, a container through the engine's API) and `sim` ([`sim`], a simulated
+//! process inside turmoil). The agent holds them as `Arc<dyn Containerizer>` and never names the
+//! live ones, so the same agent code runs live and simulated.
 
 pub mod live;
+pub mod sim;
 
+use std::time::Duration;
+
+use drover_core::env::BoxFuture;
 use drover_core::task::TaskState;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::task::LaunchSpec;
 
 /// How a task's process ended, as the task state Mesos reports for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Exit {
     pub state: TaskState,
     pub message: String,
+}
+
+/// Which containerizer runs a task (checkpointed with the task).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Mesos,
+    Docker,
+    Sim,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Mesos => "mesos",
+            Kind::Docker => "docker",
+            Kind::Sim => "sim",
+        }
+    }
+}
+
+/// What identifies a started task to its containerizer, checkpointed so that a restarted agent
+/// finds the task again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Handle {
+    /// A process group led by `pid`; `start_ticks` (the kernel's start time of the process) tells
+    /// a re-used pid from the task's.
+    Process {
+        pid: i32,
+        #[serde(default)]
+        start_ticks: Option<u64>,
+    },
+    Docker {
+        container: String,
+    },
+    /// A simulated process that started at `start_ms` (the agent's wall clock).
+    Sim {
+        start_ms: u64,
+    },
+}
+
+/// Asks a running task to stop, with a grace period between SIGTERM and SIGKILL.
+pub type KillSignal = oneshot::Receiver<Duration>;
+
+/// Resolves with the grace period when a kill is asked for; never when the asker is gone.
+pub async fn kill_requested(kill: KillSignal) -> Duration {
+    match kill.await {
+        Ok(grace) => grace,
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// A started task.
+pub trait Running: Send {
+    /// Waits until the task ends on its own, or kills it when `kill` fires; says how it ended.
+    fn wait(self: Box<Self>, kill: KillSignal) -> BoxFuture<'static, Exit>;
+}
+
+pub struct Launched {
+    pub handle: Handle,
+    pub running: Box<dyn Running>,
+}
+
+pub trait Containerizer: Send + Sync + 'static {
+    fn kind(&self) -> Kind;
+
+    /// Starts a task. An error is the reason the launch failed (the task fails with it).
+    fn launch(&self, spec: &LaunchSpec) -> BoxFuture<'static, Result<Launched, String>>;
+
+    /// Re-attaches to a task an earlier incarnation of the agent started. `handle` is `None`
+    /// when the agent stopped before it learned it; a containerizer that can find its tasks by
+    /// other means (Docker labels) tries, the others fail with the reason.
+    fn recover(
+        &self,
+        spec: &LaunchSpec,
+        handle: Option<Handle>,
+        launched_ms: u64,
+    ) -> BoxFuture<'static, Result<Launched, String>>;
+
+    /// Removes what an ended task leaves behind (a container), once its end is checkpointed.
+    fn cleanup(&self, _handle: &Handle) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+
+    /// At recovery: stops what runs under this agent that no checkpointed task names.
+    fn cleanup_orphans(&self, _known_tasks: &[String]) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
 }

@@ -285,3 +285,150 @@ fn sanitize(text: &str) -> String {
         })
         .collect()
 }
+
+/// The Docker containerizer as the agent uses it: tasks with a `DOCKER` container.
+pub struct DockerTasks {
+    docker: std::sync::Arc<DockerContainerizer>,
+}
+
+impl DockerTasks {
+    pub fn new(docker: DockerContainerizer) -> DockerTasks {
+        DockerTasks {
+            docker: std::sync::Arc::new(docker),
+        }
+    }
+}
+
+impl crate::containerizer::Containerizer for DockerTasks {
+    fn kind(&self) -> crate::containerizer::Kind {
+        crate::containerizer::Kind::Docker
+    }
+
+    fn launch(
+        &self,
+        spec: &crate::task::LaunchSpec,
+    ) -> drover_core::env::BoxFuture<'static, Result<crate::containerizer::Launched, String>> {
+        let docker = self.docker.clone();
+        let spec = spec.clone();
+        Box::pin(async move {
+            let crate::task::Container::Docker(container) = &spec.container else {
+                return Err("the docker containerizer runs DOCKER containers only".to_string());
+            };
+            let ports: Vec<PortMapping> = container
+                .port_mappings
+                .iter()
+                .map(|m| PortMapping {
+                    container_port: m.container_port,
+                    host_port: m.host_port,
+                    protocol: m.protocol.clone(),
+                })
+                .collect();
+            let id = docker
+                .launch(DockerLaunch {
+                    task_id: &spec.task_id,
+                    image: &container.image,
+                    command: spec.command.as_deref(),
+                    environment: &spec.environment,
+                    hostname: None,
+                    network: match container.network {
+                        crate::task::DockerNetwork::Bridge => Network::Bridge,
+                        crate::task::DockerNetwork::Host => Network::Host,
+                    },
+                    ports: &ports,
+                    parameters: &container.parameters,
+                    cpus: spec.cpus,
+                    mem_mb: spec.mem_mb,
+                })
+                .await?;
+            Ok(crate::containerizer::Launched {
+                handle: crate::containerizer::Handle::Docker {
+                    container: id.clone(),
+                },
+                running: Box::new(RunningContainer { docker, id }),
+            })
+        })
+    }
+
+    fn recover(
+        &self,
+        spec: &crate::task::LaunchSpec,
+        handle: Option<crate::containerizer::Handle>,
+        _launched_ms: u64,
+    ) -> drover_core::env::BoxFuture<'static, Result<crate::containerizer::Launched, String>> {
+        let docker = self.docker.clone();
+        let task_id = spec.task_id.clone();
+        Box::pin(async move {
+            let id = match handle {
+                Some(crate::containerizer::Handle::Docker { container }) => container,
+                Some(other) => {
+                    return Err(format!("the docker containerizer cannot recover {other:?}"))
+                }
+                // Launched, but the agent stopped before it checkpointed the container: find
+                // it by its labels.
+                None => docker
+                    .ours()
+                    .await?
+                    .into_iter()
+                    .find(|f| f.task_id == task_id)
+                    .map(|f| f.container)
+                    .ok_or_else(|| {
+                        "the agent stopped while it launched the task; no container was found"
+                            .to_string()
+                    })?,
+            };
+            Ok(crate::containerizer::Launched {
+                handle: crate::containerizer::Handle::Docker {
+                    container: id.clone(),
+                },
+                running: Box::new(RunningContainer { docker, id }),
+            })
+        })
+    }
+
+    fn cleanup(
+        &self,
+        handle: &crate::containerizer::Handle,
+    ) -> drover_core::env::BoxFuture<'static, ()> {
+        let docker = self.docker.clone();
+        let handle = handle.clone();
+        Box::pin(async move {
+            if let crate::containerizer::Handle::Docker { container } = handle {
+                let _ = docker.remove(&container).await;
+            }
+        })
+    }
+
+    fn cleanup_orphans(&self, known_tasks: &[String]) -> drover_core::env::BoxFuture<'static, ()> {
+        let docker = self.docker.clone();
+        let known = known_tasks.to_vec();
+        Box::pin(async move {
+            let Ok(found) = docker.ours().await else {
+                return;
+            };
+            for orphan in found.iter().filter(|f| !known.contains(&f.task_id)) {
+                tracing::info!(task = %orphan.task_id, container = %orphan.container, "removing a container no task owns");
+                let _ = docker.remove(&orphan.container).await;
+            }
+        })
+    }
+}
+
+struct RunningContainer {
+    docker: std::sync::Arc<DockerContainerizer>,
+    id: String,
+}
+
+impl crate::containerizer::Running for RunningContainer {
+    fn wait(
+        self: Box<Self>,
+        kill: crate::containerizer::KillSignal,
+    ) -> drover_core::env::BoxFuture<'static, Exit> {
+        Box::pin(async move {
+            tokio::select! {
+                biased;
+                grace = crate::containerizer::kill_requested(kill) => self.docker.kill(&self.id, grace).await,
+                exit = self.docker.wait(&self.id) => exit,
+            }
+        })
+    }
+}
