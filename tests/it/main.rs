@@ -4,6 +4,7 @@ mod cli;
 mod coord_live;
 mod determinism;
 mod harness;
+mod mesos_live;
 mod wire_zk;
 
 use std::path::{Path, PathBuf};

@@ -33,16 +33,16 @@ fn zk_scripts() -> PathBuf {
 }
 
 /// The Python that has kazoo: `DROVER_PYTHON`, else `python3` on PATH.
-fn python() -> String {
+pub fn python() -> String {
     std::env::var("DROVER_PYTHON").unwrap_or_else(|_| "python3".to_string())
 }
 
-fn required() -> bool {
+pub fn required() -> bool {
     std::env::var(REQUIRE_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
 /// A unique scratch folder per call (tests run in parallel in one process).
-fn fresh_scratch(name: &str) -> PathBuf {
+pub fn fresh_scratch(name: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = scratch(&format!("{name}-{}", N.fetch_add(1, Ordering::Relaxed)));
     let _ = std::fs::remove_dir_all(&dir);
@@ -57,15 +57,15 @@ pub fn free_port() -> u16 {
 }
 
 /// What a child process did within its time limit.
-struct Ran {
+pub struct Ran {
     /// `None`: it outlived its limit and was killed.
-    status: Option<ExitStatus>,
-    stdout: String,
-    stderr: String,
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 impl Ran {
-    fn ok(&self) -> bool {
+    pub fn ok(&self) -> bool {
         self.status.is_some_and(|s| s.success())
     }
 
@@ -73,7 +73,7 @@ impl Ran {
         self.status.and_then(|s| s.code())
     }
 
-    fn describe(&self, what: &str) -> String {
+    pub fn describe(&self, what: &str) -> String {
         let how = match self.status {
             None => "was killed after its time limit".to_string(),
             Some(s) => format!("exited with {s}"),
@@ -89,7 +89,7 @@ impl Ran {
 /// Runs `cmd` in its own process group with stdout/stderr in files (no pipe can fill up, no
 /// thread needed), polling for its end; past `limit_secs` the whole group is killed. Counts sleeps
 /// rather than reading a clock.
-fn run_limited(mut cmd: Command, name: &str, limit_secs: u64) -> Result<Ran, String> {
+pub fn run_limited(mut cmd: Command, name: &str, limit_secs: u64) -> Result<Ran, String> {
     let dir = fresh_scratch(&format!("run-{name}"));
     let (out_path, err_path) = (dir.join("stdout"), dir.join("stderr"));
     let out = File::create(&out_path).map_err(|e| format!("create {}: {e}", out_path.display()))?;

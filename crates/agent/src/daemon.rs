@@ -447,6 +447,12 @@ impl Core {
                     .await?;
                 }
                 (decision, Ok(spec), Some(containerizer)) => {
+                    self.env.emit(
+                        Event::new("task_recovered")
+                            .with("task", &task_id)
+                            .with("cpus", spec.cpus)
+                            .with("mem", spec.mem_mb),
+                    );
                     let (kill, kill_rx) = oneshot::channel();
                     if let Some(entry) = self.tasks.get_mut(&task_id) {
                         if decision == Recovery::AdoptAndKill {
@@ -565,10 +571,11 @@ impl Core {
         reason: Option<&str>,
     ) -> Result<(), AgentError> {
         let now = self.env.unix_ms();
+        let uuid = self.uuid();
         let update = StatusUpdate {
             task_id: task_id.to_string(),
             framework_id: framework_id.to_string(),
-            uuid: self.uuid(),
+            uuid: uuid.clone(),
             state,
             message,
             reason: reason.map(str::to_string),
@@ -590,7 +597,8 @@ impl Core {
         self.env.emit(
             Event::new("task_state")
                 .with("task", task_id)
-                .with("state", state_name(state)),
+                .with("state", state_name(state))
+                .with("uuid", uuid),
         );
         if let Some(update) = send {
             if matches!(self.link, Link::Registered { .. }) {
@@ -685,10 +693,16 @@ impl Core {
             },
         );
         self.persist_task(&task_id).await?;
+        let (cpus, mem) = spec
+            .as_ref()
+            .map(|s| (s.cpus, s.mem_mb))
+            .unwrap_or_default();
         self.env.emit(
             Event::new("task_launched")
                 .with("task", &task_id)
-                .with("framework", &framework_id),
+                .with("framework", &framework_id)
+                .with("cpus", cpus)
+                .with("mem", mem),
         );
         match (spec, containerizer) {
             (Err(message), _) => {

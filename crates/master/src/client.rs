@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use drover_coord::client::{Client, ClientConfig};
+use drover_coord::client::{Client, ClientConfig, WatchFuture};
 use drover_coord::recipes;
 use drover_core::recordio;
 use drover_core::v1::{self, Call, CallType, Event, EventType, FrameworkInfo, Id, MasterInfo};
@@ -179,14 +179,15 @@ impl Driver {
     }
 }
 
-/// Finds the leading master's HTTP endpoint.
+/// Finds the leading master's HTTP endpoint; through coord, also a watch that fires when that
+/// master's election node goes (a new master leads).
 async fn find_master(
     locator: &Locator,
     zk: &mut Option<Client>,
     env: &Env,
-) -> Option<(String, u16)> {
+) -> Option<((String, u16), Option<WatchFuture>)> {
     match locator {
-        Locator::Direct(host, port) => Some((host.clone(), *port)),
+        Locator::Direct(host, port) => Some(((host.clone(), *port), None)),
         Locator::Zk(url) => {
             if zk.as_ref().is_none_or(|c| {
                 matches!(
@@ -202,11 +203,17 @@ async fn find_master(
                 .await
                 .ok()?
                 .ok()?;
-            let (_, data) = tokio::time::timeout(TIMEOUT, recipes::leader(client, &url.path))
+            let (name, data) = tokio::time::timeout(TIMEOUT, recipes::leader(client, &url.path))
                 .await
                 .ok()?
                 .ok()??;
-            MasterInfo::decode(&data).ok().map(|info| info.endpoint())
+            let info = MasterInfo::decode(&data).ok()?;
+            let node = format!("{}/{name}", url.path);
+            let watch = match client.exists_watch(&node).await {
+                Ok((Some(_), watch)) => Some(watch),
+                _ => return None,
+            };
+            Some((info.endpoint(), watch))
         }
     }
 }
@@ -226,13 +233,22 @@ async fn run(
         if events.is_closed() {
             return;
         }
-        let endpoint = match redirect.take() {
-            Some(endpoint) => Some(endpoint),
+        let found = match redirect.take() {
+            Some(endpoint) => Some((endpoint, None)),
             None => find_master(&locator, &mut zk, &driver.env).await,
         };
-        if let Some(endpoint) = endpoint {
+        if let Some((endpoint, leader_gone)) = found {
             info.id = driver.framework_id().map(Id::new);
-            match subscribe(&driver, &endpoint, &info, &events, &mut delivered).await {
+            match subscribe(
+                &driver,
+                &endpoint,
+                &info,
+                &events,
+                &mut delivered,
+                leader_gone,
+            )
+            .await
+            {
                 Outcome::Redirect(to) => {
                     redirect = Some(to);
                     continue;
@@ -279,7 +295,17 @@ async fn subscribe(
     info: &FrameworkInfo,
     events: &mpsc::Sender<DriverEvent>,
     delivered: &mut BTreeMap<String, String>,
+    leader_gone: Option<WatchFuture>,
 ) -> Outcome {
+    // Without coord, no watch: only the stream's end or silence says the master is gone.
+    let mut leader_gone = std::pin::pin!(async move {
+        match leader_gone {
+            Some(watch) => {
+                let _ = watch.await;
+            }
+            None => std::future::pending().await,
+        }
+    });
     let env = &driver.env;
     let stream = match env.connect(&endpoint.0, endpoint.1, TIMEOUT).await {
         Ok(stream) => stream,
@@ -345,7 +371,15 @@ async fn subscribe(
     let mut decoder = recordio::Decoder::default();
     let mut silence = TIMEOUT * 3;
     let outcome = 'stream: loop {
-        let frame = match tokio::time::timeout(silence, body.frame()).await {
+        let next = tokio::select! {
+            biased;
+            _ = &mut leader_gone => {
+                env.emit(NodeEvent::new("framework_leader_changed"));
+                break Outcome::Streamed;
+            }
+            next = tokio::time::timeout(silence, body.frame()) => next,
+        };
+        let frame = match next {
             Ok(Some(Ok(frame))) => frame,
             Ok(_) => break Outcome::Streamed,
             Err(_) => {

@@ -97,7 +97,10 @@ pub fn role() -> Role {
                                 NodeEvent::new("update")
                                     .with("task", &task)
                                     .with("state", drover_master::core::state_name(status.state))
-                                    .with("uuid", status.uuid.as_deref().unwrap_or("-")),
+                                    .with(
+                                        "uuid",
+                                        status.uuid.as_deref().map_or("-".into(), raw_uuid),
+                                    ),
                             );
                             if let Some((slot, g)) = parse_task(&node, &task) {
                                 let current = tasks.get(&slot).map(|(t, _)| t.clone());
@@ -210,6 +213,16 @@ fn launch_on(
         }),
     });
     call
+}
+
+/// The agent's uuid of an update (the v1 API carries it base64-encoded).
+fn raw_uuid(encoded: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_else(|| encoded.to_string())
 }
 
 #[cfg(test)]

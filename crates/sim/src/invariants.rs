@@ -593,6 +593,10 @@ impl Invariant for UpdatesExactlyOnce {
         let (Some(task), Some(uuid)) = (line.event.field("task"), line.event.field("uuid")) else {
             return Ok(());
         };
+        // `uuid=-`: a status the master made (reconciliation, unreachable): nothing to track.
+        if uuid == "-" {
+            return Ok(());
+        }
         let role = view.map.role_of(&line.node);
         if role == Some("agent") && line.event.name == "task_state" {
             self.made

@@ -1,0 +1,332 @@
+//! drover master and agents as live processes on loopback, driven by a real Mesos framework
+//! library (pymesos 0.3.15, `tests/mesos/pymesos_check.py`): one coord, two masters, two agents.
+//! The framework subscribes by `HOST:PORT` (of the master that does not lead, so it follows the
+//! 307), by `zk://` through coord, and again by `zk://` after the leading master is killed with
+//! SIGKILL.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use crate::coord_live::DroverCoord;
+use crate::root;
+use crate::wire_zk::{free_port, fresh_scratch, python, required, run_limited, skip_or_fail};
+
+/// A `drover` daemon on loopback, killed (its whole process group) when dropped.
+pub struct Daemon {
+    pub name: String,
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    pub fn start(name: &str, port: u16, dir: PathBuf, args: &[String]) -> Daemon {
+        std::fs::create_dir_all(&dir).expect("create a work dir");
+        let log = File::create(dir.join("log")).expect("create a log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_drover"));
+        command
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .process_group(0);
+        let child = command.spawn().expect("start drover");
+        let daemon = Daemon {
+            name: name.to_string(),
+            port,
+            dir,
+            child: Some(child),
+        };
+        let up = (0..300).any(|_| {
+            let up = TcpStream::connect(("127.0.0.1", port)).is_ok();
+            if !up {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            up
+        });
+        assert!(up, "{name} did not listen on {port}: {}", daemon.log());
+        daemon
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    /// SIGKILL to the daemon's process group.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("sh")
+                .args(["-c", &format!("kill -KILL -- -{} 2>/dev/null", child.id())])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A bare HTTP/1.0 GET on loopback: (status, headers and body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, text))
+}
+
+/// Polls `check` every 200 ms for up to `secs` seconds.
+pub fn wait_until(secs: u64, mut check: impl FnMut() -> bool) -> bool {
+    (0..secs * 5).any(|_| {
+        let ok = check();
+        if !ok {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        ok
+    })
+}
+
+/// The cluster of the test.
+struct Cluster {
+    _coord: DroverCoord,
+    zk: String,
+    masters: Vec<Daemon>,
+    _agents: Vec<Daemon>,
+}
+
+impl Cluster {
+    fn start(name: &str) -> Cluster {
+        let coord = DroverCoord::start(&format!("mesos-{name}"), 1);
+        let zk = format!("zk://{}/drover/mesos", coord.hosts());
+        let dir = fresh_scratch(&format!("mesos-{name}"));
+        let masters: Vec<Daemon> = (1..=2)
+            .map(|i| {
+                let port = free_port();
+                let args: Vec<String> = [
+                    "master",
+                    "--ip",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--zk",
+                    &zk,
+                    "--quorum",
+                    "1",
+                    "--work-dir",
+                    dir.join(format!("master-{i}")).to_str().unwrap_or_default(),
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                Daemon::start(
+                    &format!("master-{i}"),
+                    port,
+                    dir.join(format!("master-{i}")),
+                    &args,
+                )
+            })
+            .collect();
+        let agents: Vec<Daemon> = (1..=2)
+            .map(|i| {
+                let port = free_port();
+                let work = dir.join(format!("agent-{i}"));
+                let args: Vec<String> = [
+                    "agent",
+                    "--ip",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--hostname",
+                    "127.0.0.1",
+                    "--master",
+                    &zk,
+                    "--resources",
+                    "cpus:2;mem:1024;disk:1000;ports:[31000-31100]",
+                    "--containerizers",
+                    "mesos",
+                    "--work-dir",
+                    work.to_str().unwrap_or_default(),
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                Daemon::start(&format!("agent-{i}"), port, work, &args)
+            })
+            .collect();
+        let cluster = Cluster {
+            _coord: coord,
+            zk,
+            masters,
+            _agents: agents,
+        };
+        let leader = cluster.leader();
+        assert!(leader.is_some(), "no master leads: {}", cluster.logs());
+        let registered = wait_until(60, || {
+            cluster
+                .leader()
+                .and_then(|i| http_get(cluster.masters[i].port, "/master/state"))
+                .is_some_and(|(_, text)| text.contains("\"activated_slaves\":2"))
+        });
+        assert!(
+            registered,
+            "the agents did not register: {}",
+            cluster.logs()
+        );
+        cluster
+    }
+
+    /// The index of the leading master (the one whose `/metrics/snapshot` says elected).
+    fn leader(&self) -> Option<usize> {
+        let mut found = None;
+        wait_until(60, || {
+            found = self.masters.iter().position(|m| {
+                m.child.is_some()
+                    && http_get(m.port, "/metrics/snapshot")
+                        .is_some_and(|(_, text)| text.contains("\"master/elected\":1"))
+            });
+            found.is_some()
+        });
+        found
+    }
+
+    fn logs(&self) -> String {
+        self.masters
+            .iter()
+            .chain(&self._agents)
+            .map(|d| format!("--- {}\n{}", d.name, tail(&d.log(), 3000)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn tail(text: &str, max: usize) -> &str {
+    let start = text.len().saturating_sub(max);
+    let start = (start..text.len())
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(text.len());
+    &text[start..]
+}
+
+fn pymesos_missing() -> Option<String> {
+    let mut cmd = Command::new(python());
+    cmd.args(["-c", "import pymesos, http_parser.parser"]);
+    match run_limited(cmd, "pymesos-check", 60) {
+        Ok(r) if r.ok() => None,
+        Ok(r) => Some(format!("pymesos: {}", r.stderr.trim())),
+        Err(e) => Some(format!("python3: {e}")),
+    }
+}
+
+fn run_pymesos(master: &str) -> Result<(), String> {
+    let mut cmd = Command::new(python());
+    cmd.arg(root().join("tests/mesos/pymesos_check.py"))
+        .arg(master)
+        .args(["--agents", "2", "--timeout", "90"]);
+    let ran = run_limited(cmd, "pymesos", 150)?;
+    if ran.ok() {
+        println!("{}", ran.stdout);
+        Ok(())
+    } else {
+        Err(ran.describe(&format!("pymesos_check.py {master}")))
+    }
+}
+
+#[test]
+fn a_pymesos_framework_runs_tasks_on_live_masters_and_agents() -> Result<(), String> {
+    if let Some(missing) = pymesos_missing() {
+        return skip_or_fail("pymesos framework against drover", &[missing]);
+    }
+    let _ = required();
+    let mut cluster = Cluster::start("pymesos");
+    let leader = cluster.leader().ok_or("no leading master")?;
+    let follower = 1 - leader;
+    // By HOST:PORT of the master that does not lead: pymesos follows its 307 to the leader.
+    let direct = format!("127.0.0.1:{}", cluster.masters[follower].port);
+    run_pymesos(&direct).map_err(|e| format!("{e}\n{}", cluster.logs()))?;
+    // By zk:// through coord.
+    run_pymesos(&cluster.zk).map_err(|e| format!("{e}\n{}", cluster.logs()))?;
+    // The leader dies with SIGKILL; the other master takes over, the agents re-register.
+    cluster.masters[leader].kill();
+    let new_leader = cluster
+        .leader()
+        .ok_or_else(|| format!("no new leader: {}", cluster.logs()))?;
+    assert_eq!(new_leader, follower);
+    let back = wait_until(60, || {
+        http_get(cluster.masters[follower].port, "/master/state")
+            .is_some_and(|(_, text)| text.contains("\"activated_slaves\":2"))
+    });
+    assert!(back, "agents did not re-register: {}", cluster.logs());
+    run_pymesos(&cluster.zk).map_err(|e| format!("{e}\n{}", cluster.logs()))?;
+    Ok(())
+}
+
+#[test]
+fn the_master_answers_bad_requests_and_keeps_serving() {
+    let dir = fresh_scratch("mesos-bad");
+    let port = free_port();
+    let args: Vec<String> = [
+        "master",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--work-dir",
+        dir.to_str().unwrap_or_default(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let master = Daemon::start("master", port, dir.clone(), &args);
+    let post = |body: &str, extra: &str| -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        write!(
+            stream,
+            "POST /api/v1/scheduler HTTP/1.0\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("write");
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        text
+    };
+    let answer = post("{\"type\": \"LAUNCH_ALL\"}", "");
+    assert!(answer.starts_with("HTTP/1.0 400"), "{answer}");
+    assert!(
+        answer.contains("at `type`: unknown variant `LAUNCH_ALL`"),
+        "{answer}"
+    );
+    let answer = post("{not json", "");
+    assert!(answer.starts_with("HTTP/1.0 400"), "{answer}");
+    let answer = post(
+        "{\"type\": \"DECLINE\", \"framework_id\": {\"value\": \"nope\"}, \"decline\": {\"offer_ids\": []}}",
+        "Mesos-Stream-Id: x\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.0 403"), "{answer}");
+    // Garbage where an agent's frame is expected: that connection closes, the master serves on.
+    let mut raw = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    raw.write_all(&[0, 0, 0, 5, 9, 9, 9, 9, 9]).expect("write");
+    let mut rest = Vec::new();
+    raw.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let _ = raw.read_to_end(&mut rest);
+    let (status, text) = http_get(port, "/version").expect("the master still serves");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"version\":\"1.11.0\""), "{text}");
+    let (status, _) = http_get(port, "/health").expect("health");
+    assert_eq!(status, 200);
+    drop(master);
+}
