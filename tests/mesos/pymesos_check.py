@@ -37,6 +37,18 @@ except ImportError as e:  # pragma: no cover - depends on the machine
 FRAMEWORK_NAME = "drover-pymesos-check"
 TASK_CPUS = 0.1
 TASK_MEM = 32.0
+# Task ids on the wire carry this run's suffix: like real frameworks, never reuse a task id
+# (the same agents serve several runs of this script).
+RUN = os.urandom(4).hex()
+
+
+def wire_id(task_id):
+    return "%s.%s" % (task_id, RUN)
+
+
+def local_id(wire):
+    suffix = "." + RUN
+    return wire[:-len(suffix)] if wire and wire.endswith(suffix) else wire
 
 NON_TERMINAL = {"TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING"}
 # Everything else (FINISHED, FAILED, KILLED, LOST, ERROR, DROPPED, GONE, ...) ends a task.
@@ -173,7 +185,7 @@ class CheckScheduler(Scheduler):
                 scalar(resources, "mem") + 1e-9 < TASK_MEM:
             return None
         return {
-            "task_id": {"value": track.task_id},
+            "task_id": {"value": wire_id(track.task_id)},
             "agent_id": {"value": offer["agent_id"]["value"]},
             "name": "%s %s" % (FRAMEWORK_NAME, track.task_id),
             "resources": take(resources, "cpus", TASK_CPUS) + take(resources, "mem", TASK_MEM),
@@ -249,7 +261,7 @@ class CheckScheduler(Scheduler):
         pass
 
     def statusUpdate(self, driver, status):
-        task_id = status.get("task_id", {}).get("value")
+        task_id = local_id(status.get("task_id", {}).get("value"))
         state = status.get("state")
         kill = False
         with self.lock:
@@ -281,7 +293,7 @@ class CheckScheduler(Scheduler):
         if track.check.result is None and kill:
             print("info: killTask(%s)" % task_id, flush=True)
             try:
-                driver.killTask({"value": task_id})
+                driver.killTask({"value": wire_id(task_id)})
             except Exception as e:
                 self.fail_fatal("KILL of %s failed: %s" % (task_id, e))
                 raise
@@ -333,7 +345,7 @@ class CheckScheduler(Scheduler):
                 track.kill_sent_at = time.time()
         if due:
             print("info: killTask(long) again", flush=True)
-            driver.killTask({"value": "long"})
+            driver.killTask({"value": wire_id("long")})
 
     def finish(self, timed_out, timeout, master):
         """Decides every check still open; returns True when all passed."""

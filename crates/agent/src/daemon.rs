@@ -659,8 +659,9 @@ impl Core {
             tracing::warn!(%framework_id, "RunTask without task_id.value: dropped");
             return Ok(());
         };
-        if self.tasks.contains_key(&task_id) || self.completed.iter().any(|c| c.task_id == task_id)
-        {
+        // A task that ended and was acknowledged may be launched again under its id (another
+        // framework may use the same id); one that is still here may not.
+        if self.tasks.contains_key(&task_id) {
             tracing::warn!(task = %task_id, "RunTask for a task this agent already has: ignored");
             return Ok(());
         }
