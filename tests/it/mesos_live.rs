@@ -330,3 +330,192 @@ fn the_master_answers_bad_requests_and_keeps_serving() {
     assert_eq!(status, 200);
     drop(master);
 }
+
+/// A container task through a live master and agent (Docker containerizer, the real engine, a
+/// busybox image imported here since no registry is reachable), driven by drover's own v1
+/// client: the task sees `PORT0` and finishes; one whose image cannot be pulled fails with why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_task_runs_through_master_and_agent() -> Result<(), String> {
+    use drover_core::task::TaskState;
+    use drover_core::v1::{self, CallType, EventType, FrameworkInfo, Id};
+    use drover_master::client::{Driver, DriverEvent, Locator};
+
+    const IMAGE: &str = "drover-test-busybox:1";
+    if let Err(e) = drover_agent::containerizer::live::docker::import_busybox_image(IMAGE) {
+        return skip_or_fail("docker task through the agent", &[e]);
+    }
+    let dir = fresh_scratch("mesos-docker");
+    let master_port = free_port();
+    let master_args: Vec<String> = [
+        "master",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &master_port.to_string(),
+        "--work-dir",
+        dir.join("master").to_str().unwrap_or_default(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let master = Daemon::start("master", master_port, dir.join("master"), &master_args);
+    let agent_port = free_port();
+    let agent_args: Vec<String> = [
+        "agent",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &agent_port.to_string(),
+        "--hostname",
+        "127.0.0.1",
+        "--master",
+        &format!("127.0.0.1:{master_port}"),
+        "--resources",
+        "cpus:2;mem:1024;disk:1000;ports:[31000-31010]",
+        "--containerizers",
+        "mesos,docker",
+        "--work-dir",
+        dir.join("agent").to_str().unwrap_or_default(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let agent = match std::panic::catch_unwind(|| {
+        Daemon::start("agent", agent_port, dir.join("agent"), &agent_args)
+    }) {
+        Ok(agent) => agent,
+        Err(_) => {
+            return skip_or_fail(
+                "docker task through the agent",
+                &["an agent with the docker containerizer (is the engine up?)".into()],
+            )
+        }
+    };
+    let env = drover_core::env::live::env("test-framework", dir.join("framework"), Some(7));
+    let info = FrameworkInfo {
+        user: "root".into(),
+        name: "drover-docker-check".into(),
+        ..FrameworkInfo::default()
+    };
+    let locator: Locator = format!("127.0.0.1:{master_port}").parse()?;
+    let (driver, mut events) = Driver::start(env, locator, info);
+    let docker_task = |id: &str, image: &str, command: &str, offer: &v1::Offer| {
+        let resources: drover_core::Resources = "cpus:0.1;mem:32;ports:[31005-31005]"
+            .parse()
+            .expect("resources");
+        v1::TaskInfo {
+            name: id.into(),
+            task_id: Id::new(id),
+            agent_id: offer.agent_id.clone(),
+            resources: v1::to_mesos(&resources, Some("*")),
+            command: Some(v1::CommandInfo {
+                value: Some(command.into()),
+                shell: Some(true),
+                ..v1::CommandInfo::default()
+            }),
+            container: Some(serde_json::json!({
+                "type": "DOCKER",
+                "docker": {"image": image, "network": "BRIDGE",
+                           "port_mappings": [{"host_port": 31005, "container_port": 8080, "protocol": "tcp"}]}
+            })),
+            labels: None,
+            health_check: None,
+            kill_policy: None,
+        }
+    };
+    let mut launched = false;
+    let mut seen: std::collections::BTreeMap<String, Vec<(TaskState, String)>> = Default::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while seen
+        .get("ok")
+        .is_none_or(|s| !s.iter().any(|(st, _)| st.is_terminal()))
+        || seen
+            .get("nopull")
+            .is_none_or(|s| !s.iter().any(|(st, _)| st.is_terminal()))
+    {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .map_err(|_| {
+                format!(
+                    "timed out; seen {seen:?}\n{}\n{}",
+                    master.log(),
+                    agent.log()
+                )
+            })?
+            .ok_or("the driver stopped")?;
+        let DriverEvent::Event(event) = event else {
+            continue;
+        };
+        match event.kind {
+            EventType::Offers if !launched => {
+                let offer = event
+                    .offers
+                    .and_then(|o| o.offers.into_iter().next())
+                    .ok_or("empty offers")?;
+                let mut call = Driver::bare(CallType::Accept);
+                call.accept = Some(v1::Accept {
+                    offer_ids: vec![offer.id.clone()],
+                    operations: vec![v1::Operation {
+                        kind: "LAUNCH".into(),
+                        launch: Some(v1::Launch {
+                            task_infos: vec![
+                                docker_task(
+                                    "ok",
+                                    IMAGE,
+                                    "test \"$PORT0\" = 31005 && test \"$PORT\" = 31005",
+                                    &offer,
+                                ),
+                                v1::TaskInfo {
+                                    resources: v1::to_mesos(
+                                        &"cpus:0.1;mem:32".parse().expect("r"),
+                                        Some("*"),
+                                    ),
+                                    container: Some(
+                                        serde_json::json!({"type": "DOCKER", "docker": {"image": "drover-no-such-image:1"}}),
+                                    ),
+                                    ..docker_task("nopull", IMAGE, "true", &offer)
+                                },
+                            ],
+                        }),
+                    }],
+                    filters: None,
+                });
+                driver.call(call).await.map_err(|e| e.to_string())?;
+                launched = true;
+            }
+            EventType::Update => {
+                let status = event.update.ok_or("update without status")?.status;
+                seen.entry(status.task_id.value.clone())
+                    .or_default()
+                    .push((status.state, status.message.clone().unwrap_or_default()));
+                driver
+                    .acknowledge(&status)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            _ => {}
+        }
+    }
+    let ok: Vec<TaskState> = seen["ok"].iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        ok,
+        vec![TaskState::TaskRunning, TaskState::TaskFinished],
+        "{seen:?}"
+    );
+    let (state, message) = seen["nopull"]
+        .last()
+        .cloned()
+        .unwrap_or((TaskState::TaskStaging, String::new()));
+    assert_eq!(state, TaskState::TaskFailed, "{seen:?}");
+    assert!(message.contains("drover-no-such-image:1"), "{message}");
+    drop(agent);
+    drop(master);
+    // The agent was killed: remove what it left (its containers are named after it).
+    let _ = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("docker ps -aq --filter name=drover-127.0.0.1_{agent_port}- | xargs -r docker rm -f >/dev/null"),
+        ])
+        .status();
+    Ok(())
+}

@@ -1,7 +1,6 @@
 //! The Docker containerizer against the real engine on this machine, with an image built here
 //! (no registry is reachable): Debian's static busybox imported with `docker import`.
 
-use std::process::Command;
 use std::time::Duration;
 
 use drover_agent::containerizer::live::docker::{DockerContainerizer, DockerLaunch, Network};
@@ -9,50 +8,10 @@ use drover_core::task::TaskState;
 
 const REQUIRE_ENV: &str = "DROVER_REQUIRE_WIRE_TESTS";
 
-fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("drover-agent-it-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create scratch folder");
-    dir
-}
-
 const IMAGE: &str = "drover-test-busybox:1";
 
-/// Builds the test image if it is missing; `Err` says what is missing on this machine.
 fn ensure_image() -> Result<(), String> {
-    let present = Command::new("docker")
-        .args(["image", "inspect", IMAGE])
-        .output()
-        .map_err(|e| format!("docker CLI: {e}"))?;
-    if present.status.success() {
-        return Ok(());
-    }
-    if !std::path::Path::new("/bin/busybox").exists() {
-        return Err("no /bin/busybox (Debian package busybox-static)".into());
-    }
-    let root = scratch("busybox-rootfs");
-    let bin = root.join("bin");
-    std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
-    std::fs::copy("/bin/busybox", bin.join("busybox")).map_err(|e| e.to_string())?;
-    for tool in [
-        "sh", "sleep", "echo", "cat", "env", "hostname", "true", "false",
-    ] {
-        let link = bin.join(tool);
-        if !link.exists() {
-            std::os::unix::fs::symlink("busybox", &link).map_err(|e| e.to_string())?;
-        }
-    }
-    let script = format!("tar -C {} -c . | docker import - {IMAGE}", root.display());
-    let imported = Command::new("sh")
-        .args(["-c", &script])
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !imported.status.success() {
-        return Err(format!(
-            "docker import: {}",
-            String::from_utf8_lossy(&imported.stderr)
-        ));
-    }
-    Ok(())
+    drover_agent::containerizer::live::docker::import_busybox_image(IMAGE)
 }
 
 fn required() -> bool {

@@ -432,3 +432,50 @@ impl crate::containerizer::Running for RunningContainer {
         })
     }
 }
+
+/// Makes a tiny local image `tag` from Debian's static busybox (`/bin/busybox`, package
+/// `busybox-static`) with `docker import`, unless the engine already has it: no registry is
+/// reachable here, so tests (and `drover up`'s demo) build what they run. `Err` says what is
+/// missing.
+pub fn import_busybox_image(tag: &str) -> Result<(), String> {
+    use std::process::Command;
+    let present = Command::new("docker")
+        .args(["image", "inspect", tag])
+        .output()
+        .map_err(|e| format!("docker CLI: {e}"))?;
+    if present.status.success() {
+        return Ok(());
+    }
+    if !std::path::Path::new("/bin/busybox").exists() {
+        return Err("no /bin/busybox (Debian package busybox-static)".into());
+    }
+    let root = std::env::temp_dir().join(format!(
+        "drover-busybox-rootfs-{}-{}",
+        std::process::id(),
+        tag.replace([':', '/'], "_")
+    ));
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
+    std::fs::copy("/bin/busybox", bin.join("busybox")).map_err(|e| e.to_string())?;
+    for tool in [
+        "sh", "sleep", "echo", "cat", "env", "hostname", "true", "false", "test", "ls",
+    ] {
+        let link = bin.join(tool);
+        if !link.exists() {
+            std::os::unix::fs::symlink("busybox", &link).map_err(|e| e.to_string())?;
+        }
+    }
+    let script = format!("tar -C {} -c . | docker import - {tag}", root.display());
+    let imported = Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&root);
+    if !imported.status.success() {
+        return Err(format!(
+            "docker import: {}",
+            String::from_utf8_lossy(&imported.stderr)
+        ));
+    }
+    Ok(())
+}
