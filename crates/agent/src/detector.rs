@@ -88,6 +88,10 @@ async fn follow(env: Env, config: ClientConfig, path: String, sender: watch::Sen
     let mut client = Client::start(env.clone(), config.clone());
     loop {
         if matches!(client.state(), State::Expired | State::Closed) {
+            // The session is gone (cut off longer than its timeout): forget the leader, so that
+            // finding it again through the new session counts as a change and the agent
+            // registers at once instead of waiting out its backoff.
+            publish(None);
             client = Client::start(env.clone(), config.clone());
         }
         if client.wait_connected().await.is_err() {

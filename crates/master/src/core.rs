@@ -2,10 +2,10 @@
 //! tasks and status updates. No I/O here but sending on channels: the daemon (`daemon.rs`) feeds
 //! inputs in, owns the sockets and writes the registry.
 //!
-//! Status updates: an agent sends each update until acknowledged; the master forwards it to the
-//! framework's current stream once (a duplicate from a retry is not forwarded again on the same
-//! stream; one the framework already acknowledged is acknowledged to the agent at once), and
-//! forwards the framework's acknowledgement to the agent. Resources of a task go back to the
+//! Status updates: an agent sends each update until acknowledged; the master forwards every copy
+//! to the framework's current stream (at least once, as Mesos: the framework's acknowledgement of
+//! an earlier copy may have been lost; one the framework already acknowledged is acknowledged to
+//! the agent at once instead), and forwards the framework's acknowledgement to the agent. Resources of a task go back to the
 //! allocator when its terminal update arrives.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -600,11 +600,6 @@ impl Master {
             .get(&key.0)
             .and_then(|f| f.stream.as_ref())
             .map(|(id, tx)| (id.clone(), tx.clone()));
-        let already_on = task
-            .in_flight
-            .as_ref()
-            .and_then(|(_, s)| s.clone())
-            .filter(|_| same);
         if !same {
             task.in_flight = Some((update.clone(), None));
         }
@@ -616,14 +611,15 @@ impl Master {
             *self.counters.terminal.entry(update.state).or_default() += 1;
             self.allocate_soon = true;
         }
+        // Every retry is forwarded (at least once, as in Mesos): the framework's acknowledgement
+        // of the first may have been lost. Frameworks tell repeats by the uuid (drover's client
+        // delivers each update once).
         if let Some((stream_id, tx)) = stream {
-            if already_on.as_deref() != Some(stream_id.as_str()) {
-                let _ = tx.try_send(record(&Event::update(status)));
-                self.counters.updates_forwarded += 1;
-                if let Some(task) = self.tasks.get_mut(&key) {
-                    if let Some((_, on)) = task.in_flight.as_mut() {
-                        *on = Some(stream_id);
-                    }
+            let _ = tx.try_send(record(&Event::update(status)));
+            self.counters.updates_forwarded += 1;
+            if let Some(task) = self.tasks.get_mut(&key) {
+                if let Some((_, on)) = task.in_flight.as_mut() {
+                    *on = Some(stream_id);
                 }
             }
         }
@@ -1253,7 +1249,8 @@ impl Master {
                     // framework (Mesos does the same); nothing to report now.
                 }
             }
-            Some(_) => {}
+            // Already ended: say so again (the framework may have missed it).
+            Some(_) => self.tell_state(&key, "REASON_RECONCILIATION"),
             None => {
                 let state = if self.partition_aware(framework_id) {
                     TaskState::TaskUnknown
@@ -1955,7 +1952,7 @@ mod tests {
     }
 
     #[test]
-    fn an_update_reaches_the_framework_once_and_its_ack_reaches_the_agent() {
+    fn updates_are_forwarded_until_acknowledged_and_acks_reach_the_agent() {
         let mut w = world(false);
         launch(&mut w, "t1");
         assert!(matches!(
@@ -1965,7 +1962,12 @@ mod tests {
         update(&mut w, "t1", "u1", TaskState::TaskRunning);
         update(&mut w, "t1", "u1", TaskState::TaskRunning); // the agent's retry
         let got = events(&mut w.stream);
-        assert_eq!(got.len(), 1, "forwarded once: {got:?}");
+        assert_eq!(
+            got.len(),
+            2,
+            "each copy forwarded until acknowledged: {got:?}"
+        );
+        assert_eq!(got[0], got[1]);
         let status = got[0].update.as_ref().expect("update").status.clone();
         assert_eq!(status.uuid.as_deref(), Some(b64("u1").as_str()));
         let ack = call(

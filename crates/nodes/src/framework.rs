@@ -21,6 +21,10 @@ const MEM: f64 = 128.0;
 /// After (re-)subscribing, launch nothing until reconciliation has had time to answer.
 const RECONCILE_WAIT: Duration = Duration::from_secs(3);
 const ID_FILE: &str = "framework_id";
+/// A task not heard of this long after its launch is killed (and so reported, and replaced).
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Implicit reconciliation every this many 5-second sweeps.
+const RECONCILE_EVERY_SWEEPS: u64 = 6;
 
 fn slot_command(slot: u32) -> &'static str {
     if slot.is_multiple_of(2) {
@@ -70,11 +74,36 @@ pub fn role() -> Role {
             let mut tasks: BTreeMap<u32, (String, TaskState)> = BTreeMap::new();
             let mut generation: BTreeMap<u32, u32> = BTreeMap::new();
             let mut launch_after = tokio::time::Instant::now() + RECONCILE_WAIT;
+            // Tasks launched but not heard of since, and when (Marathon's task launch timeout:
+            // a RunTask can be lost with its connection; killing the task makes the agent
+            // report it LOST, and the slot is filled again).
+            let mut staging: BTreeMap<String, tokio::time::Instant> = BTreeMap::new();
+            let mut sweep = tokio::time::interval(Duration::from_secs(5));
+            let mut sweeps = 0u64;
             loop {
                 let event = tokio::select! {
                     biased;
                     _ = context.shutdown.requested() => return Ok(()),
                     event = events.recv() => match event { Some(e) => e, None => return Ok(()) },
+                                        _ = sweep.tick() => {
+                        let now = tokio::time::Instant::now();
+                        // Implicit reconciliation now and then, as Marathon does: a status the
+                        // master sent while the stream was down is learnt again.
+                        sweeps += 1;
+                        if sweeps.is_multiple_of(RECONCILE_EVERY_SWEEPS) {
+                            let _ = driver.call(Driver::bare(CallType::Reconcile)).await;
+                        }
+                        for (task, since) in staging.iter_mut() {
+                            if now >= *since + LAUNCH_TIMEOUT {
+                                *since = now;
+                                env.emit(NodeEvent::new("launch_timeout").with("task", task));
+                                let mut kill = Driver::bare(CallType::Kill);
+                                kill.kill = Some(v1::Kill { task_id: Id::new(task.clone()), agent_id: None });
+                                let _ = driver.call(kill).await;
+                            }
+                        }
+                        continue;
+                    }
                 };
                 match event {
                     DriverEvent::Subscribed { framework_id } => {
@@ -93,6 +122,9 @@ pub fn role() -> Role {
                                 continue;
                             };
                             let task = status.task_id.value.clone();
+                            if status.state != TaskState::TaskStaging {
+                                staging.remove(&task);
+                            }
                             env.emit(
                                 NodeEvent::new("update")
                                     .with("task", &task)
@@ -127,7 +159,19 @@ pub fn role() -> Role {
                                         }),
                                     });
                                 }
+                                let launched: Vec<String> = call
+                                    .accept
+                                    .iter()
+                                    .flat_map(|a| a.operations.iter())
+                                    .filter_map(|op| op.launch.as_ref())
+                                    .flat_map(|l| {
+                                        l.task_infos.iter().map(|t| t.task_id.value.clone())
+                                    })
+                                    .collect();
                                 let _ = driver.call(call).await;
+                                for task in launched {
+                                    staging.insert(task, tokio::time::Instant::now());
+                                }
                             }
                         }
                         _ => {}
@@ -167,9 +211,10 @@ fn launch_on(
         }
         // A slot needs a task when it has none, or its task ended; an unreachable one is
         // waited for (partition aware).
+        // UNKNOWN: the master never heard of the task (its launch was lost); it is not coming.
         let needs = tasks
             .get(&slot)
-            .is_none_or(|(_, state)| state.is_terminal());
+            .is_none_or(|(_, state)| state.is_terminal() || *state == TaskState::TaskUnknown);
         if !needs {
             continue;
         }
