@@ -1,1 +1,53 @@
-//! placeholder
+//! drover-scheduler: the Marathon-compatible scheduler.
+//!
+//! This crate holds, so far, the scheduler's **pure core**: plain code with no I/O, no async,
+//! no clock and no randomness. Whatever needs the time or an id takes it as an argument (a
+//! version string, a deployment id), so the same inputs always give the same outputs, under
+//! simulation as live, and proptest can drive everything without a runtime. Collections are
+//! `BTreeMap`/`BTreeSet` (DESIGN §5): every output, including error bodies, is ordered the same
+//! way on every run. Decoders never panic; they answer in Marathon's own error format.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`path`] | `PathId`: absolute and relative app/group ids, Marathon's name rules, resolution of `.`/`..` |
+//! | [`app`] | `AppDefinition`: Marathon's fields and defaults, strict reading (why `"cpus": ".25"` is a 422), Marathon's response shape |
+//! | [`group`] | groups, group updates (`POST`/`PUT /v2/groups`), effective dependencies, cycle detection, service ports |
+//! | [`validation`] | `parse_app`/`parse_group`/`apply_app_update` and `ApiError`: Marathon's 400/422 bodies and error paths (`/apps(0)/cpus`) |
+//! | [`constraints`] | UNIQUE, CLUSTER, GROUP_BY, LIKE, UNLIKE, MAX_PER, IS: validation and placement decisions with a reason |
+//! | [`plan`] | deployment plans (stop, start, one step per dependency layer), `/v2/deployments` JSON, launch backoff, restart bounds |
+//!
+//! The typical flow of `POST /v2/groups` with `../shared/apps/basic.json`:
+//!
+//! ```
+//! use drover_scheduler::{group::{Group, UpdateMode}, path::PathId, plan::DeploymentPlan, validation};
+//!
+//! let body = br#"{"id": "/demo", "groups": [
+//!     {"id": "/demo/db",  "apps": [{"id": "pg",  "cmd": "sleep 100"}]},
+//!     {"id": "/demo/web", "dependencies": ["../db"], "apps": [{"id": "www", "cmd": "sleep 100"}]}]}"#;
+//! let update = validation::parse_group(body, &PathId::root())?;            // 400/422 here
+//! let root = Group::root();
+//! let target = root.apply_update(&PathId::root(), &update, UpdateMode::Create,
+//!                                "2024-05-01T10:00:00.000Z")?;              // 409/422 here
+//! let plan = DeploymentPlan::new("deployment-1".into(), "2024-05-01T10:00:00.000Z".into(),
+//!                                &root, &target);
+//! assert_eq!(plan.steps.len(), 3); // start both, scale pg, then scale www
+//! # Ok::<(), validation::ApiError>(())
+//! ```
+//!
+//! Still to come on top of this core: the REST layer (`/v2` routes over axum), state in coord,
+//! leader election, the launch queue and offer matching against the master's v1 API, task
+//! tracking, health checking and the rolling restart driver.
+
+pub mod app;
+pub mod constraints;
+mod decode;
+pub mod group;
+pub mod path;
+pub mod plan;
+pub mod validation;
+
+pub use app::AppDefinition;
+pub use group::{Group, GroupUpdate};
+pub use path::PathId;
+pub use plan::DeploymentPlan;
+pub use validation::{parse_app, parse_group, ApiError};
