@@ -673,7 +673,9 @@ impl MasterInfo {
             pid: format!("master@{host}:{port}"),
             address: Address {
                 hostname: host.to_string(),
-                ip: ip.map(|ip| ip.to_string()).unwrap_or_else(|| host.to_string()),
+                ip: ip
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_else(|| host.to_string()),
                 port,
             },
             version: MESOS_VERSION.to_string(),
