@@ -242,6 +242,10 @@ enum Link {
 }
 
 impl Link {
+    fn connected(&self) -> bool {
+        matches!(self, Link::Registering { .. } | Link::Registered { .. })
+    }
+
     fn target(&self) -> Option<&(String, u16)> {
         match self {
             Link::Idle { .. } => None,
@@ -837,8 +841,10 @@ impl Core {
         };
     }
 
+    /// Drops the connection (an event if there was one: a failed connect attempt is not news)
+    /// and schedules the next attempt.
     fn lose(&mut self, reason: &str) {
-        if !matches!(self.link, Link::Idle { .. }) {
+        if self.link.connected() {
             self.env
                 .emit(Event::new("master_lost").with("reason", reason));
         }
@@ -851,7 +857,7 @@ impl Core {
         }
         self.leader = leader;
         if self.link.target() != self.leader.as_ref() {
-            if !matches!(self.link, Link::Idle { .. }) {
+            if self.link.connected() {
                 self.env
                     .emit(Event::new("master_lost").with("reason", "new_leader"));
             }
@@ -982,7 +988,6 @@ impl Core {
             LinkInput::Connected(Err(e)) => {
                 tracing::debug!(error = %e, "cannot reach the master");
                 self.lose("connect_failed");
-                // A failed connect never counted as connected.
             }
             LinkInput::Frame(None) => self.lose("closed"),
             LinkInput::Frame(Some(Err(e))) => {
