@@ -19,7 +19,7 @@ fn every_scenario_replays_byte_for_byte() {
     )]
     let started = std::time::Instant::now();
     for file in scenario_files() {
-                let scenario = drover_sim::load(&file).unwrap_or_else(|e| panic!("{e}"));
+        let scenario = drover_sim::load(&file).unwrap_or_else(|e| panic!("{e}"));
         // The child process replays on the other core while this one runs the scenario twice.
         let trace_file = dir.join("child.trace");
         let child = Command::new(env!("CARGO_BIN_EXE_drover"))
@@ -44,7 +44,7 @@ fn every_scenario_replays_byte_for_byte() {
             file.display()
         );
 
-                let status = child.wait_with_output().expect("run drover sim");
+        let status = child.wait_with_output().expect("run drover sim");
         assert!(
             status.status.success(),
             "{}: {}",
@@ -58,7 +58,7 @@ fn every_scenario_replays_byte_for_byte() {
             file.display()
         );
 
-                // Another seed: its first seconds already differ (a short run keeps the test fast).
+        // Another seed: its first seconds already differ (a short run keeps the test fast).
         let mut short = scenario.clone();
         short.duration = short.duration.min(SHORT);
         let other = drover_sim::run(&short, &roles, scenario.seed + 1).unwrap();
