@@ -183,6 +183,9 @@ pub struct Master {
     recovering_until_ms: Option<u64>,
     elected_ms: u64,
     next_id: u64,
+    /// The master's id and a value drawn at this election: ids never repeat when the same
+    /// process leads again.
+    id_prefix: String,
     pub counters: Counters,
     /// Registry writes the daemon must make.
     pub registry_writes: Vec<RegistryWrite>,
@@ -210,6 +213,7 @@ impl Master {
         registry: BTreeMap<String, RegistryEntry>,
         now_ms: u64,
     ) -> Master {
+        let id_prefix = format!("{}-{:08x}", info.id, env.rng().next_u32());
         let recovering_until_ms = if registry.values().any(|e| e.state == "admitted") {
             Some(now_ms + tuning.agent_reregister_timeout_ms)
         } else {
@@ -228,6 +232,7 @@ impl Master {
             recovering_until_ms,
             elected_ms: now_ms,
             next_id: 0,
+            id_prefix,
             counters: Counters {
                 allocation_runs: 0,
                 allocation_run_ms_last: 0.0,
@@ -247,7 +252,7 @@ impl Master {
 
     fn fresh_id(&mut self, kind: &str) -> String {
         self.next_id += 1;
-        format!("{}-{kind}{}", self.info.id, self.next_id)
+        format!("{}-{kind}{}", self.id_prefix, self.next_id)
     }
 
     fn random_hex(&self) -> String {
@@ -387,7 +392,10 @@ impl Master {
             if !self.frameworks.contains_key(&report.framework_id) {
                 let info: FrameworkInfo =
                     serde_json::from_value(report.framework.clone()).unwrap_or_default();
-                self.add_framework(&report.framework_id, info, None, Some(self.elected_ms));
+                // Its failover clock starts once agents have had their time to come back (a
+                // framework with the protobuf default timeout of 0 would be gone at once).
+                let since = self.elected_ms + self.tuning.agent_reregister_timeout_ms;
+                self.add_framework(&report.framework_id, info, None, Some(since));
             }
             let resources = v1::from_mesos(&task.resources).unwrap_or_default();
             let known_state = self.tasks.get(&key).map(|t| t.state);
@@ -610,6 +618,27 @@ impl Master {
             }
             *self.counters.terminal.entry(update.state).or_default() += 1;
             self.allocate_soon = true;
+        }
+        // A framework that is gone acknowledges nothing: the master does, so the agent's stream
+        // for the task ends.
+        if self.frameworks.get(&key.0).is_none_or(|f| f.completed) {
+            if let Some(task) = self.tasks.get_mut(&key) {
+                task.in_flight = None;
+                task.acked.insert(update.uuid.clone());
+            }
+            self.send_to_agent(
+                &agent_id,
+                MasterMessage::Acknowledge {
+                    task_id: update.task_id.clone(),
+                    uuid: update.uuid.clone(),
+                },
+            );
+            self.env.emit(
+                NodeEvent::new("task_update")
+                    .with("task", &update.task_id)
+                    .with("state", state_name(update.state)),
+            );
+            return;
         }
         // Every retry is forwarded (at least once, as in Mesos): the framework's acknowledgement
         // of the first may have been lost. Frameworks tell repeats by the uuid (drover's client
@@ -863,6 +892,8 @@ impl Master {
             let old = existing.stream.take();
             existing.info = info;
             existing.disconnected_at_ms = None;
+            // A new subscription is not suppressed (Mesos: unless it says so).
+            existing.suppressed = false;
             existing.stream = Some((stream_id.clone(), tx));
             drop(old);
             let offers: Vec<String> = self
@@ -875,6 +906,7 @@ impl Master {
                 self.rescind(&offer);
             }
             self.allocator.activate(&framework_id);
+            self.allocator.revive(&framework_id);
             self.resend_pending(&framework_id);
         } else {
             self.add_framework(&framework_id, info, Some((stream_id.clone(), tx)), None);
@@ -2103,6 +2135,44 @@ mod tests {
         );
         w.master.call(&framework, implicit, 0).expect("reconcile");
         assert_eq!(events(&mut w.stream).len(), 1);
+    }
+
+    #[test]
+    fn updates_of_a_removed_framework_are_acknowledged_by_the_master() {
+        let mut w = world(false);
+        launch(&mut w, "t1");
+        messages(&mut w.agent);
+        let framework = w.framework.clone();
+        w.master.teardown(&framework, "test");
+        assert!(matches!(
+            &messages(&mut w.agent)[..],
+            [MasterMessage::ShutdownFramework { .. }]
+        ));
+        update(&mut w, "t1", "u9", TaskState::TaskKilled);
+        assert_eq!(
+            messages(&mut w.agent),
+            vec![MasterMessage::Acknowledge {
+                task_id: "t1".into(),
+                uuid: "u9".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn ids_do_not_repeat_when_the_same_master_leads_again() {
+        let dir = std::env::temp_dir().join(format!("drover-master-ids-{}", std::process::id()));
+        let env = drover_core::env::live::env("m", dir, Some(3));
+        let info = MasterInfo::new("m1", "127.0.0.1", 5050);
+        let reg = registration(None, vec![]);
+        let mut first = Master::new(
+            env.clone(),
+            Tuning::default(),
+            info.clone(),
+            BTreeMap::new(),
+            0,
+        );
+        let mut again = Master::new(env, Tuning::default(), info, BTreeMap::new(), 0);
+        assert_ne!(first.admit_id(&reg), again.admit_id(&reg));
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //!
 //! **Types are strict, as Marathon's Play JSON readers are.** A JSON string where a number is
 //! expected is a type error, not a number: `"cpus": ".25"` (as in the legacy
-//! `../shared/apps/legacy-www.json`) is refused with HTTP 422
+//! `apps/legacy-www.json`) is refused with HTTP 422
 //! `{"message":"Invalid JSON","details":[{"path":"/cpus","errors":["error.expected.jsnumber"]}]}`
 //! — what Marathon 1.5+ answers (Marathon 1.4 and older sent the same body with a 400).
 //! Coercing `".25"` to 0.25 would make drover accept documents Marathon refuses, and a scheduler

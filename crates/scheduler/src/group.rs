@@ -660,7 +660,7 @@ mod tests {
     use super::*;
     use crate::validation::parse_group;
 
-    const BASIC: &str = include_str!("../../../../shared/apps/basic.json");
+    const BASIC: &str = include_str!("../../../apps/basic.json");
 
     fn p(s: &str) -> PathId {
         PathId::parse(s)

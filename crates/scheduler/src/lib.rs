@@ -16,7 +16,7 @@
 //! | [`constraints`] | UNIQUE, CLUSTER, GROUP_BY, LIKE, UNLIKE, MAX_PER, IS: validation and placement decisions with a reason |
 //! | [`plan`] | deployment plans (stop, start, one step per dependency layer), `/v2/deployments` JSON, launch backoff, restart bounds |
 //!
-//! The typical flow of `POST /v2/groups` with `../shared/apps/basic.json`:
+//! The typical flow of `POST /v2/groups` with `apps/basic.json`:
 //!
 //! ```
 //! use drover_scheduler::{group::{Group, UpdateMode}, path::PathId, plan::DeploymentPlan, validation};

@@ -11,7 +11,7 @@
 //!
 //! An app's layer is the length of the longest dependency chain starting at it, counting the
 //! app itself (Marathon's "longest path" grouping): apps without dependencies are layer 1,
-//! apps depending only on them layer 2, and so on. So with `../shared/apps/basic.json`,
+//! apps depending only on them layer 2, and so on. So with `apps/basic.json`,
 //! `/arm-demo/group1/ubuntu1` is scaled in a step before `/arm-demo/group2/ubuntu2`. Empty
 //! steps are left out. A plan with no step changes nothing. The layering is total even on a
 //! graph with a cycle (it ignores the edge closing it), though validation refuses those first.
@@ -322,7 +322,7 @@ mod tests {
     use crate::validation::{parse_app, parse_group};
     use proptest::prelude::*;
 
-    const BASIC: &str = include_str!("../../../../shared/apps/basic.json");
+    const BASIC: &str = include_str!("../../../apps/basic.json");
 
     fn p(s: &str) -> PathId {
         PathId::parse(s)

@@ -329,7 +329,7 @@ mod tests {
     use super::*;
     use crate::path::INVALID_SEGMENT;
 
-    const LEGACY_WWW: &str = include_str!("../../../../shared/apps/legacy-www.json");
+    const LEGACY_WWW: &str = include_str!("../../../apps/legacy-www.json");
 
     #[test]
     fn legacy_www_string_cpus_is_a_422_with_the_path() {
