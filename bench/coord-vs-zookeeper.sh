@@ -10,7 +10,7 @@ clients=${1:-16}
 seconds=${2:-10}
 
 cargo build --release --quiet
-drover=target/release/drover
+drover=${CARGO_TARGET_DIR:-target}/release/drover
 work=$(mktemp -d /tmp/drover-bench-XXXXXX)
 pids=()
 cleanup() {
