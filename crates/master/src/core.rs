@@ -372,11 +372,7 @@ impl Master {
             .map(|(key, _)| key.clone())
             .collect();
         for key in missing {
-            let state = if self.partition_aware(&key.0) {
-                TaskState::TaskGone
-            } else {
-                TaskState::TaskLost
-            };
+            let state = self.lost_state(&key.0, TaskState::TaskGone);
             self.master_update(
                 &key,
                 state,
@@ -535,15 +531,7 @@ impl Master {
 
     /// Offers on the agent are rescinded and it is offered no more until it is back.
     fn agent_lost_connection(&mut self, agent_id: &str) {
-        let offers: Vec<String> = self
-            .offers
-            .iter()
-            .filter(|(_, o)| o.agent_id == agent_id)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for offer in offers {
-            self.rescind(&offer);
-        }
+        self.rescind_where(|o| o.agent_id == agent_id);
         self.allocator.remove_agent(agent_id);
         for task in self.tasks.values_mut() {
             if task.agent_id == agent_id {
@@ -633,11 +621,7 @@ impl Master {
                     uuid: update.uuid.clone(),
                 },
             );
-            self.env.emit(
-                NodeEvent::new("task_update")
-                    .with("task", &update.task_id)
-                    .with("state", state_name(update.state)),
-            );
+            self.emit_task_update(&update.task_id, update.state);
             return;
         }
         // Every retry is forwarded (at least once, as in Mesos): the framework's acknowledgement
@@ -652,10 +636,14 @@ impl Master {
                 }
             }
         }
+        self.emit_task_update(&update.task_id, update.state);
+    }
+
+    fn emit_task_update(&self, task_id: &str, state: TaskState) {
         self.env.emit(
             NodeEvent::new("task_update")
-                .with("task", &update.task_id)
-                .with("state", state_name(update.state)),
+                .with("task", task_id)
+                .with("state", state_name(state)),
         );
     }
 
@@ -726,17 +714,22 @@ impl Master {
             .map(|(k, _)| k.clone())
             .collect();
         for key in keys {
-            let state = if self.partition_aware(&key.0) {
-                TaskState::TaskUnreachable
-            } else {
-                TaskState::TaskLost
-            };
+            let state = self.lost_state(&key.0, TaskState::TaskUnreachable);
             self.master_update(
                 &key,
                 state,
                 "REASON_AGENT_UNREACHABLE",
                 "Agent is unreachable",
             );
+        }
+    }
+
+    /// What a partition-aware framework is told (`aware`), or TASK_LOST for the others.
+    fn lost_state(&self, framework_id: &str, aware: TaskState) -> TaskState {
+        if self.partition_aware(framework_id) {
+            aware
+        } else {
+            TaskState::TaskLost
         }
     }
 
@@ -778,11 +771,7 @@ impl Master {
             }
             *self.counters.terminal.entry(state).or_default() += 1;
         }
-        self.env.emit(
-            NodeEvent::new("task_update")
-                .with("task", &key.1)
-                .with("state", state_name(state)),
-        );
+        self.emit_task_update(&key.1, state);
         self.send_event(&key.0, &Event::update(status));
     }
 
@@ -896,15 +885,7 @@ impl Master {
             existing.suppressed = false;
             existing.stream = Some((stream_id.clone(), tx));
             drop(old);
-            let offers: Vec<String> = self
-                .offers
-                .iter()
-                .filter(|(_, o)| o.framework_id == framework_id)
-                .map(|(id, _)| id.clone())
-                .collect();
-            for offer in offers {
-                self.rescind(&offer);
-            }
+            self.rescind_where(|o| o.framework_id == framework_id);
             self.allocator.activate(&framework_id);
             self.allocator.revive(&framework_id);
             self.resend_pending(&framework_id);
@@ -1107,11 +1088,7 @@ impl Master {
             .collect();
         if !valid {
             // Mesos: tasks in an invalid accept are dropped (LOST for old frameworks).
-            let state = if self.partition_aware(framework_id) {
-                TaskState::TaskDropped
-            } else {
-                TaskState::TaskLost
-            };
+            let state = self.lost_state(framework_id, TaskState::TaskDropped);
             for task in &tasks {
                 self.unlaunched(framework_id, task, state, "REASON_INVALID_OFFERS", &reason);
             }
@@ -1213,11 +1190,7 @@ impl Master {
                 },
             );
             if !sent {
-                let state = if self.partition_aware(framework_id) {
-                    TaskState::TaskDropped
-                } else {
-                    TaskState::TaskLost
-                };
+                let state = self.lost_state(framework_id, TaskState::TaskDropped);
                 self.master_update(
                     &key,
                     state,
@@ -1256,11 +1229,7 @@ impl Master {
             uuid: None,
             healthy: None,
         };
-        self.env.emit(
-            NodeEvent::new("task_update")
-                .with("task", &task.task_id.value)
-                .with("state", state_name(state)),
-        );
+        self.emit_task_update(&task.task_id.value, state);
         self.send_event(framework_id, &Event::update(status));
     }
 
@@ -1284,11 +1253,7 @@ impl Master {
             // Already ended: say so again (the framework may have missed it).
             Some(_) => self.tell_state(&key, "REASON_RECONCILIATION"),
             None => {
-                let state = if self.partition_aware(framework_id) {
-                    TaskState::TaskUnknown
-                } else {
-                    TaskState::TaskLost
-                };
+                let state = self.lost_state(framework_id, TaskState::TaskUnknown);
                 let status = TaskStatus {
                     task_id: Id::new(task_id),
                     state,
@@ -1417,15 +1382,7 @@ impl Master {
 
     /// Ends a framework: its tasks are killed and its offers rescinded.
     pub fn teardown(&mut self, framework_id: &str, why: &str) {
-        let offers: Vec<String> = self
-            .offers
-            .iter()
-            .filter(|(_, o)| o.framework_id == framework_id)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for offer in offers {
-            self.rescind(&offer);
-        }
+        self.rescind_where(|o| o.framework_id == framework_id);
         let agents: BTreeSet<String> = self
             .tasks
             .iter()
@@ -1450,6 +1407,19 @@ impl Master {
     }
 
     // ---------------------------------------------------------------- offers
+
+    /// Rescinds every outstanding offer that matches.
+    fn rescind_where(&mut self, matches: impl Fn(&OfferRecord) -> bool) {
+        let offers: Vec<String> = self
+            .offers
+            .iter()
+            .filter(|(_, o)| matches(o))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for offer in offers {
+            self.rescind(&offer);
+        }
+    }
 
     fn rescind(&mut self, offer_id: &str) {
         let Some(offer) = self.offers.remove(offer_id) else {
@@ -1510,15 +1480,7 @@ impl Master {
     }
 
     fn framework_disconnected(&mut self, framework_id: &str, now_ms: u64) {
-        let offers: Vec<String> = self
-            .offers
-            .iter()
-            .filter(|(_, o)| o.framework_id == framework_id)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for offer in offers {
-            self.rescind(&offer);
-        }
+        self.rescind_where(|o| o.framework_id == framework_id);
         self.allocator.deactivate(framework_id);
         if let Some(f) = self.frameworks.get_mut(framework_id) {
             f.stream = None;
