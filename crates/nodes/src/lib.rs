@@ -7,6 +7,7 @@ mod bench;
 mod coord;
 mod framework;
 mod master;
+mod scheduler;
 mod sim;
 mod workload;
 
@@ -35,6 +36,8 @@ enum Command {
     Master(master::MasterArgs),
     /// Run an agent: registers with the leading master and runs its tasks.
     Agent(agent::AgentArgs),
+    /// Run a Marathon-compatible scheduler (the `/v2` REST API), a framework on the master.
+    Scheduler(scheduler::SchedulerArgs),
     /// Measure drover against a reference in the same run.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -48,6 +51,7 @@ pub fn roles() -> drover_sim::Roles {
         .with(master::role())
         .with(framework::role())
         .with(agent::role())
+        .with(scheduler::role())
         .with(workload::writer())
         .with(workload::owner())
         .with(workload::watcher())
@@ -101,6 +105,7 @@ pub fn main() -> ExitCode {
         Command::Coord(args) => run_daemon(|shutdown| coord::main(args, shutdown)),
         Command::Master(args) => run_daemon(|shutdown| master::main(args, shutdown)),
         Command::Agent(args) => run_daemon(|shutdown| agent::main(args, shutdown)),
+        Command::Scheduler(args) => run_daemon(|shutdown| scheduler::main(args, shutdown)),
         Command::Bench(args) => run_daemon(|_| bench::main(args)),
     }
 }

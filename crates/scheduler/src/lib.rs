@@ -38,8 +38,11 @@
 //! leader election, the launch queue and offer matching against the master's v1 API, task
 //! tracking, health checking and the rolling restart driver.
 
+pub mod api;
 pub mod app;
 pub mod constraints;
+pub mod core;
+pub mod daemon;
 mod decode;
 pub mod group;
 pub mod path;

@@ -1,0 +1,121 @@
+//! `drover scheduler`: the Marathon-compatible scheduler, live or simulated.
+
+use anyhow::Context;
+use clap::Args;
+use drover_master::client::Locator;
+use drover_master::daemon::ZkUrl;
+use drover_scheduler::core::Tuning;
+use drover_scheduler::daemon::{self, Config};
+use drover_sim::Role;
+
+pub use drover_scheduler::daemon::DEFAULT_PORT as PORT;
+
+#[derive(Args, Clone)]
+pub struct SchedulerArgs {
+    /// The master: `zk://HOST:PORT[,...]/PATH` (follows the elected leader) or `HOST:PORT`.
+    #[arg(long)]
+    pub master: String,
+    /// `zk://HOST:PORT[,...]/PATH` where the scheduler keeps its state and elects its leader.
+    #[arg(long, default_value = "zk://127.0.0.1:2181/marathon")]
+    pub zk: String,
+    /// The address to listen on (and to publish, unless --hostname is given).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub ip: String,
+    #[arg(long, default_value_t = PORT)]
+    pub http_port: u16,
+    /// The name other schedulers and clients reach this one by (default: --ip).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// The framework name registered with the master.
+    #[arg(long, default_value = "marathon")]
+    pub framework_name: String,
+    /// A task not RUNNING this long (ms) after its launch is killed and replaced.
+    #[arg(long, default_value_t = 300_000)]
+    pub task_launch_timeout: u64,
+    /// Implicit reconciliation with the master every this many ms.
+    #[arg(long, default_value_t = 600_000)]
+    pub reconciliation_interval: u64,
+}
+
+/// Reads `--master`: a `zk://` URL or `HOST:PORT`.
+pub fn locator(master: &str) -> anyhow::Result<Locator> {
+    if master.starts_with("zk://") {
+        return Ok(Locator::Zk(
+            master.parse::<ZkUrl>().map_err(anyhow::Error::msg)?,
+        ));
+    }
+    let (host, port) = master
+        .rsplit_once(':')
+        .with_context(|| format!("--master {master:?}: expected zk://... or HOST:PORT"))?;
+    let port = port
+        .parse()
+        .with_context(|| format!("--master {master:?}: {port:?} is not a port"))?;
+    Ok(Locator::Direct(host.to_string(), port))
+}
+
+pub async fn main(
+    args: SchedulerArgs,
+    shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) -> anyhow::Result<()> {
+    let zk = args.zk.parse::<ZkUrl>().map_err(anyhow::Error::msg)?;
+    let bind = format!("{}:{}", args.ip, args.http_port)
+        .parse()
+        .with_context(|| format!("--ip {:?}: expected an IP address", args.ip))?;
+    let hostname = args.hostname.clone().unwrap_or_else(|| args.ip.clone());
+    let work_dir = std::env::temp_dir().join(format!("drover-scheduler-{}", args.http_port));
+    std::fs::create_dir_all(&work_dir).with_context(|| format!("create {}", work_dir.display()))?;
+    let env = drover_core::env::live::env(
+        &format!("scheduler@{hostname}:{}", args.http_port),
+        &work_dir,
+        None,
+    );
+    tracing::info!(%bind, master = %args.master, zk = %args.zk, "scheduler starting");
+    let config = Config {
+        bind,
+        hostname,
+        port: args.http_port,
+        master: locator(&args.master)?,
+        zk,
+        framework_name: args.framework_name.clone(),
+        tuning: Tuning {
+            launch_timeout_ms: args.task_launch_timeout,
+            reconcile_interval_ms: args.reconciliation_interval,
+            ..Tuning::default()
+        },
+    };
+    daemon::serve(env, config, shutdown)
+        .await
+        .context("scheduler")
+}
+
+/// The scheduler role in simulation: state and election in the scenario's coord nodes, the
+/// master found through them.
+pub fn role() -> Role {
+    Role::new("scheduler", Some(PORT), |mut context| {
+        Box::pin(async move {
+            let master_zk =
+                crate::master::sim_zk(&context.cluster).ok_or("a scheduler needs coord nodes")?;
+            let zk = ZkUrl {
+                hosts: master_zk.hosts.clone(),
+                path: "/marathon".into(),
+            };
+            let config = Config {
+                bind: std::net::SocketAddr::from(([0, 0, 0, 0], PORT)),
+                hostname: context.name.clone(),
+                port: PORT,
+                master: Locator::Zk(master_zk),
+                zk,
+                framework_name: "marathon".into(),
+                tuning: Tuning::default(),
+            };
+            let env = context.env.clone();
+            daemon::serve(
+                env,
+                config,
+                async move { context.shutdown.requested().await },
+            )
+            .await?;
+            Ok(())
+        })
+    })
+}

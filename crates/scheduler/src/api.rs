@@ -1,0 +1,957 @@
+//! The Marathon `/v2` REST API over the leader's state. One handler reads the method and path
+//! and runs a closure on the core task ([`Shared::run`]); a scheduler that does not lead
+//! forwards the request to the one that does (`X-Marathon-Via` stops loops), and every answer
+//! names the leader in `X-Marathon-Leader`.
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::Response;
+use bytes::Bytes;
+use drover_core::task::TaskState;
+use serde_json::{json, Value};
+
+use crate::app::{format_version, AppDefinition};
+use crate::core::{Effects, Scheduler};
+use crate::daemon::{Reply, Shared};
+use crate::group::{GroupUpdate, UpdateKind, UpdateMode};
+use crate::path::PathId;
+use crate::validation::{self, ApiError, MAX_BODY_BYTES};
+
+const VIA: &str = "X-Marathon-Via";
+const LEADER: &str = "X-Marathon-Leader";
+const PROXY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The Marathon release whose API drover follows.
+pub const MARATHON_VERSION: &str = "1.5.0";
+
+pub fn router(shared: Shared) -> axum::Router {
+    axum::Router::new().fallback(handle).with_state(shared)
+}
+
+type Params = Vec<(String, String)>;
+
+fn param<'a>(q: &'a Params, key: &str) -> Option<&'a str> {
+    q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+fn flag(q: &Params, key: &str) -> bool {
+    param(q, key).is_some_and(|v| v == "true" || v.is_empty())
+}
+
+async fn handle(
+    State(shared): State<Shared>,
+    method: Method,
+    uri: Uri,
+    Query(query): Query<Params>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().trim_end_matches('/').to_string();
+    let path = if path.is_empty() { "/".into() } else { path };
+    // Answered by any scheduler.
+    match (method.clone(), path.as_str()) {
+        (Method::GET, "/ping") => return text(200, "pong\n", &shared),
+        (Method::GET, "/v2/info") => return to_response(info(&shared).await, &shared),
+        (Method::GET, "/v2/leader") => {
+            return to_response(
+                match shared.leader() {
+                    Some(l) => Reply::json(200, json!({"leader": l})),
+                    None => Reply::json(404, json!({"message": "There is no leader"})),
+                },
+                &shared,
+            )
+        }
+        _ => {}
+    }
+    if body.len() > MAX_BODY_BYTES {
+        return to_response(
+            Reply::json(413, json!({"message": "Request body too large"})),
+            &shared,
+        );
+    }
+    if method == Method::GET && path == "/v2/events" {
+        return events(&shared, &query).await;
+    }
+    let f = match route(&method, &path, &query, &body) {
+        Ok(f) => f,
+        Err(reply) => return to_response(reply, &shared),
+    };
+    if method == Method::DELETE && path == "/v2/leader" {
+        if shared.leader().as_deref() == Some(shared.me().as_str()) {
+            shared.abdicate().await;
+            return to_response(
+                Reply::json(200, json!({"message": "Leadership abdicated"})),
+                &shared,
+            );
+        }
+    } else if let Some(reply) = shared.run(f).await {
+        return to_response(reply, &shared);
+    }
+    proxy(&shared, &method, &uri, &headers, body).await
+}
+
+/// Forwards a request to the leader.
+async fn proxy(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    let me = shared.me();
+    let via = headers
+        .get(VIA)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let Some(leader) = shared.leader().filter(|l| *l != me) else {
+        return to_response(
+            Reply::json(
+                503,
+                json!({"message": "Could not determine the current leader"}),
+            ),
+            shared,
+        );
+    };
+    if via.split(',').any(|v| v.trim() == me) {
+        return to_response(
+            Reply::json(
+                502,
+                json!({"message": format!("Detected a proxy loop through {via}")}),
+            ),
+            shared,
+        );
+    }
+    if method == Method::GET && uri.path().starts_with("/v2/events") {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "http://{leader}{}",
+            uri.path_and_query().map_or("/v2/events", |p| p.as_str())
+        )) {
+            r.headers_mut().insert(http::header::LOCATION, v);
+        }
+        return r;
+    }
+    let Some((host, port)) = leader
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+    else {
+        return to_response(
+            Reply::json(503, json!({"message": "bad leader address"})),
+            shared,
+        );
+    };
+    let mut builder = http::Request::builder()
+        .method(method.clone())
+        .uri(uri.path_and_query().map_or("/", |p| p.as_str()));
+    for (k, v) in headers {
+        if k != http::header::HOST
+            && k != http::header::CONNECTION
+            && k.as_str() != "x-marathon-via"
+        {
+            builder = builder.header(k, v);
+        }
+    }
+    let via = if via.is_empty() {
+        me.clone()
+    } else {
+        format!("{via},{me}")
+    };
+    builder = builder.header(VIA, via);
+    let Ok(request) = builder.body(body) else {
+        return to_response(Reply::json(400, json!({"message": "bad request"})), shared);
+    };
+    match drover_core::http::request(&shared.env, &host, port, request, PROXY_TIMEOUT).await {
+        Ok(answer) => {
+            let (parts, body) = answer.into_parts();
+            let mut r = Response::new(Body::from(body));
+            *r.status_mut() = parts.status;
+            for (k, v) in &parts.headers {
+                if k != http::header::TRANSFER_ENCODING && k != http::header::CONNECTION {
+                    r.headers_mut().insert(k.clone(), v.clone());
+                }
+            }
+            r
+        }
+        Err(e) => to_response(
+            Reply::json(
+                503,
+                json!({"message": format!("the leader did not answer: {e}")}),
+            ),
+            shared,
+        ),
+    }
+}
+
+fn with_leader(mut r: Response, shared: &Shared) -> Response {
+    if let Some(l) = shared.leader() {
+        if let Ok(v) = HeaderValue::from_str(&format!("http://{l}")) {
+            r.headers_mut().insert(LEADER, v);
+        }
+    }
+    r
+}
+
+fn text(status: u16, body: &'static str, shared: &Shared) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    with_leader(r, shared)
+}
+
+fn to_response(reply: Reply, shared: &Shared) -> Response {
+    let (body, content_type) = match &reply.body {
+        Value::String(s) if reply.headers.iter().any(|(k, _)| *k == "content-type") => {
+            (s.clone().into_bytes(), None)
+        }
+        Value::Null if reply.status == 202 || reply.status == 204 => (Vec::new(), None),
+        v => (v.to_string().into_bytes(), Some("application/json")),
+    };
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() =
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some(ct) = content_type {
+        r.headers_mut()
+            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    }
+    for (k, v) in reply.headers {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            r.headers_mut().insert(k, v);
+        }
+    }
+    with_leader(r, shared)
+}
+
+async fn info(shared: &Shared) -> Reply {
+    let c = &shared.config;
+    let leader = shared.leader();
+    let framework = shared
+        .run(Box::new(|s: &mut Scheduler, _: &mut Effects, _| {
+            Reply::json(200, json!(s.framework_id))
+        }))
+        .await
+        .map(|r| r.body);
+    Reply::json(
+        200,
+        json!({
+            "name": "marathon",
+            "version": MARATHON_VERSION,
+            "buildref": format!("drover-{}", env!("CARGO_PKG_VERSION")),
+            "elected": leader.as_deref() == Some(shared.me().as_str()),
+            "leader": leader,
+            "frameworkId": framework.unwrap_or(Value::Null),
+            "marathon_config": {
+                "master": match &c.master {
+                    drover_master::client::Locator::Zk(zk) => format!("zk://{}{}", zk.hosts, zk.path),
+                    drover_master::client::Locator::Direct(h, p) => format!("{h}:{p}"),
+                },
+                "framework_name": c.framework_name,
+                "failover_timeout": 604800,
+                "hostname": c.hostname,
+                "http_port": c.port,
+                "task_launch_timeout": c.tuning.launch_timeout_ms,
+                "reconciliation_interval": c.tuning.reconcile_interval_ms,
+                "decline_offer_duration": c.tuning.decline_idle_ms,
+                "checkpoint": true,
+                "mesos_role": null,
+                "mesos_user": "root",
+            },
+            "zookeeper_config": {
+                "zk": format!("zk://{}{}", c.zk.hosts, c.zk.path),
+                "zk_timeout": 10000,
+                "zk_session_timeout": 10000,
+                "zk_max_versions": crate::core::MAX_VERSIONS,
+            },
+            "event_subscriber": {"type": "http_callback", "http_endpoints": []},
+            "http_config": {"http_port": c.port, "https_port": 8443},
+        }),
+    )
+}
+
+/// `GET /v2/events`: server-sent events, optionally only some `event_type`s.
+async fn events(shared: &Shared, query: &Params) -> Response {
+    let wanted: BTreeSet<String> = query
+        .iter()
+        .filter(|(k, _)| k == "event_type")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let leads = shared.leader().as_deref() == Some(shared.me().as_str());
+    if !leads {
+        let uri: Uri = "/v2/events".parse().unwrap_or_default();
+        return proxy(shared, &Method::GET, &uri, &HeaderMap::new(), Bytes::new()).await;
+    }
+    let receiver = shared.events.subscribe();
+    let attached = format!(
+        "event: event_stream_attached\ndata: {}\n\n",
+        json!({"remoteAddress": "client", "eventType": "event_stream_attached", "timestamp": format_version(shared.env.unix_ms())})
+    );
+    let first =
+        futures_util::stream::once(async move { Ok::<Bytes, Infallible>(Bytes::from(attached)) });
+    let rest = futures_util::stream::unfold((receiver, wanted), |(mut rx, wanted)| async move {
+        loop {
+            match rx.recv().await {
+                Ok((kind, data)) => {
+                    if !wanted.is_empty() && !wanted.contains(&kind) {
+                        continue;
+                    }
+                    let chunk = Bytes::from(format!("event: {kind}\ndata: {data}\n\n"));
+                    return Some((Ok::<Bytes, Infallible>(chunk), (rx, wanted)));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    });
+    use futures_util::StreamExt;
+    let mut r = Response::new(Body::from_stream(first.chain(rest)));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    with_leader(r, shared)
+}
+
+// ---------------------------------------------------------------- routes
+
+type ApiFn = crate::daemon::ApiFn;
+
+fn run(
+    f: impl FnOnce(&mut Scheduler, &mut Effects, u64) -> Reply + Send + 'static,
+) -> Result<ApiFn, Reply> {
+    Ok(Box::new(f))
+}
+
+fn not_found(path: &str) -> Result<ApiFn, Reply> {
+    Err(Reply::json(
+        404,
+        json!({"message": format!("The requested resource {path} could not be found")}),
+    ))
+}
+
+/// The closure that answers a request.
+fn route(method: &Method, path: &str, query: &Params, body: &Bytes) -> Result<ApiFn, Reply> {
+    let q = query.clone();
+    let body = body.clone();
+    let force = flag(query, "force");
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match (method, segments.as_slice()) {
+        (&Method::DELETE, ["v2", "leader"]) => run(|_, _, _| Reply::json(200, json!({}))),
+        (&Method::GET, ["metrics"]) => run(|s, _, _| metrics(s)),
+        (&Method::GET, ["v2", "apps"]) => run(move |s, _, _| list_apps(s, &q)),
+        (&Method::POST, ["v2", "apps"]) => run(move |s, fx, _| create_app(s, fx, &body, force)),
+        (&Method::GET, ["v2", "groups"]) => run(move |s, _, _| get_group(s, &PathId::root(), &q)),
+        (&Method::POST, ["v2", "groups"]) => {
+            run(move |s, fx, _| change_group(s, fx, &PathId::root(), &body, &q, UpdateMode::Create))
+        }
+        (&Method::PUT, ["v2", "groups"]) => {
+            run(move |s, fx, _| change_group(s, fx, &PathId::root(), &body, &q, UpdateMode::Update))
+        }
+        (&Method::DELETE, ["v2", "groups"]) => {
+            run(move |s, fx, _| delete_group(s, fx, &PathId::root(), force))
+        }
+        (&Method::GET, ["v2", "deployments"]) => {
+            run(|s, _, _| Reply::json(200, s.deployments_json()))
+        }
+        (&Method::DELETE, ["v2", "deployments", id]) => {
+            let id = id.to_string();
+            run(move |s, fx, _| match s.delete_deployment(&id, force, fx) {
+                Ok(Some((deployment, version))) => {
+                    Reply::json(200, json!({"deploymentId": deployment, "version": version}))
+                }
+                Ok(None) => Reply::json(202, Value::Null),
+                Err(e) => Reply::error(e),
+            })
+        }
+        (&Method::GET, ["v2", "tasks"]) => run(move |s, _, _| list_tasks(s, &q)),
+        (&Method::POST, ["v2", "tasks", "delete"]) => {
+            let scale = flag(query, "scale");
+            run(move |s, fx, _| delete_tasks(s, fx, &body, scale))
+        }
+        (&Method::GET, ["v2", "queue"]) => run(|s, _, now| Reply::json(200, s.queue_json(now))),
+        (&Method::DELETE, ["v2", "queue", rest @ .., "delay"]) if !rest.is_empty() => {
+            let id = PathId::from_segments(rest.iter().copied());
+            run(move |s, _, _| {
+                if s.reset_delay(&id) {
+                    Reply::json(204, Value::Null)
+                } else {
+                    Reply::json(404, json!({"message": format!("App {id} does not exist")}))
+                }
+            })
+        }
+        (_, ["v2", "apps", rest @ ..]) => app_route(method, rest, query, body),
+        (_, ["v2", "groups", rest @ ..]) => group_route(method, rest, query, body),
+        _ => not_found(path),
+    }
+}
+
+fn app_route(method: &Method, rest: &[&str], query: &Params, body: Bytes) -> Result<ApiFn, Reply> {
+    let q = query.clone();
+    let force = flag(query, "force");
+    let scale = flag(query, "scale");
+    // `/v2/apps/a/b/tasks/TASK`, `/v2/apps/a/b/versions/V`, `/v2/apps/a/b/restart`, ...
+    let split = rest
+        .iter()
+        .rposition(|s| matches!(*s, "tasks" | "versions" | "restart"));
+    let (app, tail): (&[&str], &[&str]) = match split {
+        Some(i) if i > 0 && rest.len() - i <= 2 => (&rest[..i], &rest[i..]),
+        _ => (rest, &[]),
+    };
+    let id = PathId::from_segments(app.iter().copied());
+    match (method, tail) {
+        (&Method::GET, []) => run(move |s, _, _| match s.root.app(&id) {
+            Some(app) => {
+                let embed: BTreeSet<String> = ["app.tasks", "app.counts", "app.deployments"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                Reply::json(200, json!({"app": s.app_json(app, &embed)}))
+            }
+            None => app_missing(&id),
+        }),
+        (&Method::PUT, []) | (&Method::PATCH, []) => {
+            run(move |s, fx, _| update_app(s, fx, &id, &body, force))
+        }
+        (&Method::DELETE, []) => run(move |s, fx, _| {
+            if s.root.app(&id).is_none() {
+                return app_missing(&id);
+            }
+            let version = format_version(s_unix(s));
+            let mut target = s.root.remove_app(&id, &version);
+            target.version = Some(version);
+            deployed(s.deploy(target, force, fx))
+        }),
+        (&Method::POST, ["restart"]) => run(move |s, fx, _| match s.restart_app(&id, force, fx) {
+            Ok((d, v)) => Reply::json(200, json!({"deploymentId": d, "version": v})),
+            Err(e) => Reply::error(e),
+        }),
+        (&Method::GET, ["tasks"]) => run(move |s, _, _| {
+            if s.root.app(&id).is_none() {
+                return app_missing(&id);
+            }
+            let tasks: Vec<Value> = s
+                .instances_of(&id)
+                .iter()
+                .map(|i| i.to_marathon_json())
+                .collect();
+            Reply::json(200, json!({"tasks": tasks}))
+        }),
+        (&Method::DELETE, ["tasks"]) => {
+            let host = crate::api::param(&q, "host").map(str::to_string);
+            run(move |s, fx, _| {
+                if s.root.app(&id).is_none() {
+                    return app_missing(&id);
+                }
+                let tasks: Vec<String> = s
+                    .instances_of(&id)
+                    .iter()
+                    .filter(|i| host.as_ref().is_none_or(|h| *h == i.host))
+                    .map(|i| i.task_id.clone())
+                    .collect();
+                kill_tasks(s, fx, &tasks, scale)
+            })
+        }
+        (&Method::DELETE, ["tasks", task]) => {
+            let task = task.to_string();
+            run(move |s, fx, _| {
+                if s.root.app(&id).is_none() {
+                    return app_missing(&id);
+                }
+                let Some(i) = s.instances.get(&task).filter(|i| i.app == id.to_string()) else {
+                    return Reply::json(
+                        404,
+                        json!({"message": format!("Task '{task}' does not exist")}),
+                    );
+                };
+                let json = i.to_marathon_json();
+                let reply = kill_tasks(s, fx, std::slice::from_ref(&task), scale);
+                if scale {
+                    reply
+                } else {
+                    Reply::json(200, json!({"task": json}))
+                }
+            })
+        }
+        (&Method::GET, ["versions"]) => run(move |s, _, _| match s.root.app(&id) {
+            Some(_) => {
+                let mut v = s.versions.get(&id).cloned().unwrap_or_default();
+                v.reverse();
+                Reply::json(200, json!({"versions": v}))
+            }
+            None => app_missing(&id),
+        }),
+        (&Method::GET, ["versions", version]) => {
+            let version = version.to_string();
+            run(move |s, _, _| match s.root.app(&id) {
+                Some(app) if app.version.as_deref() == Some(version.as_str()) => {
+                    Reply::json(200, app.to_marathon_json(&version))
+                }
+                Some(_) if s.versions.get(&id).is_some_and(|v| v.contains(&version)) => Reply {
+                    // Older versions are read from the store by the handler (see below).
+                    status: 307,
+                    headers: vec![("x-drover-version", version.clone())],
+                    body: Value::Null,
+                },
+                _ => Reply::json(
+                    404,
+                    json!({"message": format!("App '{id}' does not exist in version {version}")}),
+                ),
+            })
+        }
+        _ => Err(Reply::json(
+            405,
+            json!({"message": "HTTP 405 Method Not Allowed"}),
+        )),
+    }
+}
+
+fn group_route(
+    method: &Method,
+    rest: &[&str],
+    query: &Params,
+    body: Bytes,
+) -> Result<ApiFn, Reply> {
+    let q = query.clone();
+    let force = flag(query, "force");
+    let (group, versions) = match rest.last() {
+        Some(&"versions") => (&rest[..rest.len() - 1], true),
+        _ => (rest, false),
+    };
+    let id = PathId::from_segments(group.iter().copied());
+    match (method, versions) {
+        (&Method::GET, true) => run(move |s, _, _| match s.root.group(&id) {
+            Some(g) => Reply::json(200, json!([g.version])),
+            None => group_missing(&id),
+        }),
+        (&Method::GET, false) => run(move |s, _, _| get_group(s, &id, &q)),
+        (&Method::POST, false) => {
+            run(move |s, fx, _| change_group(s, fx, &id, &body, &q, UpdateMode::Create))
+        }
+        (&Method::PUT, false) | (&Method::PATCH, false) => {
+            run(move |s, fx, _| change_group(s, fx, &id, &body, &q, UpdateMode::Update))
+        }
+        (&Method::DELETE, false) => run(move |s, fx, _| delete_group(s, fx, &id, force)),
+        _ => Err(Reply::json(
+            405,
+            json!({"message": "HTTP 405 Method Not Allowed"}),
+        )),
+    }
+}
+
+fn s_unix(s: &Scheduler) -> u64 {
+    s.unix_ms()
+}
+
+fn app_missing(id: &PathId) -> Reply {
+    Reply::json(
+        404,
+        json!({"message": format!("App '{id}' does not exist")}),
+    )
+}
+
+fn group_missing(id: &PathId) -> Reply {
+    Reply::json(
+        404,
+        json!({"message": format!("Group '{id}' does not exist")}),
+    )
+}
+
+fn deployed(result: Result<(String, String), ApiError>) -> Reply {
+    match result {
+        Ok((deployment, version)) => {
+            Reply::json(200, json!({"version": version, "deploymentId": deployment}))
+        }
+        Err(e) => Reply::error(e),
+    }
+}
+
+fn list_apps(s: &Scheduler, q: &Params) -> Reply {
+    let embed: BTreeSet<String> = q
+        .iter()
+        .filter(|(k, _)| k == "embed")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let cmd = param(q, "cmd");
+    let id = param(q, "id");
+    let label = param(q, "label");
+    let apps: Vec<Value> = s
+        .root
+        .transitive_apps()
+        .values()
+        .filter(|a| cmd.is_none_or(|c| a.cmd.as_deref().is_some_and(|x| x.contains(c))))
+        .filter(|a| id.is_none_or(|i| a.id.to_string().contains(i)))
+        .filter(|a| label.is_none_or(|l| label_matches(a, l)))
+        .map(|a| s.app_json(a, &embed))
+        .collect();
+    Reply::json(200, json!({"apps": apps}))
+}
+
+/// Marathon's label selector: `key`, `key==value`, `key!=value`, several joined by `,`.
+fn label_matches(app: &AppDefinition, selector: &str) -> bool {
+    selector.split(',').all(|term| {
+        let term = term.trim();
+        if let Some((k, v)) = term.split_once("!=") {
+            app.labels.get(k.trim()).is_some_and(|x| x != v.trim())
+        } else if let Some((k, v)) = term.split_once("==") {
+            app.labels.get(k.trim()).is_some_and(|x| x == v.trim())
+        } else {
+            app.labels.contains_key(term)
+        }
+    })
+}
+
+fn create_app(s: &mut Scheduler, fx: &mut Effects, body: &[u8], force: bool) -> Reply {
+    let app = match validation::parse_app(body) {
+        Ok(app) => app,
+        Err(e) => return Reply::error(e),
+    };
+    if s.root.app(&app.id).is_some() {
+        return Reply::json(
+            409,
+            json!({"message": format!("An app with id [{}] already exists.", app.id)}),
+        );
+    }
+    let version = format_version(s.unix_ms());
+    let mut target = match s.root.put_app(app.clone(), &version) {
+        Ok(t) => t,
+        Err(e) => return Reply::error(e),
+    };
+    target.version = Some(version);
+    let id = app.id.clone();
+    match s.deploy(target, force, fx) {
+        Ok((deployment, _)) => {
+            let embed = BTreeSet::new();
+            let Some(app) = s.root.app(&id) else {
+                return Reply::json(500, json!({"message": "app vanished"}));
+            };
+            let mut json = s.app_json(app, &embed);
+            json["deployments"] = json!([{"id": deployment}]);
+            Reply {
+                status: 201,
+                headers: vec![
+                    ("location", format!("/v2/apps{id}")),
+                    ("marathon-deployment-id", deployment),
+                ],
+                body: json,
+            }
+        }
+        Err(e) => Reply::error(e),
+    }
+}
+
+fn update_app(s: &mut Scheduler, fx: &mut Effects, id: &PathId, body: &[u8], force: bool) -> Reply {
+    let existing = s.root.app(id).cloned();
+    let app = match validation::apply_app_update(existing.as_ref(), id, body) {
+        Ok(app) => app,
+        Err(e) => return Reply::error(e),
+    };
+    let version = format_version(s.unix_ms());
+    let mut target = match s.root.put_app(app, &version) {
+        Ok(t) => t,
+        Err(e) => return Reply::error(e),
+    };
+    target.version = Some(version);
+    match s.deploy(target, force, fx) {
+        Ok((deployment, version)) => {
+            let body = json!({"version": version, "deploymentId": deployment});
+            if existing.is_none() {
+                Reply {
+                    status: 201,
+                    headers: vec![
+                        ("location", format!("/v2/apps{id}")),
+                        ("marathon-deployment-id", deployment),
+                    ],
+                    body,
+                }
+            } else {
+                Reply {
+                    status: 200,
+                    headers: vec![("marathon-deployment-id", deployment)],
+                    body,
+                }
+            }
+        }
+        Err(e) => Reply::error(e),
+    }
+}
+
+fn get_group(s: &Scheduler, id: &PathId, _q: &Params) -> Reply {
+    match s.root.group(id) {
+        Some(g) => {
+            let mut json = g.to_marathon_json();
+            enrich_group(s, &mut json);
+            Reply::json(200, json)
+        }
+        None => group_missing(id),
+    }
+}
+
+/// Puts the live counts into each app of a group's JSON.
+fn enrich_group(s: &Scheduler, json: &mut Value) {
+    if let Some(apps) = json.get_mut("apps").and_then(Value::as_array_mut) {
+        for app in apps {
+            let Some(id) = app.get("id").and_then(Value::as_str).map(PathId::parse) else {
+                continue;
+            };
+            if let Some(def) = s.root.app(&id) {
+                *app = s.app_json(def, &BTreeSet::new());
+            }
+        }
+    }
+    if let Some(groups) = json.get_mut("groups").and_then(Value::as_array_mut) {
+        for g in groups {
+            enrich_group(s, g);
+        }
+    }
+}
+
+fn change_group(
+    s: &mut Scheduler,
+    fx: &mut Effects,
+    base: &PathId,
+    body: &[u8],
+    q: &Params,
+    mode: UpdateMode,
+) -> Reply {
+    let update: GroupUpdate = match validation::parse_group(body, base) {
+        Ok(u) => u,
+        Err(e) => return Reply::error(e),
+    };
+    let version = format_version(s.unix_ms());
+    let target = match update.kind() {
+        UpdateKind::Revert(v) => {
+            let effective = update.effective_id(base);
+            match s.group_at_version(&effective, &v) {
+                Some(g) => s.root.put_group(g, &version),
+                None => {
+                    return Reply::json(
+                        404,
+                        json!({"message": format!("Group '{effective}' does not exist in version {v}")}),
+                    )
+                }
+            }
+        }
+        _ => match s.root.apply_update(base, &update, mode, &version) {
+            Ok(t) => t,
+            Err(e) => return Reply::error(e),
+        },
+    };
+    let mut target = target;
+    target.version = Some(version.clone());
+    if flag(q, "dryRun") {
+        let plan = crate::plan::DeploymentPlan::new(String::new(), version, &s.root, &target);
+        return Reply::json(200, json!({"steps": plan.steps_json()}));
+    }
+    let effective = update.effective_id(base);
+    match s.deploy(target, flag(q, "force"), fx) {
+        Ok((deployment, version)) => {
+            let body = json!({"version": version, "deploymentId": deployment});
+            if mode == UpdateMode::Create {
+                Reply {
+                    status: 201,
+                    headers: vec![
+                        ("location", format!("/v2/groups{effective}")),
+                        ("marathon-deployment-id", deployment),
+                    ],
+                    body,
+                }
+            } else {
+                Reply {
+                    status: 200,
+                    headers: vec![("marathon-deployment-id", deployment)],
+                    body,
+                }
+            }
+        }
+        Err(e) => Reply::error(e),
+    }
+}
+
+fn delete_group(s: &mut Scheduler, fx: &mut Effects, id: &PathId, force: bool) -> Reply {
+    if s.root.group(id).is_none() {
+        return group_missing(id);
+    }
+    let version = format_version(s.unix_ms());
+    let mut target = s.root.remove_group(id, &version);
+    target.version = Some(version);
+    deployed(s.deploy(target, force, fx))
+}
+
+fn list_tasks(s: &Scheduler, q: &Params) -> Reply {
+    let status = param(q, "status");
+    let tasks: Vec<Value> = s
+        .instances
+        .values()
+        .filter(|i| match status {
+            Some("running") => i.state == TaskState::TaskRunning,
+            Some("staging") => matches!(i.state, TaskState::TaskStaging | TaskState::TaskStarting),
+            Some("unreachable") => i.state == TaskState::TaskUnreachable,
+            _ => true,
+        })
+        .map(|i| i.to_marathon_json())
+        .collect();
+    Reply::json(200, json!({"tasks": tasks}))
+}
+
+fn delete_tasks(s: &mut Scheduler, fx: &mut Effects, body: &[u8], scale: bool) -> Reply {
+    let ids: Vec<String> = match serde_json::from_slice::<Value>(body) {
+        Ok(v) => match v.get("ids").and_then(Value::as_array) {
+            Some(ids) => ids
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+            None => {
+                return Reply::error(ApiError::json_type_errors(&[(
+                    "/ids".into(),
+                    "error.path.missing".into(),
+                )]))
+            }
+        },
+        Err(e) => return Reply::error(ApiError::invalid_json(e)),
+    };
+    let known: Vec<String> = ids
+        .into_iter()
+        .filter(|t| s.instances.contains_key(t))
+        .collect();
+    kill_tasks(s, fx, &known, scale)
+}
+
+/// Kills tasks; with `scale`, lowers their apps' `instances` by as many (a deployment).
+fn kill_tasks(s: &mut Scheduler, fx: &mut Effects, tasks: &[String], scale: bool) -> Reply {
+    let killed: Vec<Value> = tasks
+        .iter()
+        .filter_map(|t| s.instances.get(t))
+        .map(|i| i.to_marathon_json())
+        .collect();
+    let mut per_app: std::collections::BTreeMap<PathId, u32> = Default::default();
+    for t in tasks {
+        if let Some(i) = s.instances.get(t) {
+            if i.is_active() && !i.kill_requested {
+                *per_app.entry(PathId::parse(&i.app)).or_default() += 1;
+            }
+        }
+    }
+    for t in tasks {
+        s.kill(t, fx);
+    }
+    if !scale {
+        return Reply::json(200, json!({"tasks": killed}));
+    }
+    let version = format_version(s.unix_ms());
+    let mut target = s.root.clone();
+    for (id, n) in per_app {
+        if let Some(app) = target.app(&id) {
+            let mut app = app.clone();
+            app.instances = app.instances.saturating_sub(n);
+            target = match target.put_app(app, &version) {
+                Ok(t) => t,
+                Err(e) => return Reply::error(e),
+            };
+        }
+    }
+    target.version = Some(version);
+    deployed(s.deploy(target, true, fx))
+}
+
+/// `GET /metrics`: Prometheus text.
+fn metrics(s: &Scheduler) -> Reply {
+    let c = &s.counters;
+    let apps = s.root.transitive_apps().len();
+    let running = s.instances.values().filter(|i| i.is_running()).count();
+    let staged = s
+        .instances
+        .values()
+        .filter(|i| matches!(i.state, TaskState::TaskStaging | TaskState::TaskStarting))
+        .count();
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
+    metric(
+        "marathon_apps_active_gauge",
+        "gauge",
+        "Apps defined",
+        apps.to_string(),
+    );
+    metric(
+        "marathon_instances_running_gauge",
+        "gauge",
+        "Instances running",
+        running.to_string(),
+    );
+    metric(
+        "marathon_instances_staged_gauge",
+        "gauge",
+        "Instances staged",
+        staged.to_string(),
+    );
+    metric(
+        "marathon_instances_launched_counter",
+        "counter",
+        "Instances launched",
+        c.launched.to_string(),
+    );
+    metric(
+        "marathon_instances_killed_counter",
+        "counter",
+        "Kills requested",
+        c.killed.to_string(),
+    );
+    metric(
+        "marathon_mesos_offers_incoming_counter",
+        "counter",
+        "Offers received",
+        c.offers_processed.to_string(),
+    );
+    metric(
+        "marathon_mesos_offers_declined_counter",
+        "counter",
+        "Offers declined",
+        c.offers_declined.to_string(),
+    );
+    metric(
+        "marathon_mesos_task_updates_counter",
+        "counter",
+        "Status updates received",
+        c.updates.to_string(),
+    );
+    metric(
+        "marathon_deployments_active_gauge",
+        "gauge",
+        "Deployments running",
+        s.deployments.len().to_string(),
+    );
+    metric(
+        "marathon_deployments_counter",
+        "counter",
+        "Deployments started",
+        c.deployments_started.to_string(),
+    );
+    metric(
+        "marathon_deployments_success_counter",
+        "counter",
+        "Deployments finished",
+        c.deployments_done.to_string(),
+    );
+    metric(
+        "marathon_launch_queue_gauge",
+        "gauge",
+        "Instances waiting for an offer",
+        s.queue.values().sum::<u32>().to_string(),
+    );
+    Reply {
+        status: 200,
+        headers: vec![("content-type", "text/plain; version=0.0.4".into())],
+        body: Value::String(out),
+    }
+}

@@ -1,0 +1,717 @@
+//! The scheduler daemon: the `/v2` HTTP API, leader election through coord, the store (one
+//! znode per app, group, deployment, instance and app version under the `--zk` path), and the
+//! core task that owns the leading scheduler's state ([`crate::core::Scheduler`]) and is a
+//! framework on the master's v1 API through drover's client.
+//!
+//! Everything goes through the Env, so the same code runs live and in simulation.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use drover_coord::client::{Client, ClientConfig};
+use drover_coord::proto::{Acl, ErrorCode, MultiResult, Op};
+use drover_coord::recipes::{self, Candidacy, Standing};
+use drover_core::v1::{self, CallType, EventType, FrameworkInfo, Id};
+use drover_core::{Env, Event};
+use drover_master::client::{Driver, DriverEvent, Locator};
+use drover_master::daemon::ZkUrl;
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::core::{keys, Effects, Instance, Loaded, Scheduler, StoreOp, Tuning};
+use crate::path::PathId;
+
+/// Marathon's HTTP port.
+pub const DEFAULT_PORT: u16 = 8080;
+/// After (re-)subscribing, nothing launches until reconciliation has had time to answer.
+const RECONCILE_WAIT_MS: u64 = 3_000;
+/// Bytes of store operations per coord `multi` (coord's packets stop at 1 MiB).
+const MULTI_BYTES: usize = 256 * 1024;
+const STORE_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub bind: SocketAddr,
+    /// The host name others reach this scheduler by.
+    pub hostname: String,
+    pub port: u16,
+    /// Where the master is: `zk://...` or `host:port`.
+    pub master: Locator,
+    /// `zk://HOSTS/PATH` of the scheduler's own state and election.
+    pub zk: ZkUrl,
+    pub framework_name: String,
+    pub tuning: Tuning,
+}
+
+/// A reply to an API request.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn json(status: u16, body: Value) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    pub fn error(e: crate::validation::ApiError) -> Reply {
+        Reply::json(e.status, e.body)
+    }
+}
+
+/// What an API request does on the leader's state.
+pub type ApiFn = Box<dyn FnOnce(&mut Scheduler, &mut Effects, u64) -> Reply + Send>;
+
+#[allow(clippy::large_enum_variant, reason = "moved once, not stored")]
+enum Input {
+    Elected {
+        term: u64,
+        store: Store,
+        loaded: Loaded,
+    },
+    Deposed,
+    Api {
+        f: ApiFn,
+        reply: oneshot::Sender<Option<Reply>>,
+    },
+    Abdicate,
+}
+
+/// Shared with the HTTP handlers.
+#[derive(Clone)]
+pub struct Shared {
+    inputs: mpsc::Sender<Input>,
+    pub env: Env,
+    pub config: Config,
+    pub events: broadcast::Sender<(String, Value)>,
+    /// Who leads (`host:port`), as last seen.
+    pub leader: Arc<Mutex<Option<String>>>,
+}
+
+impl Shared {
+    /// Runs `f` on the leader's state; None when this scheduler does not lead.
+    pub async fn run(&self, f: ApiFn) -> Option<Reply> {
+        let (reply, answer) = oneshot::channel();
+        self.inputs.send(Input::Api { f, reply }).await.ok()?;
+        answer.await.ok().flatten()
+    }
+
+    pub fn me(&self) -> String {
+        format!("{}:{}", self.config.hostname, self.config.port)
+    }
+
+    pub fn leader(&self) -> Option<String> {
+        self.leader.lock().ok().and_then(|l| l.clone())
+    }
+
+    pub async fn abdicate(&self) {
+        let _ = self.inputs.send(Input::Abdicate).await;
+    }
+}
+
+/// Runs a scheduler until `shutdown` resolves.
+pub async fn serve(
+    env: Env,
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let listener = env.bind(config.bind).await?;
+    let (inputs, receiver) = mpsc::channel(1024);
+    let (events, _) = broadcast::channel(1024);
+    let shared = Shared {
+        inputs: inputs.clone(),
+        env: env.clone(),
+        config: config.clone(),
+        events: events.clone(),
+        leader: Arc::new(Mutex::new(None)),
+    };
+    let router = crate::api::router(shared.clone());
+    let http = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let (abdicate_tx, abdicate_rx) = mpsc::channel(4);
+    tokio::spawn(campaign(
+        env.clone(),
+        config.clone(),
+        inputs.clone(),
+        shared.leader.clone(),
+        abdicate_rx,
+    ));
+    drop(inputs);
+    core(env, config, receiver, events, abdicate_tx, shutdown).await;
+    http.abort();
+    Ok(())
+}
+
+struct Leading {
+    scheduler: Scheduler,
+    store: Store,
+    driver: Driver,
+    driver_events: mpsc::Receiver<DriverEvent>,
+    ready_at: Option<u64>,
+    last_reconcile: u64,
+}
+
+/// The core task: the only owner of the scheduler's state.
+async fn core(
+    env: Env,
+    config: Config,
+    mut inputs: mpsc::Receiver<Input>,
+    events: broadcast::Sender<(String, Value)>,
+    abdicate: mpsc::Sender<()>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let start = tokio::time::Instant::now();
+    let now = move || start.elapsed().as_millis() as u64;
+    let mut leading: Option<Leading> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        let mut fx = Effects::default();
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            input = inputs.recv() => {
+                let Some(input) = input else { break };
+                match input {
+                    Input::Elected { term, store, loaded } => {
+                        env.emit(Event::new("leader").with("term", term));
+                        tracing::info!(apps = loaded.root.transitive_apps().len(), instances = loaded.instances.len(), "elected leading scheduler");
+                        let scheduler = Scheduler::new(env.clone(), config.tuning.clone(), loaded, now());
+                        let info = FrameworkInfo {
+                            user: "root".into(),
+                            name: config.framework_name.clone(),
+                            id: store.framework_id.clone().map(Id::new),
+                            failover_timeout: Some(604_800.0),
+                            hostname: Some(config.hostname.clone()),
+                            webui_url: Some(format!("http://{}:{}", config.hostname, config.port)),
+                            capabilities: vec![v1::Capability { kind: "PARTITION_AWARE".into() }],
+                            ..FrameworkInfo::default()
+                        };
+                        let (driver, driver_events) = Driver::start(env.clone(), config.master.clone(), info);
+                        leading = Some(Leading { scheduler, store, driver, driver_events, ready_at: None, last_reconcile: now() });
+                    }
+                    Input::Deposed => {
+                        if leading.take().is_some() {
+                            env.emit(Event::new("deposed"));
+                            tracing::warn!("no longer the leading scheduler");
+                        }
+                    }
+                    Input::Abdicate => {
+                        if leading.take().is_some() {
+                            env.emit(Event::new("deposed"));
+                            let _ = abdicate.send(()).await;
+                        }
+                    }
+                    Input::Api { f, reply } => {
+                        let Some(l) = leading.as_mut() else {
+                            let _ = reply.send(None);
+                            continue;
+                        };
+                        let answer = f(&mut l.scheduler, &mut fx, now());
+                        l.scheduler.converge(now(), &mut fx);
+                        if !finish(&env, &mut leading, fx, &events).await {
+                            let _ = reply.send(Some(Reply::json(503, json!({"message": "the scheduler lost its store; try again"}))));
+                            let _ = abdicate.send(()).await;
+                            continue;
+                        }
+                        let _ = reply.send(Some(answer));
+                        continue;
+                    }
+                }
+            }
+            event = async {
+                match leading.as_mut() {
+                    Some(l) => l.driver_events.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let Some(l) = leading.as_mut() else { continue };
+                let Some(event) = event else { continue };
+                match event {
+                    DriverEvent::Subscribed { framework_id } => {
+                        env.emit(Event::new("subscribed"));
+                        if l.store.framework_id.as_deref() != Some(framework_id.as_str()) {
+                            fx.store.push(StoreOp::Put { key: "framework-id".into(), data: framework_id.clone().into_bytes() });
+                            l.store.framework_id = Some(framework_id.clone());
+                        }
+                        l.scheduler.framework_id = Some(framework_id);
+                        l.scheduler.launch_ready = false;
+                        l.ready_at = Some(now() + RECONCILE_WAIT_MS);
+                        fx.calls.extend(l.scheduler.reconcile_calls());
+                        l.last_reconcile = now();
+                    }
+                    DriverEvent::Disconnected => {
+                        l.scheduler.launch_ready = false;
+                    }
+                    DriverEvent::Event(event) => match event.kind {
+                        EventType::Update => {
+                            if let Some(update) = event.update {
+                                l.scheduler.update(&update.status, now(), &mut fx);
+                                l.scheduler.converge(now(), &mut fx);
+                                // Stored before acknowledged: an update is never lost.
+                                let status = update.status.clone();
+                                if !finish(&env, &mut leading, fx, &events).await {
+                                    let _ = abdicate.send(()).await;
+                                    continue;
+                                }
+                                if let Some(l) = leading.as_ref() {
+                                    let _ = l.driver.acknowledge(&status).await;
+                                }
+                                continue;
+                            }
+                        }
+                        EventType::Offers => {
+                            let offers = event.offers.map(|o| o.offers).unwrap_or_default();
+                            let decisions = l.scheduler.offers(&offers, now());
+                            for (ops, call) in decisions {
+                                let Some(l) = leading.as_mut() else { break };
+                                // Instances are stored before the ACCEPT launches them.
+                                if !ops.is_empty() && l.store.apply(&ops).await.is_err() {
+                                    env.emit(Event::new("store_failed"));
+                                    leading = None;
+                                    let _ = abdicate.send(()).await;
+                                    break;
+                                }
+                                let _ = l.driver.call(call).await;
+                            }
+                            continue;
+                        }
+                        _ => {}
+                    },
+                }
+            }
+            _ = tick.tick() => {
+                let Some(l) = leading.as_mut() else { continue };
+                let t = now();
+                if l.ready_at.is_some_and(|at| t >= at) {
+                    l.ready_at = None;
+                    l.scheduler.launch_ready = true;
+                }
+                if t >= l.last_reconcile + l.scheduler.tuning.reconcile_interval_ms {
+                    l.last_reconcile = t;
+                    fx.calls.push(crate::core::bare(CallType::Reconcile));
+                }
+                l.scheduler.expire_launches(t, &mut fx);
+                l.scheduler.converge(t, &mut fx);
+            }
+        }
+        if !finish(&env, &mut leading, fx, &events).await {
+            let _ = abdicate.send(()).await;
+        }
+    }
+}
+
+/// Stores, then sends and publishes. False when the store failed (the scheduler steps down).
+async fn finish(
+    env: &Env,
+    leading: &mut Option<Leading>,
+    fx: Effects,
+    events: &broadcast::Sender<(String, Value)>,
+) -> bool {
+    let Some(l) = leading.as_mut() else {
+        return true;
+    };
+    if let Err(e) = l.store.apply(&fx.store).await {
+        tracing::error!(error = %e, "store write failed: stepping down");
+        env.emit(Event::new("store_failed"));
+        *leading = None;
+        return false;
+    }
+    for call in fx.calls {
+        let _ = l.driver.call(call).await;
+    }
+    for event in fx.events {
+        let _ = events.send(event);
+    }
+    true
+}
+
+// ---------------------------------------------------------------- store
+
+/// The scheduler's znodes under its `--zk` path, and which exist.
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    base: String,
+    known: BTreeSet<String>,
+    framework_id: Option<String>,
+}
+
+impl Store {
+    fn path(&self, key: &str) -> String {
+        format!("{}/{key}", self.base)
+    }
+
+    /// Reads everything the scheduler keeps.
+    async fn load(client: Client, base: &str) -> Result<(Store, Loaded), String> {
+        let mut store = Store {
+            client,
+            base: base.to_string(),
+            known: BTreeSet::new(),
+            framework_id: None,
+        };
+        let err = |p: &str, e: ErrorCode| format!("{p}: {e:?}");
+        for dir in keys::ALL {
+            let p = store.path(dir);
+            store.client.ensure_path(&p).await.map_err(|e| err(&p, e))?;
+        }
+        if let Ok((data, _)) = store.client.get_data(&store.path("framework-id")).await {
+            store.known.insert("framework-id".into());
+            store.framework_id = Some(String::from_utf8_lossy(&data).into_owned());
+        }
+        let mut entries: BTreeMap<&str, Vec<(String, Value)>> = BTreeMap::new();
+        for dir in [keys::APPS, keys::GROUPS, keys::DEPLOYMENTS, keys::INSTANCES] {
+            let p = store.path(dir);
+            let mut names = store
+                .client
+                .get_children(&p)
+                .await
+                .map_err(|e| err(&p, e))?;
+            names.sort();
+            for name in names {
+                let key = format!("{dir}/{name}");
+                match store.client.get_data(&store.path(&key)).await {
+                    Ok((data, _)) => {
+                        let value: Value = serde_json::from_slice(&data)
+                            .map_err(|e| format!("{}: {e}", store.path(&key)))?;
+                        store.known.insert(key);
+                        entries.entry(dir).or_default().push((name, value));
+                    }
+                    Err(ErrorCode::NoNode) => {}
+                    Err(e) => return Err(err(&key, e)),
+                }
+            }
+        }
+        let mut versions: BTreeMap<PathId, Vec<String>> = BTreeMap::new();
+        let p = store.path(keys::APP_VERSIONS);
+        let mut apps = store
+            .client
+            .get_children(&p)
+            .await
+            .map_err(|e| err(&p, e))?;
+        apps.sort();
+        for app in apps {
+            let key = format!("{}/{app}", keys::APP_VERSIONS);
+            store.known.insert(key.clone());
+            let mut list = store
+                .client
+                .get_children(&store.path(&key))
+                .await
+                .unwrap_or_default();
+            list.sort();
+            for v in &list {
+                store.known.insert(format!("{key}/{v}"));
+            }
+            if let Some(id) = keys::decode(&app) {
+                versions.insert(id, list);
+            }
+        }
+        let with_ids = |list: Option<&Vec<(String, Value)>>| -> Vec<(PathId, Value)> {
+            list.into_iter()
+                .flatten()
+                .filter_map(|(n, v)| Some((keys::decode(n)?, v.clone())))
+                .collect()
+        };
+        let (root, app_meta) = crate::core::rebuild_root(
+            &with_ids(entries.get(keys::GROUPS)),
+            &with_ids(entries.get(keys::APPS)),
+        )?;
+        let mut deployments = Vec::new();
+        for (_, v) in entries.get(keys::DEPLOYMENTS).into_iter().flatten() {
+            deployments.push(crate::core::Deployment::from_storage_json(v)?);
+        }
+        let mut instances = Vec::new();
+        for (name, v) in entries.get(keys::INSTANCES).into_iter().flatten() {
+            let i: Instance =
+                serde_json::from_value(v.clone()).map_err(|e| format!("instance {name}: {e}"))?;
+            instances.push(i);
+        }
+        Ok((
+            store,
+            Loaded {
+                root,
+                app_meta,
+                versions,
+                deployments,
+                instances,
+            },
+        ))
+    }
+
+    /// Applies operations in as few atomic `multi`s as fit.
+    async fn apply(&mut self, ops: &[StoreOp]) -> Result<(), String> {
+        let mut batch: Vec<Op> = Vec::new();
+        let mut batch_keys: Vec<(String, bool)> = Vec::new();
+        let mut bytes = 0usize;
+        let mut planned = self.known.clone();
+        for op in ops {
+            // Parents first (app versions live one level down).
+            if let StoreOp::Put { key, .. } = op {
+                if let Some((parent, _)) = key.rsplit_once('/') {
+                    if parent.contains('/') && !planned.contains(parent) {
+                        planned.insert(parent.to_string());
+                        batch.push(create_op(self.path(parent), Vec::new()));
+                        batch_keys.push((parent.to_string(), true));
+                    }
+                }
+            }
+            match op {
+                StoreOp::Put { key, data } => {
+                    bytes += data.len() + key.len();
+                    if planned.contains(key) {
+                        batch.push(Op::SetData {
+                            path: self.path(key),
+                            data: data.clone(),
+                            version: -1,
+                        });
+                    } else {
+                        batch.push(create_op(self.path(key), data.clone()));
+                        planned.insert(key.clone());
+                    }
+                    batch_keys.push((key.clone(), true));
+                }
+                StoreOp::Delete { key } => {
+                    if !planned.remove(key) {
+                        continue;
+                    }
+                    // Children first (an app's versions).
+                    let children: Vec<String> = planned
+                        .iter()
+                        .filter(|k| k.starts_with(&format!("{key}/")))
+                        .cloned()
+                        .collect();
+                    for child in children {
+                        planned.remove(&child);
+                        batch.push(Op::Delete {
+                            path: self.path(&child),
+                            version: -1,
+                        });
+                        batch_keys.push((child, false));
+                    }
+                    batch.push(Op::Delete {
+                        path: self.path(key),
+                        version: -1,
+                    });
+                    batch_keys.push((key.clone(), false));
+                }
+            }
+            if bytes >= MULTI_BYTES {
+                self.commit(std::mem::take(&mut batch), std::mem::take(&mut batch_keys))
+                    .await?;
+                bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            self.commit(batch, batch_keys).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self, ops: Vec<Op>, keys: Vec<(String, bool)>) -> Result<(), String> {
+        let results = tokio::time::timeout(STORE_TIMEOUT, self.client.multi(ops))
+            .await
+            .map_err(|_| "store write timed out".to_string())?
+            .map_err(|e| format!("store write: {e:?}"))?;
+        if let Some(MultiResult::Error(e)) =
+            results.iter().find(|r| matches!(r, MultiResult::Error(_)))
+        {
+            return Err(format!("store write refused: {e:?}"));
+        }
+        for (key, present) in keys {
+            if present {
+                self.known.insert(key);
+            } else {
+                self.known.remove(&key);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn create_op(path: String, data: Vec<u8>) -> Op {
+    Op::Create {
+        path,
+        data,
+        acl: vec![Acl::open()],
+        flags: 0, // persistent
+        opcode: drover_coord::proto::op::CREATE,
+    }
+}
+
+/// An app version as stored (`GET /v2/apps/{id}/versions/{version}`).
+pub async fn read_app_version(
+    shared: &Shared,
+    id: &PathId,
+    version: &str,
+) -> Result<Option<Value>, String> {
+    let client = ClientConfig::from_hosts(&shared.config.zk.hosts)?;
+    let client = Client::start(shared.env.clone(), client);
+    let path = format!(
+        "{}/{}/{}/{version}",
+        shared.config.zk.path,
+        keys::APP_VERSIONS,
+        keys::encode(id)
+    );
+    let out = match tokio::time::timeout(STORE_TIMEOUT, client.get_data(&path)).await {
+        Ok(Ok((data, _))) => serde_json::from_slice(&data).ok(),
+        Ok(Err(ErrorCode::NoNode)) => None,
+        Ok(Err(e)) => {
+            client.close().await;
+            return Err(format!("{e:?}"));
+        }
+        Err(_) => {
+            client.close().await;
+            return Err("timed out".into());
+        }
+    };
+    client.close().await;
+    Ok(out)
+}
+
+// ---------------------------------------------------------------- leader election
+
+/// Campaigns for leadership under `<path>/leader`, for as long as the scheduler runs; keeps
+/// `leader` (who leads, `host:port`) current.
+async fn campaign(
+    env: Env,
+    config: Config,
+    inputs: mpsc::Sender<Input>,
+    leader: Arc<Mutex<Option<String>>>,
+    mut abdicate: mpsc::Receiver<()>,
+) {
+    use rand::RngCore;
+    let me = format!("{}:{}", config.hostname, config.port);
+    let group = format!("{}/leader", config.zk.path);
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let Ok(client_config) = ClientConfig::from_hosts(&config.zk.hosts) else {
+            return;
+        };
+        let client = Client::start(env.clone(), client_config);
+        if client.wait_connected().await.is_ok() && client.ensure_path(&group).await.is_ok() {
+            backoff = Duration::from_millis(500);
+            if let Ok(candidacy) = Candidacy::enter(&client, &group, me.as_bytes()).await {
+                run_candidacy(
+                    &client,
+                    &config,
+                    &candidacy,
+                    &inputs,
+                    &leader,
+                    &mut abdicate,
+                )
+                .await;
+                let _ = inputs.send(Input::Deposed).await;
+                let _ = client.delete(&candidacy.path, -1).await;
+            }
+        }
+        client.close().await;
+        if let Ok(mut l) = leader.lock() {
+            *l = None;
+        }
+        if inputs.is_closed() {
+            return;
+        }
+        let jitter = env.rng().next_u64() % 500;
+        tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn run_candidacy(
+    client: &Client,
+    config: &Config,
+    candidacy: &Candidacy,
+    inputs: &mpsc::Sender<Input>,
+    leader: &Arc<Mutex<Option<String>>>,
+    abdicate: &mut mpsc::Receiver<()>,
+) {
+    let mut state = client.watch_state();
+    let connected = drover_coord::client::State::Connected;
+    loop {
+        match candidacy.standing(client).await {
+            Ok(Standing::Leader) => {
+                if let Ok(mut l) = leader.lock() {
+                    *l = Some(format!("{}:{}", config.hostname, config.port));
+                }
+                let (store, loaded) = match Store::load(client.clone(), &config.zk.path).await {
+                    Ok(loaded) => loaded,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot load the scheduler's state");
+                        return;
+                    }
+                };
+                let term = candidacy
+                    .path
+                    .rsplit('/')
+                    .next()
+                    .and_then(recipes::sequence_of)
+                    .unwrap_or(0);
+                if inputs
+                    .send(Input::Elected {
+                        term,
+                        store,
+                        loaded,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                tokio::select! {
+                    biased;
+                    _ = state.wait_for(|s| *s != connected) => {}
+                    _ = abdicate.recv() => {}
+                }
+                return;
+            }
+            Ok(Standing::Waiting {
+                leader: leader_path,
+                predecessor_gone,
+            }) => {
+                let who = client
+                    .get_data(&leader_path)
+                    .await
+                    .ok()
+                    .map(|(d, _)| String::from_utf8_lossy(&d).into_owned());
+                if let Ok(mut l) = leader.lock() {
+                    *l = who;
+                }
+                tokio::select! {
+                    biased;
+                    _ = state.wait_for(|s| *s != connected) => return,
+                    _ = abdicate.recv() => return,
+                    _ = predecessor_gone => {}
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Who leads, by asking coord (for `/v2/leader` on a follower whose view may be stale).
+pub async fn lookup_leader(env: &Env, zk: &ZkUrl) -> Option<String> {
+    let client = Client::start(env.clone(), ClientConfig::from_hosts(&zk.hosts).ok()?);
+    let out = tokio::time::timeout(STORE_TIMEOUT, async {
+        client.wait_connected().await.ok()?;
+        let (_, data) = recipes::leader(&client, &format!("{}/leader", zk.path))
+            .await
+            .ok()??;
+        Some(String::from_utf8_lossy(&data).into_owned())
+    })
+    .await
+    .ok()
+    .flatten();
+    client.close().await;
+    out
+}
