@@ -42,6 +42,7 @@ pub mod app;
 pub mod constraints;
 mod decode;
 pub mod group;
+pub mod health;
 pub mod path;
 pub mod plan;
 pub mod validation;
