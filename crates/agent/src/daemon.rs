@@ -47,6 +47,7 @@ use crate::checkpoint::{
 use crate::config::{attributes_json, AgentConfig};
 use crate::containerizer::{Containerizer, Exit, Handle, KillSignal, Kind, Launched};
 use crate::detector::{Detector, Leader};
+use crate::health::{CheckKind, HealthCheckSpec, HealthTracker};
 use crate::state::{frameworks_json, resources_json, TaskView};
 use crate::status::StatusUpdateManager;
 use crate::task::{parse_task, task_id_of, Container, LaunchSpec, DEFAULT_KILL_GRACE};
@@ -98,6 +99,7 @@ pub async fn run(
         },
         leader: None,
         master_hostname: None,
+        epoch: Instant::now(),
     };
     core.recover().await?;
 
@@ -154,6 +156,54 @@ pub async fn run(
             Wake::Timer => core.on_timer().await?,
             Wake::Nothing => {}
         }
+    }
+}
+
+/// Runs a task's health check once: a command through the task's containerizer, HTTP and TCP
+/// against the agent's host (where the task's ports are), all bounded by the check's timeout.
+async fn run_check(
+    env: &Env,
+    host: &str,
+    check: &HealthCheckSpec,
+    containerizer: &dyn Containerizer,
+    spec: &LaunchSpec,
+    handle: &Handle,
+) -> Result<(), String> {
+    let timeout = check.timeout;
+    match &check.kind {
+        CheckKind::Command {
+            command,
+            environment,
+        } => {
+            let run = containerizer.check_command(spec, handle, command, environment, timeout);
+            // The containerizer bounds its own command; this bound is a backstop.
+            match tokio::time::timeout(timeout + Duration::from_secs(1), run).await {
+                Ok(result) => result,
+                Err(_) => Err(format!(
+                    "Command timed out after {} ms",
+                    timeout.as_millis()
+                )),
+            }
+        }
+        CheckKind::Http { port, path } => {
+            let request = http::Request::get(path.as_str())
+                .body(Bytes::new())
+                .map_err(|e| format!("bad health check path {path:?}: {e}"))?;
+            let response = drover_core::http::request(env, host, *port, request, timeout)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status().as_u16();
+            if (200..=399).contains(&status) {
+                Ok(())
+            } else {
+                Err(format!("HTTP {status} from {host}:{port}{path}"))
+            }
+        }
+        CheckKind::Tcp { port } => env
+            .connect(host, *port, timeout)
+            .await
+            .map(drop)
+            .map_err(|e| format!("TCP connection to {host}:{port} failed: {e}")),
     }
 }
 
@@ -217,6 +267,11 @@ enum TaskEvent {
         exit: Exit,
         reason: Option<&'static str>,
     },
+    /// A health check of the task passed (`Ok`) or failed.
+    Health {
+        task_id: String,
+        result: Result<(), String>,
+    },
 }
 
 type Conn = Framed<Stream, FrameCodec>;
@@ -278,7 +333,16 @@ struct TaskEntry {
     kill: Option<oneshot::Sender<Duration>>,
     /// Replaces the exit message (a kill by `--recover=cleanup`).
     kill_message: Option<String>,
+    /// The task's health, while its health check runs.
+    health: Option<HealthTracker>,
+    /// Stops the task's health checks.
+    checker: Option<tokio::task::AbortHandle>,
+    /// It was killed for failing its health check: its terminal update says `healthy: false`.
+    killed_unhealthy: bool,
 }
+
+/// Why a task's updates carry health.
+const HEALTH_REASON: &str = "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED";
 
 /// An ended, acknowledged task, for `/state`.
 struct Completed {
@@ -306,6 +370,8 @@ struct Core {
     backoff: Duration,
     leader: Leader,
     master_hostname: Option<String>,
+    /// Health checks measure their grace period on the monotonic clock, from here.
+    epoch: Instant,
 }
 
 /// Writes and syncs a checkpoint file.
@@ -427,6 +493,9 @@ impl Core {
                     spec: spec.as_ref().ok().cloned(),
                     kill: None,
                     kill_message: None,
+                    health: None,
+                    checker: None,
+                    killed_unhealthy: false,
                 },
             );
             match (decision, spec, containerizer) {
@@ -574,6 +643,20 @@ impl Core {
         message: Option<String>,
         reason: Option<&str>,
     ) -> Result<(), AgentError> {
+        self.status_with_health(task_id, framework_id, state, message, reason, None)
+            .await
+    }
+
+    /// [`Core::status_for`], with the task's health (Mesos' `TaskStatus.healthy`).
+    async fn status_with_health(
+        &mut self,
+        task_id: &str,
+        framework_id: &str,
+        state: TaskState,
+        message: Option<String>,
+        reason: Option<&str>,
+        healthy: Option<bool>,
+    ) -> Result<(), AgentError> {
         let now = self.env.unix_ms();
         let uuid = self.uuid();
         let update = StatusUpdate {
@@ -584,6 +667,7 @@ impl Core {
             message,
             reason: reason.map(str::to_string),
             timestamp_ms: now,
+            healthy,
         };
         let send = self.manager.update(update, now);
         tracing::debug!(
@@ -598,12 +682,14 @@ impl Core {
             entry.checkpoint.state = state;
             self.persist_task(task_id).await?;
         }
-        self.env.emit(
-            Event::new("task_state")
-                .with("task", task_id)
-                .with("state", state_name(state))
-                .with("uuid", uuid),
-        );
+        let mut event = Event::new("task_state")
+            .with("task", task_id)
+            .with("state", state_name(state))
+            .with("uuid", uuid);
+        if let Some(healthy) = healthy {
+            event = event.with("healthy", healthy);
+        }
+        self.env.emit(event);
         if let Some(update) = send {
             if matches!(self.link, Link::Registered { .. }) {
                 self.send(AgentMessage::Update(update)).await;
@@ -632,7 +718,9 @@ impl Core {
                     self.status(&task_id, TaskState::TaskRunning, None, None)
                         .await?;
                 }
+                self.start_health_checks(&task_id);
             }
+            TaskEvent::Health { task_id, result } => self.on_health(&task_id, result).await?,
             TaskEvent::Ended {
                 task_id,
                 exit,
@@ -645,10 +733,130 @@ impl Core {
                     return Ok(());
                 }
                 entry.kill = None;
+                entry.health = None;
+                if let Some(checker) = entry.checker.take() {
+                    checker.abort();
+                }
+                let healthy = entry.killed_unhealthy.then_some(false);
+                let framework_id = entry.checkpoint.framework_id.clone();
                 let message = entry.kill_message.take().unwrap_or(exit.message);
-                self.status(&task_id, exit.state, Some(message), reason)
-                    .await?;
+                self.status_with_health(
+                    &task_id,
+                    &framework_id,
+                    exit.state,
+                    Some(message),
+                    reason,
+                    healthy,
+                )
+                .await?;
             }
+        }
+        Ok(())
+    }
+
+    // ---- health checks ----
+
+    /// Milliseconds since the agent started, on tokio's (simulated or real) monotonic clock.
+    fn monotonic_ms(&self) -> u64 {
+        let elapsed = Instant::now().saturating_duration_since(self.epoch);
+        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Starts checking a task that has a health check, once it runs (again, after a recovery:
+    /// a restarted agent starts its checks afresh, grace period included).
+    fn start_health_checks(&mut self, task_id: &str) {
+        let Some(entry) = self.tasks.get(task_id) else {
+            return;
+        };
+        let (Some(spec), Some(handle)) = (&entry.spec, &entry.checkpoint.handle) else {
+            return;
+        };
+        let Some(check) = spec.health_check.clone() else {
+            return;
+        };
+        if entry.checker.is_some() || entry.kill.is_none() || entry.checkpoint.state.is_terminal() {
+            return;
+        }
+        let Some(containerizer) = self.containerizer_of(entry.checkpoint.containerizer) else {
+            return;
+        };
+        let spec = spec.clone();
+        let handle = handle.clone();
+        let tracker = HealthTracker::new(&check, self.monotonic_ms());
+        let env = self.env.clone();
+        let host = self.config.hostname.clone();
+        let events = self.events.clone();
+        let id = task_id.to_string();
+        let checker = self.runners.spawn(async move {
+            tokio::time::sleep(check.delay).await;
+            loop {
+                let result = run_check(&env, &host, &check, &*containerizer, &spec, &handle).await;
+                let event = TaskEvent::Health {
+                    task_id: id.clone(),
+                    result,
+                };
+                if events.send(event).is_err() {
+                    return;
+                }
+                tokio::time::sleep(check.interval).await;
+            }
+        });
+        if let Some(entry) = self.tasks.get_mut(task_id) {
+            entry.health = Some(tracker);
+            entry.checker = Some(checker);
+        }
+        self.env
+            .emit(Event::new("health_checking").with("task", task_id));
+    }
+
+    /// A check's outcome: a change of health goes out as a TASK_RUNNING update with `healthy`;
+    /// too many failures in a row kill the task.
+    async fn on_health(
+        &mut self,
+        task_id: &str,
+        result: Result<(), String>,
+    ) -> Result<(), AgentError> {
+        let now = self.monotonic_ms();
+        let Some(entry) = self.tasks.get_mut(task_id) else {
+            return Ok(());
+        };
+        if entry.kill.is_none() || entry.checkpoint.state != TaskState::TaskRunning {
+            return Ok(());
+        }
+        let Some(tracker) = entry.health.as_mut() else {
+            return Ok(());
+        };
+        let Some(report) = tracker.record(now, result.is_ok()) else {
+            return Ok(());
+        };
+        let failures = tracker.consecutive_failures();
+        let framework_id = entry.checkpoint.framework_id.clone();
+        let message = result
+            .err()
+            .map(|cause| format!("Health check failed: {cause}"));
+        self.status_with_health(
+            task_id,
+            &framework_id,
+            TaskState::TaskRunning,
+            message.clone(),
+            Some(HEALTH_REASON),
+            Some(report.healthy),
+        )
+        .await?;
+        if report.kill {
+            if let Some(entry) = self.tasks.get_mut(task_id) {
+                entry.killed_unhealthy = true;
+                entry.kill_message = Some(format!(
+                    "Task killed after {failures} consecutive failed health checks ({})",
+                    message.as_deref().unwrap_or("failed")
+                ));
+            }
+            self.env.emit(
+                Event::new("task_unhealthy_kill")
+                    .with("task", task_id)
+                    .with("failures", failures),
+            );
+            self.kill_task(&framework_id, task_id).await?;
         }
         Ok(())
     }
@@ -695,6 +903,9 @@ impl Core {
                 spec: spec.as_ref().ok().cloned(),
                 kill: None,
                 kill_message: None,
+                health: None,
+                checker: None,
+                killed_unhealthy: false,
             },
         );
         self.persist_task(&task_id).await?;
@@ -743,6 +954,9 @@ impl Core {
     async fn kill_task(&mut self, framework_id: &str, task_id: &str) -> Result<(), AgentError> {
         match self.tasks.get_mut(task_id) {
             Some(entry) => {
+                if let Some(checker) = entry.checker.take() {
+                    checker.abort();
+                }
                 if let Some(kill) = entry.kill.take() {
                     let grace = entry
                         .spec

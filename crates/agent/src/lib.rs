@@ -7,6 +7,7 @@
 //! - [`status`]: the status update manager (per-task streams, retries, acknowledgements);
 //! - [`containerizer`]: how tasks run: `sim` (simulated), `live::mesos` (a process group),
 //!   `live::docker` (a container);
+//! - [`health`]: Mesos health checks (parsing, the per-task tracker); the agent runs them;
 //! - [`detector`]: finding the leading master (fixed, or through ZooKeeper);
 //! - [`state`]: `/state` in Mesos' shape;
 //! - [`live`]: what only a live agent does (guessing the machine's resources).
@@ -16,6 +17,7 @@ pub mod config;
 pub mod containerizer;
 pub mod daemon;
 pub mod detector;
+pub mod health;
 pub mod live;
 pub mod state;
 pub mod status;

@@ -167,6 +167,7 @@ mod tests {
             message: None,
             reason: None,
             timestamp_ms: u64::from(n),
+            healthy: None,
         }
     }
 

@@ -10,6 +10,8 @@ use drover_core::Resources;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
+use crate::health::HealthCheckSpec;
+
 /// How long a killed task has between SIGTERM and SIGKILL unless its `kill_policy` says.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(3);
 
@@ -33,6 +35,8 @@ pub struct LaunchSpec {
     pub mem_mb: f64,
     pub container: Container,
     pub kill_grace: Duration,
+    /// The task's Mesos health check, run by the agent while the task runs.
+    pub health_check: Option<HealthCheckSpec>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -97,6 +101,12 @@ pub fn parse_task(task: &Json, framework_id: &str, hostname: &str) -> Result<Lau
         );
     }
     let environment = task_environment(&info, framework_id, hostname, &ports);
+    let health_check = info
+        .health_check
+        .as_ref()
+        .map(crate::health::parse)
+        .transpose()
+        .map_err(|e| format!("TaskInfo {e}"))?;
     Ok(LaunchSpec {
         task_id: info.task_id.value.clone(),
         name: info.name.clone(),
@@ -109,6 +119,7 @@ pub fn parse_task(task: &Json, framework_id: &str, hostname: &str) -> Result<Lau
         resources,
         container,
         kill_grace: kill_grace(info.kill_policy.as_ref()),
+        health_check,
     })
 }
 

@@ -139,7 +139,16 @@ impl Master {
     }
 
     async fn run(&mut self, task_id: &str, command: &str) {
-        let task = json!({
+        self.run_checked(task_id, command, None).await;
+    }
+
+    async fn run_checked(
+        &mut self,
+        task_id: &str,
+        command: &str,
+        health_check: Option<serde_json::Value>,
+    ) {
+        let mut task = json!({
             "name": task_id,
             "task_id": {"value": task_id},
             "agent_id": {"value": "agent-1"},
@@ -150,6 +159,9 @@ impl Master {
             "command": {"value": command},
             "kill_policy": {"grace_period": {"nanoseconds": 500_000_000u64}}
         });
+        if let Some(check) = health_check {
+            task["health_check"] = check;
+        }
         self.send(MasterMessage::RunTask {
             framework_id: "fw-1".into(),
             framework: json!({"name": "test-framework", "user": "root"}),
@@ -279,6 +291,78 @@ async fn a_live_agent_runs_kills_and_re_adopts_tasks() {
     let state = get_state(registration.port).await;
     let completed = &state["frameworks"][0]["completed_executors"][0]["completed_tasks"][0];
     assert_eq!(completed["state"], "TASK_FINISHED", "{state}");
+    agent.stop().await;
+    let _ = std::fs::remove_dir_all(work_dir);
+}
+
+#[tokio::test]
+async fn a_live_agent_runs_command_health_checks_and_kills_unhealthy_tasks() {
+    let work_dir = scratch("health");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let agent = Agent::start(&work_dir, port);
+    let mut master = Master::accept(&listener, Vec::new()).await;
+    master.registration().await;
+    master
+        .send(MasterMessage::Registered {
+            agent_id: "agent-1".into(),
+            master: "test-master".into(),
+        })
+        .await;
+
+    // A passing check (run in the sandbox, with the task's environment): one update says
+    // healthy, with Mesos' reason; repeats of the same health are not reported.
+    let passing = json!({"type": "COMMAND",
+        "command": {"value": "test \"$PORT0\" = 31003 && test \"$PWD\" = \"$MESOS_SANDBOX\""},
+        "delay_seconds": 0, "interval_seconds": 0.2, "timeout_seconds": 5,
+        "consecutive_failures": 2, "grace_period_seconds": 0});
+    master
+        .run_checked("healthy", "sleep 1000", Some(passing))
+        .await;
+    let running = master.update("healthy", TaskState::TaskRunning).await;
+    assert_eq!(running.healthy, None);
+    let health = master.update("healthy", TaskState::TaskRunning).await;
+    assert_eq!(health.healthy, Some(true), "{health:?}");
+    assert_eq!(
+        health.reason.as_deref(),
+        Some("REASON_TASK_HEALTH_CHECK_STATUS_UPDATED")
+    );
+    master
+        .send(MasterMessage::KillTask {
+            framework_id: "fw-1".into(),
+            task_id: "healthy".into(),
+        })
+        .await;
+    let killed = master.update("healthy", TaskState::TaskKilled).await;
+    assert_eq!(killed.healthy, None, "a kill by the framework: {killed:?}");
+
+    // A failing check with consecutive_failures 2: unhealthy at the first failure, unhealthy
+    // again at the second (Mesos reports the failure that kills), then killed, the terminal
+    // update saying healthy: false.
+    let failing = json!({"type": "COMMAND", "command": {"value": "false"},
+        "delay_seconds": 0, "interval_seconds": 0.2, "timeout_seconds": 5,
+        "consecutive_failures": 2, "grace_period_seconds": 0});
+    master
+        .run_checked("unhealthy", "sleep 1000", Some(failing))
+        .await;
+    master.update("unhealthy", TaskState::TaskRunning).await;
+    let health = master.update("unhealthy", TaskState::TaskRunning).await;
+    assert_eq!(health.healthy, Some(false), "{health:?}");
+    assert_eq!(
+        health.message.as_deref(),
+        Some("Health check failed: Command exited with status 1")
+    );
+    let last = master.update("unhealthy", TaskState::TaskRunning).await;
+    assert_eq!(last.healthy, Some(false), "{last:?}");
+    let killed = master.update("unhealthy", TaskState::TaskKilled).await;
+    assert_eq!(killed.healthy, Some(false), "{killed:?}");
+    assert!(
+        killed
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("2 consecutive failed health checks")),
+        "{killed:?}"
+    );
     agent.stop().await;
     let _ = std::fs::remove_dir_all(work_dir);
 }

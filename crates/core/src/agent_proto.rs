@@ -69,6 +69,9 @@ pub struct StatusUpdate {
     pub reason: Option<String>,
     /// When the agent saw the change (ms since the epoch, the agent's clock).
     pub timestamp_ms: u64,
+    /// The task's health, when it has a health check the agent runs (Mesos' `TaskStatus.healthy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
 }
 
 /// Master to agent.
@@ -113,6 +116,7 @@ mod tests {
             message: None,
             reason: None,
             timestamp_ms: 5,
+            healthy: Some(true),
         });
         let frame = encode_message(&message).unwrap();
         assert_eq!(decode_message::<AgentMessage>(&frame).unwrap(), message);

@@ -581,7 +581,7 @@ impl Master {
             agent_id: Some(Id::new(&agent_id)),
             timestamp: Some(update.timestamp_ms as f64 / 1000.0),
             uuid: Some(b64(&update.uuid)),
-            healthy: None,
+            healthy: update.healthy,
         };
         task.last_status = Some(TaskStatus {
             uuid: None,
@@ -1780,6 +1780,15 @@ pub fn state_name(state: TaskState) -> String {
         .unwrap_or_default()
 }
 
+/// One entry of a task's `statuses` in `/master/state` (`healthy` only when the task is checked).
+fn status_json(s: &TaskStatus) -> Json {
+    let mut out = json!({"state": state_name(s.state), "timestamp": s.timestamp});
+    if let Some(healthy) = s.healthy {
+        out["healthy"] = json!(healthy);
+    }
+    out
+}
+
 fn task_json(task_id: &str, t: &Task) -> Json {
     json!({
         "id": task_id,
@@ -1788,7 +1797,7 @@ fn task_json(task_id: &str, t: &Task) -> Json {
         "slave_id": t.agent_id,
         "state": state_name(t.state),
         "resources": resources_json(&t.resources),
-        "statuses": t.last_status.iter().map(|s| json!({"state": state_name(s.state), "timestamp": s.timestamp})).collect::<Vec<_>>(),
+        "statuses": t.last_status.iter().map(status_json).collect::<Vec<_>>(),
         "container": t.info.get("container").cloned().unwrap_or(Json::Null),
     })
 }
@@ -1941,6 +1950,7 @@ mod tests {
                 message: None,
                 reason: None,
                 timestamp_ms: 5,
+                healthy: None,
             },
         );
     }
@@ -1984,6 +1994,45 @@ mod tests {
         // A duplicate ack is accepted and ignored (pymesos acks duplicates again).
         w.master.call(&framework, ack, 2000).expect("duplicate ack");
         assert!(messages(&mut w.agent).is_empty());
+    }
+
+    #[test]
+    fn health_reaches_the_framework_reconciliation_and_state() {
+        let mut w = world(false);
+        launch(&mut w, "t1");
+        messages(&mut w.agent);
+        w.master.agent_update(
+            1,
+            StatusUpdate {
+                task_id: "t1".into(),
+                framework_id: w.framework.clone(),
+                uuid: "u1".into(),
+                state: TaskState::TaskRunning,
+                message: None,
+                reason: Some("REASON_TASK_HEALTH_CHECK_STATUS_UPDATED".into()),
+                timestamp_ms: 5,
+                healthy: Some(false),
+            },
+        );
+        let got = events(&mut w.stream);
+        let status = &got[0].update.as_ref().expect("update").status;
+        assert_eq!(status.healthy, Some(false));
+        let json = serde_json::to_value(&got[0]).unwrap();
+        assert_eq!(json["update"]["status"]["healthy"], false);
+        let reconcile = call(
+            serde_json::json!({"type": "RECONCILE", "framework_id": {"value": w.framework},
+            "reconcile": {"tasks": []}}),
+        );
+        let framework = w.framework.clone();
+        w.master
+            .call(&framework, reconcile, 2000)
+            .expect("reconcile");
+        let got = events(&mut w.stream);
+        let status = &got[0].update.as_ref().expect("update").status;
+        assert_eq!(status.reason.as_deref(), Some("REASON_RECONCILIATION"));
+        assert_eq!(status.healthy, Some(false));
+        let task = w.master.tasks.get(&(framework, "t1".to_string())).unwrap();
+        assert_eq!(task_json("t1", task)["statuses"][0]["healthy"], false);
     }
 
     #[test]

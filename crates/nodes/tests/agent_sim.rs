@@ -27,9 +27,26 @@ fn task(id: &str, command: &str, port: Option<u64>) -> serde_json::Value {
         "resources": resources, "command": {"value": command}})
 }
 
-/// Serves one agent connection: admits it as `A1`, gives a new agent four tasks, acknowledges every
+/// The four tasks of the recovery test.
+fn recovery_tasks() -> Vec<serde_json::Value> {
+    [
+        ("quick", "sleep 2", None),
+        ("fails", "sleep 1; exit 2", None),
+        ("long", "sleep 30", None),
+        ("web", "python3 -m http.server $PORT0", Some(31000)),
+    ]
+    .into_iter()
+    .map(|(id, command, port)| task(id, command, port))
+    .collect()
+}
+
+/// Serves one agent connection: admits it as `A1`, gives a new agent `tasks()`, acknowledges every
 /// update, pings every 15 s.
-async fn serve_agent(env: Env, stream: drover_core::env::Stream) {
+async fn serve_agent(
+    env: Env,
+    stream: drover_core::env::Stream,
+    new_tasks: fn() -> Vec<serde_json::Value>,
+) {
     let mut conn = Framed::new(stream, FrameCodec::default());
     let mut ping = tokio::time::interval(Duration::from_secs(15));
     let mut seq = 0;
@@ -66,30 +83,27 @@ async fn serve_agent(env: Env, stream: drover_core::env::Stream) {
                     master: env.node().to_string(),
                 });
                 if registration.agent_id.is_none() {
-                    for (id, command, port) in [
-                        ("quick", "sleep 2", None),
-                        ("fails", "sleep 1; exit 2", None),
-                        ("long", "sleep 30", None),
-                        ("web", "python3 -m http.server $PORT0", Some(31000)),
-                    ] {
+                    for task in new_tasks() {
                         replies.push(MasterMessage::RunTask {
                             framework_id: "F1".into(),
                             framework: json!({"name": "test"}),
-                            task: task(id, command, port),
+                            task,
                         });
                     }
                 }
             }
             AgentMessage::Update(update) => {
-                env.emit(
-                    Event::new("saw_update").with("task", &update.task_id).with(
-                        "state",
-                        serde_json::to_value(update.state)
-                            .unwrap()
-                            .as_str()
-                            .unwrap(),
-                    ),
+                let mut event = Event::new("saw_update").with("task", &update.task_id).with(
+                    "state",
+                    serde_json::to_value(update.state)
+                        .unwrap()
+                        .as_str()
+                        .unwrap(),
                 );
+                if let Some(healthy) = update.healthy {
+                    event = event.with("healthy", healthy);
+                }
+                env.emit(event);
                 replies.push(MasterMessage::Acknowledge {
                     task_id: update.task_id,
                     uuid: update.uuid,
@@ -106,7 +120,11 @@ async fn serve_agent(env: Env, stream: drover_core::env::Stream) {
 }
 
 fn test_master() -> Role {
-    Role::new("test-master", Some(5050), |context: NodeContext| {
+    master_role("test-master", recovery_tasks)
+}
+
+fn master_role(name: &'static str, tasks: fn() -> Vec<serde_json::Value>) -> Role {
+    Role::new(name, Some(5050), move |context: NodeContext| {
         Box::pin(async move {
             let env = context.env.clone();
             let mut listener = env.bind(SocketAddr::from(([0, 0, 0, 0], 5050))).await?;
@@ -138,7 +156,7 @@ fn test_master() -> Role {
             env.emit(Event::new("published"));
             loop {
                 let (stream, _) = listener.accept().await?;
-                tokio::spawn(serve_agent(env.clone(), stream));
+                tokio::spawn(serve_agent(env.clone(), stream, tasks));
             }
         })
     })
@@ -191,6 +209,83 @@ fn a_simulated_agent_runs_tasks_and_recovers_them_after_a_crash() {
         outcome.failures,
         outcome.trace
     );
+    let again = drover_sim::run(&scenario, &roles, scenario.seed).unwrap();
+    assert_eq!(
+        outcome.trace, again.trace,
+        "the same seed replays the same trace"
+    );
+}
+
+/// Tasks with Mesos COMMAND health checks, as the simulated containerizer reads them.
+fn checked_tasks() -> Vec<serde_json::Value> {
+    let check = |command: &str, failures: u32| {
+        json!({"type": "COMMAND", "command": {"value": command}, "delay_seconds": 1,
+            "interval_seconds": 2, "timeout_seconds": 1, "consecutive_failures": failures,
+            "grace_period_seconds": 0})
+    };
+    [
+        ("ok", check("true", 3)),
+        ("bad", check("exit 1", 2)),
+        ("slow", check("sleep 5", 0)),
+        ("curl", check("curl -f http://$HOST:$PORT0/", 3)),
+    ]
+    .into_iter()
+    .map(|(id, check)| {
+        let mut task = task(id, "sleep 100", None);
+        task["health_check"] = check;
+        task
+    })
+    .collect()
+}
+
+fn health_scenario() -> drover_sim::Scenario {
+    let doc = json!({
+        "name": "agent-health-sim", "seed": 9, "duration": "30s",
+        "cluster": {
+            "coord": 1,
+            "agents": [{"name": "agent-a", "resources": "cpus:2;mem:1024;ports:[31000-31005]"}],
+            "nodes": [{"role": "health-master", "count": 1}]
+        },
+        "timeline": [],
+        "expect": {
+            "eventually": [
+                {"by": "12s", "event": "saw_update task=ok state=TASK_RUNNING healthy=true"},
+                {"by": "12s", "event": "saw_update task=curl state=TASK_RUNNING healthy=true"},
+                {"by": "12s", "event": "saw_update task=bad state=TASK_RUNNING healthy=false"},
+                {"by": "15s", "event": "saw_update task=bad state=TASK_KILLED healthy=false"},
+                {"by": "12s", "event": "saw_update task=slow state=TASK_RUNNING healthy=false"},
+                {"by": "15s", "node": "agent-a", "event": "task_unhealthy_kill task=bad failures=2"}
+            ],
+            "never": [
+                {"event": "saw_update task=ok state=TASK_RUNNING healthy=false"},
+                {"event": "saw_update task=ok state=TASK_KILLED"},
+                {"event": "saw_update task=slow state=TASK_KILLED"},
+                {"event": "saw_update task=slow state=TASK_RUNNING healthy=true"}
+            ]
+        }
+    });
+    drover_sim::scenario::parse(Path::new("agent-health-sim.json"), doc)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn a_simulated_agent_runs_command_health_checks() {
+    let roles = drover_nodes::roles().with(master_role("health-master", checked_tasks));
+    let scenario = health_scenario();
+    let outcome = drover_sim::run(&scenario, &roles, scenario.seed).unwrap();
+    assert!(
+        outcome.passed(),
+        "{:?}\n{}",
+        outcome.failures,
+        outcome.trace
+    );
+    // Health changes are reported once each: one healthy update for `ok`.
+    let healthy_ok = outcome
+        .trace
+        .lines()
+        .filter(|l| l.contains("saw_update task=ok state=TASK_RUNNING healthy=true"))
+        .count();
+    assert_eq!(healthy_ok, 1, "{}", outcome.trace);
     let again = drover_sim::run(&scenario, &roles, scenario.seed).unwrap();
     assert_eq!(
         outcome.trace, again.trace,

@@ -45,6 +45,7 @@ pub mod core;
 pub mod daemon;
 mod decode;
 pub mod group;
+pub mod health;
 pub mod path;
 pub mod plan;
 pub mod validation;

@@ -108,6 +108,25 @@ pub trait Containerizer: Send + Sync + 'static {
         Box::pin(async {})
     }
 
+    /// Runs a COMMAND health check next to a running task: `sh -c command` with the task's
+    /// environment plus `environment`, where the task runs (its sandbox, its container). `Ok` when
+    /// it exits with status 0 within `timeout`; `Err` says why not.
+    fn check_command(
+        &self,
+        _spec: &LaunchSpec,
+        _handle: &Handle,
+        _command: &str,
+        _environment: &[(String, String)],
+        _timeout: Duration,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let kind = self.kind().name();
+        Box::pin(async move {
+            Err(format!(
+                "the {kind} containerizer cannot run command health checks"
+            ))
+        })
+    }
+
     /// At recovery: stops what runs under this agent that no checkpointed task names.
     fn cleanup_orphans(&self, _known_tasks: &[String]) -> BoxFuture<'static, ()> {
         Box::pin(async {})

@@ -6,6 +6,11 @@
 //! 200 "ok", so HTTP and TCP health checks pass. A simulated process "survives" an agent crash the
 //! way a real one would: the agent re-adopts it from the checkpointed start time and it ends at
 //! `start + N s`, or at once if that time has passed while the agent was down.
+//!
+//! A COMMAND health check is read the same way: it takes its `sleep`s (failing with a timeout if
+//! they exceed the check's timeout), then passes with `exit 0`/`true` and fails with `exit N`/
+//! `false`. A command the simulation cannot read (`curl -f http://$HOST:$PORT0/`) passes: a
+//! simulated process is healthy by construction (it answers HTTP on its first port).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -84,6 +89,35 @@ impl Containerizer for SimContainerizer {
             }
         };
         self.start(spec, start_ms)
+    }
+
+    fn check_command(
+        &self,
+        _spec: &LaunchSpec,
+        _handle: &Handle,
+        command: &str,
+        _environment: &[(String, String)],
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let program = SimProgram::parse(Some(command));
+        Box::pin(async move {
+            let Some(code) = program.exit_code else {
+                return Ok(());
+            };
+            let run = Duration::from_millis(program.run_ms);
+            if run > timeout {
+                tokio::time::sleep(timeout).await;
+                return Err(format!(
+                    "Command timed out after {} ms",
+                    timeout.as_millis()
+                ));
+            }
+            tokio::time::sleep(run).await;
+            match code {
+                0 => Ok(()),
+                code => Err(format!("Command exited with status {code}")),
+            }
+        })
     }
 }
 

@@ -232,6 +232,67 @@ impl DockerContainerizer {
         }
     }
 
+    /// Runs a health check command in `container` (`docker exec ... sh -c command`): `Ok` when
+    /// it exits 0 within `timeout`. Docker cannot kill an exec'd process: one that outlives its
+    /// timeout keeps running in the container until it ends.
+    pub async fn exec_check(
+        &self,
+        container: &str,
+        command: &str,
+        environment: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<(), String> {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        let run = async {
+            let options = CreateExecOptions {
+                cmd: Some(vec![
+                    "sh".to_string(),
+                    "-c".to_string(),
+                    command.to_string(),
+                ]),
+                env: Some(
+                    environment
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect(),
+                ),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            };
+            let exec = self
+                .docker
+                .create_exec(container, options)
+                .await
+                .map_err(|e| format!("docker exec: {e}"))?;
+            let started = self
+                .docker
+                .start_exec(&exec.id, None)
+                .await
+                .map_err(|e| format!("docker exec: {e}"))?;
+            if let StartExecResults::Attached { mut output, .. } = started {
+                while output.next().await.is_some() {}
+            }
+            let inspected = self
+                .docker
+                .inspect_exec(&exec.id)
+                .await
+                .map_err(|e| format!("docker exec: {e}"))?;
+            match inspected.exit_code {
+                Some(0) => Ok(()),
+                Some(code) => Err(format!("Command exited with status {code}")),
+                None => Err("docker exec: the command has no exit code".to_string()),
+            }
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "Command timed out after {} ms",
+                timeout.as_millis()
+            )),
+        }
+    }
+
     pub async fn remove(&self, container: &str) -> Result<(), String> {
         let options = RemoveContainerOptionsBuilder::default().force(true).build();
         self.docker
@@ -382,6 +443,30 @@ impl crate::containerizer::Containerizer for DockerTasks {
                 },
                 running: Box::new(RunningContainer { docker, id }),
             })
+        })
+    }
+
+    fn check_command(
+        &self,
+        _spec: &crate::task::LaunchSpec,
+        handle: &crate::containerizer::Handle,
+        command: &str,
+        environment: &[(String, String)],
+        timeout: Duration,
+    ) -> drover_core::env::BoxFuture<'static, Result<(), String>> {
+        let docker = self.docker.clone();
+        let handle = handle.clone();
+        let command = command.to_string();
+        let environment = environment.to_vec();
+        Box::pin(async move {
+            match handle {
+                crate::containerizer::Handle::Docker { container } => {
+                    docker
+                        .exec_check(&container, &command, &environment, timeout)
+                        .await
+                }
+                other => Err(format!("the docker containerizer cannot check {other:?}")),
+            }
         })
     }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use drover_core::env::BoxFuture;
 use drover_core::task::TaskState;
 
-use super::process::{sandbox, Launch, Process};
+use super::process::{run_check, sandbox, Launch, Process};
 use crate::containerizer::{
     kill_requested, Containerizer, Exit, Handle, KillSignal, Kind, Launched, Running,
 };
@@ -104,6 +104,21 @@ impl Containerizer for MesosContainerizer {
                 ),
             }
         })
+    }
+
+    fn check_command(
+        &self,
+        spec: &LaunchSpec,
+        _handle: &Handle,
+        command: &str,
+        environment: &[(String, String)],
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let sandbox = sandbox(&self.work_dir, &spec.task_id);
+        let command = command.to_string();
+        let mut env = spec.environment.clone();
+        env.extend(environment.iter().cloned());
+        Box::pin(async move { run_check(&command, &env, &sandbox, timeout).await })
     }
 }
 
@@ -243,6 +258,7 @@ mod tests {
             mem_mb: 32.0,
             container: Container::Command,
             kill_grace: Duration::from_millis(200),
+            health_check: None,
         }
     }
 

@@ -87,6 +87,49 @@ impl Process {
     }
 }
 
+/// Runs a health check command: `sh -c command` in `sandbox` with `environment`, in its own
+/// process group, output discarded. `Ok` when it exits 0 within `timeout`; when the time is up the
+/// whole group is killed.
+pub async fn run_check(
+    command: &str,
+    environment: &[(String, String)],
+    sandbox: &Path,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .current_dir(sandbox)
+        .env("MESOS_SANDBOX", sandbox)
+        .envs(environment.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start the health check command: {e}"))?;
+    let pgid = child.id().map(|id| id as i32);
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => Err(match status.code() {
+            Some(code) => format!("Command exited with status {code}"),
+            None => format!("Command ended with {status}"),
+        }),
+        Ok(Err(e)) => Err(format!("waiting for the health check command failed: {e}")),
+        Err(_) => {
+            if let Some(pgid) = pgid {
+                signal_group(pgid, libc::SIGKILL);
+            }
+            let _ = child.wait().await;
+            Err(format!(
+                "Command timed out after {} ms",
+                timeout.as_millis()
+            ))
+        }
+    }
+}
+
 fn signal_group(pgid: i32, signal: i32) {
     // SAFETY: kill(2) with a negative pid signals a process group; it has no memory effects.
     unsafe {
@@ -174,6 +217,26 @@ mod tests {
                 message: "Command exited with status 3".into()
             }
         );
+    }
+
+    #[tokio::test]
+    async fn health_check_commands() {
+        let sandbox = dir("check");
+        std::fs::create_dir_all(&sandbox).unwrap();
+        let env = [("WANT".to_string(), "yes".to_string())];
+        let second = Duration::from_secs(5);
+        assert_eq!(
+            run_check("test \"$WANT\" = yes", &env, &sandbox, second).await,
+            Ok(())
+        );
+        assert_eq!(
+            run_check("exit 2", &env, &sandbox, second).await,
+            Err("Command exited with status 2".into())
+        );
+        let err = run_check("sleep 30", &env, &sandbox, Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(err.contains("timed out"), "{err}");
     }
 
     #[tokio::test]
