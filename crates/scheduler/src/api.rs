@@ -795,7 +795,7 @@ fn list_tasks(s: &Scheduler, q: &Params) -> Reply {
             Some("unreachable") => i.state == TaskState::TaskUnreachable,
             _ => true,
         })
-        .map(|i| i.to_marathon_json())
+        .map(|i| s.task_json(i))
         .collect();
     Reply::json(200, json!({"tasks": tasks}))
 }

@@ -22,9 +22,13 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::app::{format_version, AppDefinition, ContainerType, DockerNetwork, KillSelection};
+use crate::app::{
+    format_version, AppDefinition, ContainerType, DockerNetwork, HealthCheck, HealthProtocol,
+    KillSelection,
+};
 use crate::constraints::{self, Placement};
 use crate::group::Group;
+use crate::health::{HealthState, Verdict};
 use crate::path::PathId;
 use crate::plan::{self, Action, DeploymentPlan};
 use crate::validation::ApiError;
@@ -462,6 +466,26 @@ pub struct Scheduler {
     pub counters: Counters,
     /// Earlier versions of each group (this leader's lifetime; newest last), for rollback.
     pub group_versions: BTreeMap<PathId, Vec<(String, Group)>>,
+    /// Marathon-side health checks (HTTP, HTTPS, TCP) of running instances, by task.
+    pub health: BTreeMap<String, Vec<HealthState>>,
+}
+
+/// A health probe the daemon should run now.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub task_id: String,
+    pub index: usize,
+    pub check: HealthCheck,
+    pub host: String,
+    pub ports: Vec<u32>,
+}
+
+/// Checks the scheduler runs itself; the others (COMMAND, MESOS_*) run on the agent.
+fn scheduler_side(check: &HealthCheck) -> bool {
+    matches!(
+        check.protocol,
+        HealthProtocol::Http | HealthProtocol::Https | HealthProtocol::Tcp
+    )
 }
 
 #[derive(Clone, Debug, Default)]
@@ -515,6 +539,7 @@ impl Scheduler {
             framework_id: None,
             counters: Counters::default(),
             group_versions: BTreeMap::new(),
+            health: BTreeMap::new(),
         };
         for d in loaded.deployments {
             s.deployments.insert(d.plan.id.clone(), d);
@@ -590,6 +615,7 @@ impl Scheduler {
                     .into_bytes(),
             });
         }
+        self.announce_target(id, app.instances);
         let deployment_id = self.new_id();
         let mut affected = BTreeSet::new();
         affected.insert(id.clone());
@@ -679,6 +705,10 @@ impl Scheduler {
             .map(|(id, app)| (id, app.clone()))
             .collect();
         self.set_root(target, fx);
+        for app in &plan.affected_apps {
+            let before = original.get(app).map_or(0, |a| a.instances);
+            self.announce_target(app, before);
+        }
         // The dependencies each dependent app waits for, for the trace's dependency_order check.
         let graph = self.root.dependency_graph();
         let apps = self.root.transitive_apps();
@@ -719,6 +749,20 @@ impl Scheduler {
         });
         self.deployments.insert(id.clone(), deployment);
         Ok((id, version))
+    }
+
+    /// Tells the trace how many tasks `app` may run at most from now on (the `no_overscale`
+    /// invariant): its target, or during a rolling restart the upgrade strategy's capacity.
+    fn announce_target(&self, app: &PathId, before: u32) {
+        let target = self.root.app(app).map_or(0, |a| {
+            a.instances
+                .max(plan::restart_bounds(a.instances, &a.upgrade_strategy).max_capacity)
+        });
+        self.env.emit(
+            Event::new("app_target")
+                .with("app", app)
+                .with("max", target.max(before)),
+        );
     }
 
     /// Stores the root's groups and apps that changed, and new app versions.
@@ -948,6 +992,18 @@ impl Scheduler {
             i.state != status.state || (status.healthy.is_some() && i.healthy != status.healthy);
         if status.state == TaskState::TaskRunning && i.started_at.is_none() {
             i.started_at = Some(unix);
+            if let Some(app_def) = self.root.app(&PathId::parse(&i.app)) {
+                let states: Vec<HealthState> = app_def
+                    .health_checks
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| scheduler_side(c))
+                    .map(|(n, c)| HealthState::new(&task, n, c, now_ms))
+                    .collect();
+                if !states.is_empty() {
+                    self.health.insert(task.clone(), states);
+                }
+            }
         }
         if let Some(h) = status.healthy {
             i.healthy = Some(h);
@@ -975,6 +1031,7 @@ impl Scheduler {
             let failed = matches!(status.state, TaskState::TaskFailed | TaskState::TaskError)
                 && !i.kill_requested;
             self.instances.remove(&task);
+            self.health.remove(&task);
             fx.store.push(StoreOp::Delete {
                 key: format!("{}/{task}", keys::INSTANCES),
             });
@@ -987,6 +1044,81 @@ impl Scheduler {
             }
         } else if changed {
             fx.store.push(instance_put(i));
+        }
+    }
+
+    /// Health probes due now (each marked as in flight).
+    pub fn due_probes(&mut self, now_ms: u64) -> Vec<Probe> {
+        let mut out = Vec::new();
+        for (task, states) in self.health.iter_mut() {
+            let Some(i) = self.instances.get(task) else {
+                continue;
+            };
+            let Some(app) = self.root.app(&PathId::parse(&i.app)) else {
+                continue;
+            };
+            for state in states.iter_mut() {
+                if !state.due(now_ms) {
+                    continue;
+                }
+                let Some(check) = app.health_checks.get(state.check_index) else {
+                    continue;
+                };
+                state.begin(now_ms);
+                out.push(Probe {
+                    task_id: task.clone(),
+                    index: state.check_index,
+                    check: check.clone(),
+                    host: i.host.clone(),
+                    ports: i.ports.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    /// The answer of a health probe: the instance's health, and a kill when it failed too
+    /// often (Marathon's `maxConsecutiveFailures`).
+    pub fn health_result(
+        &mut self,
+        task: &str,
+        index: usize,
+        result: Result<(), String>,
+        now_ms: u64,
+        fx: &mut Effects,
+    ) {
+        let Some(states) = self.health.get_mut(task) else {
+            return;
+        };
+        let Some(state) = states.iter_mut().find(|s| s.check_index == index) else {
+            return;
+        };
+        let verdict = state.record(now_ms, result);
+        let healthy = crate::health::task_health(states);
+        let Some(i) = self.instances.get_mut(task) else {
+            return;
+        };
+        if i.healthy != healthy {
+            i.healthy = healthy;
+            self.env.emit(
+                Event::new("health")
+                    .with("task", task)
+                    .with("alive", healthy.unwrap_or(false)),
+            );
+            fx.event(
+                "health_status_changed_event",
+                json!({"appId": i.app, "taskId": task, "instanceId": task, "version": i.version, "alive": healthy.unwrap_or(false)}),
+                self.env.unix_ms(),
+            );
+        }
+        if verdict == Verdict::Kill && !i.kill_requested {
+            self.env.emit(Event::new("health_kill").with("task", task));
+            fx.event(
+                "unhealthy_instance_kill_event",
+                json!({"appId": i.app, "taskId": task, "instanceId": task, "version": i.version, "reason": "health checks failed"}),
+                self.env.unix_ms(),
+            );
+            self.kill(task, fx);
         }
     }
 
@@ -1408,7 +1540,7 @@ impl Scheduler {
         if embed.contains("apps.tasks") || embed.contains("app.tasks") {
             v["tasks"] = json!(instances
                 .iter()
-                .map(|i| i.to_marathon_json())
+                .map(|i| self.task_json(i))
                 .collect::<Vec<_>>());
         }
         if embed.contains("apps.lastTaskFailure") || embed.contains("app.lastTaskFailure") {
@@ -1416,6 +1548,18 @@ impl Scheduler {
         }
         if embed.contains("apps.counts") || embed.contains("app.counts") {
             // counts are always present above
+        }
+        v
+    }
+
+    /// A task in Marathon's shape, with its health check results.
+    pub fn task_json(&self, i: &Instance) -> Value {
+        let mut v = i.to_marathon_json();
+        if let Some(states) = self.health.get(&i.task_id) {
+            v["healthCheckResults"] = json!(states
+                .iter()
+                .map(|s| s.to_json(format_version))
+                .collect::<Vec<_>>());
         }
         v
     }
@@ -1702,21 +1846,34 @@ fn task_info(
             },
         }))
     });
-    let health_check = app
-        .health_checks
-        .iter()
-        .find(|h| h.protocol.as_str() == "COMMAND")
-        .and_then(|h| {
-            Some(json!({
-                "type": "COMMAND",
-                "command": {"value": h.command.clone()?},
-                "delay_seconds": h.delay_seconds,
-                "interval_seconds": h.interval_seconds,
-                "timeout_seconds": h.timeout_seconds,
-                "consecutive_failures": h.max_consecutive_failures,
-                "grace_period_seconds": h.grace_period_seconds,
-            }))
+    let health_check = app.health_checks.iter().find_map(|h| {
+        let port = || {
+            h.port
+                .or_else(|| instance.ports.get(h.port_index.unwrap_or(0) as usize).copied())
+                .unwrap_or(0)
+        };
+        let (kind, spec) = match h.protocol {
+            HealthProtocol::Command => ("COMMAND", json!({"command": {"value": h.command.clone()?}})),
+            HealthProtocol::MesosHttp | HealthProtocol::MesosHttps => (
+                "HTTP",
+                json!({"http": {"port": port(), "path": h.path.clone().unwrap_or_else(|| "/".into())}}),
+            ),
+            HealthProtocol::MesosTcp => ("TCP", json!({"tcp": {"port": port()}})),
+            _ => return None,
+        };
+        let mut out = json!({
+            "type": kind,
+            "delay_seconds": h.delay_seconds,
+            "interval_seconds": h.interval_seconds,
+            "timeout_seconds": h.timeout_seconds,
+            "consecutive_failures": h.max_consecutive_failures,
+            "grace_period_seconds": h.grace_period_seconds,
         });
+        if let (Some(o), Value::Object(extra)) = (out.as_object_mut(), spec) {
+            o.extend(extra);
+        }
+        Some(out)
+    });
     let labels = (!app.labels.is_empty()).then(|| {
         json!({"labels": app.labels.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>()})
     });

@@ -174,6 +174,8 @@ async fn core(
     let now = move || start.elapsed().as_millis() as u64;
     let mut leading: Option<Leading> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Health probe answers: (task, check index, result).
+    let (probes_tx, mut probes) = mpsc::channel::<(String, usize, Result<(), String>)>(1024);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
@@ -291,9 +293,22 @@ async fn core(
                     },
                 }
             }
+            probe = probes.recv() => {
+                let Some((task, index, result)) = probe else { continue };
+                let Some(l) = leading.as_mut() else { continue };
+                l.scheduler.health_result(&task, index, result, now(), &mut fx);
+                l.scheduler.converge(now(), &mut fx);
+            }
             _ = tick.tick() => {
                 let Some(l) = leading.as_mut() else { continue };
                 let t = now();
+                for probe in l.scheduler.due_probes(t) {
+                    let (env, tx) = (env.clone(), probes_tx.clone());
+                    tokio::spawn(async move {
+                        let result = crate::health::probe(&env, &probe.check, &probe.host, &probe.ports).await;
+                        let _ = tx.send((probe.task_id, probe.index, result)).await;
+                    });
+                }
                 if l.ready_at.is_some_and(|at| t >= at) {
                     l.ready_at = None;
                     l.scheduler.launch_ready = true;

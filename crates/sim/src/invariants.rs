@@ -112,6 +112,8 @@ pub const ALWAYS: &[&str] = &[
     "no_overcommit",
     "no_duplicate_task",
     "updates_exactly_once",
+    "dependency_order",
+    "no_overscale",
 ];
 
 /// Builds the invariant `name` (one of [`ALWAYS`]).
@@ -133,6 +135,12 @@ pub fn always(name: &str, tick_ms: u64) -> Result<Box<dyn Invariant>, String> {
     }
     if name == "updates_exactly_once" {
         return Ok(Box::new(UpdatesExactlyOnce::default()));
+    }
+    if name == "dependency_order" {
+        return Ok(Box::new(DependencyOrder::default()));
+    }
+    if name == "no_overscale" {
+        return Ok(Box::new(NoOverscale::default()));
     }
     if name == "acked_writes_survive" {
         return Ok(Box::new(AckedWritesSurvive::default()));
@@ -572,6 +580,136 @@ impl Invariant for NoDuplicateTask {
                 Ok(())
             }
         }
+    }
+}
+
+/// The app of a Marathon task id: `arm-demo_group1_ubuntu1.<uuid>` → `arm-demo_group1_ubuntu1`.
+fn task_app(task: &str) -> Option<&str> {
+    task.rsplit_once('.').map(|(app, _)| app)
+}
+
+/// An app id in a task id's form: `/arm-demo/group1/ubuntu1` → `arm-demo_group1_ubuntu1`.
+fn safe_app(id: &str) -> String {
+    id.trim_start_matches('/').replace('/', "_")
+}
+
+/// Tasks running on agents per app (from the agents' own events).
+#[derive(Default)]
+struct RunningByApp {
+    tasks: BTreeMap<String, (String, String)>,
+}
+
+impl RunningByApp {
+    /// Follows a line; returns the app of a task that just started on an agent.
+    fn observe(&mut self, line: &TraceLine, view: &ClusterView) -> Option<String> {
+        if let Some(node) = downed(line) {
+            self.tasks.retain(|_, (n, _)| n != node);
+            return None;
+        }
+        let (task, running) = agent_task(line, view)?;
+        let app = task_app(&task)?.to_string();
+        if !running {
+            self.tasks.remove(&task);
+            return None;
+        }
+        let fresh = line.event.name == "task_launched";
+        self.tasks.insert(task, (line.node.clone(), app.clone()));
+        fresh.then_some(app)
+    }
+
+    fn count(&self, app: &str) -> usize {
+        self.tasks.values().filter(|(_, a)| a == app).count()
+    }
+}
+
+/// No task of an app starts on an agent before every app it depends on first ran its count
+/// (`depends app=X on=Y count=N` from the scheduler when a deployment is planned; the agents'
+/// own events tell what runs).
+#[derive(Default)]
+struct DependencyOrder {
+    running: RunningByApp,
+    /// (app, dependency) → (count needed, reached once).
+    waits: BTreeMap<(String, String), (usize, bool)>,
+}
+
+impl Invariant for DependencyOrder {
+    fn name(&self) -> &str {
+        "dependency_order"
+    }
+
+    fn observe(&mut self, line: &TraceLine, view: &ClusterView) -> Result<(), String> {
+        if view.map.role_of(&line.node) == Some("scheduler") && line.event.name == "depends" {
+            let (Some(app), Some(on), Some(count)) = (
+                line.event.field("app"),
+                line.event.field("on"),
+                line.event.field("count").and_then(|c| c.parse().ok()),
+            ) else {
+                return Err(format!("{}: malformed `{}`", line.node, line.event));
+            };
+            let key = (safe_app(app), safe_app(on));
+            let reached = self.running.count(&key.1) >= count;
+            let entry = self.waits.entry(key).or_insert((count, reached));
+            entry.0 = count;
+            entry.1 |= reached;
+            return Ok(());
+        }
+        let Some(started) = self.running.observe(line, view) else {
+            return Ok(());
+        };
+        for ((app, on), (count, reached)) in self.waits.iter_mut() {
+            if !*reached && self.running.count(on) >= *count {
+                *reached = true;
+            }
+            if *app == started && !*reached {
+                return Err(format!(
+                    "a task of {app} started on {} while {on} ran {} of its {count} tasks",
+                    line.node,
+                    self.running.count(on)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// No app ever runs more tasks on the agents than the scheduler allows it (`app_target app=X
+/// max=M`: the larger of the last two targets, so a scale-down in progress is not a fault).
+#[derive(Default)]
+struct NoOverscale {
+    running: RunningByApp,
+    /// app → (previous max, latest max).
+    max: BTreeMap<String, (usize, usize)>,
+}
+
+impl Invariant for NoOverscale {
+    fn name(&self) -> &str {
+        "no_overscale"
+    }
+
+    fn observe(&mut self, line: &TraceLine, view: &ClusterView) -> Result<(), String> {
+        if view.map.role_of(&line.node) == Some("scheduler") && line.event.name == "app_target" {
+            let (Some(app), Some(max)) = (
+                line.event.field("app"),
+                line.event.field("max").and_then(|c| c.parse().ok()),
+            ) else {
+                return Err(format!("{}: malformed `{}`", line.node, line.event));
+            };
+            let entry = self.max.entry(safe_app(app)).or_insert((max, max));
+            *entry = (entry.1, max);
+            return Ok(());
+        }
+        let Some(app) = self.running.observe(line, view) else {
+            return Ok(());
+        };
+        let allowed = self.max.get(&app).map_or(0, |(a, b)| *a.max(b));
+        let count = self.running.count(&app);
+        if count > allowed {
+            return Err(format!(
+                "{app} runs {count} tasks (the latest on {}), at most {allowed} allowed",
+                line.node
+            ));
+        }
+        Ok(())
     }
 }
 
