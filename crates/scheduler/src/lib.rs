@@ -1,8 +1,9 @@
 //! drover-scheduler: the Marathon-compatible scheduler.
 //!
-//! This crate holds, so far, the scheduler's **pure core**: plain code with no I/O, no async,
-//! no clock and no randomness. Whatever needs the time or an id takes it as an argument (a
-//! version string, a deployment id), so the same inputs always give the same outputs, under
+//! [`daemon`] is the I/O (election, store in coord, the framework on the master's v1 API),
+//! [`api`] the `/v2` REST layer and [`core`] the leader's state machine. Below them is the
+//! scheduler's **pure core**: plain code with no I/O, no async, no clock and no randomness.
+//! Whatever needs the time or an id takes it as an argument (a version string, a deployment id), so the same inputs always give the same outputs, under
 //! simulation as live, and proptest can drive everything without a runtime. Collections are
 //! `BTreeMap`/`BTreeSet` (DESIGN §5): every output, including error bodies, is ordered the same
 //! way on every run. Decoders never panic; they answer in Marathon's own error format.
@@ -14,6 +15,9 @@
 //! | [`group`] | groups, group updates (`POST`/`PUT /v2/groups`), effective dependencies, cycle detection, service ports |
 //! | [`validation`] | `parse_app`/`parse_group`/`apply_app_update` and `ApiError`: Marathon's 400/422 bodies and error paths (`/apps(0)/cpus`) |
 //! | [`constraints`] | UNIQUE, CLUSTER, GROUP_BY, LIKE, UNLIKE, MAX_PER, IS: validation and placement decisions with a reason |
+//! | [`core`] | the leader's state: deployments, instances, launch queue, offers, convergence (no I/O; Env for ids, time, trace) |
+//! | [`health`] | Marathon-side HTTP/TCP health probes through the Env, and the health tracker |
+//! | [`api`], [`daemon`] | the `/v2` REST layer; election, the store in coord, the v1 framework |
 //! | [`plan`] | deployment plans (stop, start, one step per dependency layer), `/v2/deployments` JSON, launch backoff, restart bounds |
 //!
 //! The typical flow of `POST /v2/groups` with `apps/basic.json`:
@@ -34,9 +38,8 @@
 //! # Ok::<(), validation::ApiError>(())
 //! ```
 //!
-//! Still to come on top of this core: the REST layer (`/v2` routes over axum), state in coord,
-//! leader election, the launch queue and offer matching against the master's v1 API, task
-//! tracking, health checking and the rolling restart driver.
+//! On top of this core: [`core`] (deployments, instances, launch queue, offer matching, rolling
+//! restarts), [`health`] (Marathon-side HTTP/TCP checks), [`api`] and [`daemon`].
 
 pub mod api;
 pub mod app;
