@@ -24,6 +24,8 @@ use crate::validation::{self, ApiError, MAX_BODY_BYTES};
 
 const VIA: &str = "X-Marathon-Via";
 const LEADER: &str = "X-Marathon-Leader";
+/// Marks a reply whose body (an older app version) `handle` reads from the store.
+const STORED_VERSION: &str = "x-drover-stored-version";
 const PROXY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The Marathon release whose API drover follows.
 pub const MARATHON_VERSION: &str = "1.5.0";
@@ -89,6 +91,34 @@ async fn handle(
             );
         }
     } else if let Some(reply) = shared.run(f).await {
+        // An older app version is read from the store (the core keeps only their names).
+        if let Some((_, version)) = reply.headers.iter().find(|(k, _)| *k == STORED_VERSION) {
+            let id = PathId::parse(
+                path.trim_start_matches("/v2/apps")
+                    .rsplit_once("/versions/")
+                    .map_or("", |(a, _)| a),
+            );
+            return to_response(
+                match crate::daemon::read_app_version(&shared, &id, version).await {
+                    Ok(Some(app)) => match AppDefinition::from_storage_json(&app) {
+                        Ok(def) => Reply::json(200, def.to_marathon_json(version)),
+                        Err(e) => Reply::json(
+                            500,
+                            json!({"message": format!("stored version unreadable: {}", e.message())}),
+                        ),
+                    },
+                    Ok(None) => Reply::json(
+                        404,
+                        json!({"message": format!("App '{id}' does not exist in version {version}")}),
+                    ),
+                    Err(e) => Reply::json(
+                        503,
+                        json!({"message": format!("the store did not answer: {e}")}),
+                    ),
+                },
+                &shared,
+            );
+        }
         return to_response(reply, &shared);
     }
     proxy(&shared, &method, &uri, &headers, body).await
@@ -417,7 +447,10 @@ fn app_route(method: &Method, rest: &[&str], query: &Params, body: Bytes) -> Res
             None => app_missing(&id),
         }),
         (&Method::PUT, []) | (&Method::PATCH, []) => {
-            run(move |s, fx, _| update_app(s, fx, &id, &body, force))
+            // `partialUpdate=false` replaces the whole definition (PATCH is always partial).
+            let partial =
+                *method == Method::PATCH || param(query, "partialUpdate") != Some("false");
+            run(move |s, fx, _| update_app(s, fx, &id, &body, force, partial))
         }
         (&Method::DELETE, []) => run(move |s, fx, _| {
             if s.root.app(&id).is_none() {
@@ -494,9 +527,9 @@ fn app_route(method: &Method, rest: &[&str], query: &Params, body: Bytes) -> Res
                     Reply::json(200, app.to_marathon_json(&version))
                 }
                 Some(_) if s.versions.get(&id).is_some_and(|v| v.contains(&version)) => Reply {
-                    // Older versions are read from the store by the handler (see below).
-                    status: 307,
-                    headers: vec![("x-drover-version", version.clone())],
+                    // Read from the store by `handle`, outside the core task.
+                    status: 200,
+                    headers: vec![(STORED_VERSION, version.clone())],
                     body: Value::Null,
                 },
                 _ => Reply::json(
@@ -646,9 +679,17 @@ fn create_app(s: &mut Scheduler, fx: &mut Effects, body: &[u8], force: bool) -> 
     }
 }
 
-fn update_app(s: &mut Scheduler, fx: &mut Effects, id: &PathId, body: &[u8], force: bool) -> Reply {
+fn update_app(
+    s: &mut Scheduler,
+    fx: &mut Effects,
+    id: &PathId,
+    body: &[u8],
+    force: bool,
+    partial: bool,
+) -> Reply {
     let existing = s.root.app(id).cloned();
-    let app = match validation::apply_app_update(existing.as_ref(), id, body) {
+    let base = if partial { existing.as_ref() } else { None };
+    let app = match validation::apply_app_update(base, id, body) {
         Ok(app) => app,
         Err(e) => return Reply::error(e),
     };

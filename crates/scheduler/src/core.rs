@@ -78,6 +78,9 @@ pub struct Tuning {
     pub decline_idle_ms: u64,
     /// How long an offer that fits nothing is refused.
     pub decline_unfit_ms: u64,
+    /// At most this many launches per `launch_token_interval_ms` (Marathon's launch tokens).
+    pub launch_tokens: u32,
+    pub launch_token_interval_ms: u64,
 }
 
 impl Default for Tuning {
@@ -87,6 +90,8 @@ impl Default for Tuning {
             reconcile_interval_ms: 600_000,
             decline_idle_ms: 120_000,
             decline_unfit_ms: 5_000,
+            launch_tokens: 1_000,
+            launch_token_interval_ms: 1_000,
         }
     }
 }
@@ -468,6 +473,8 @@ pub struct Scheduler {
     pub group_versions: BTreeMap<PathId, Vec<(String, Group)>>,
     /// Marathon-side health checks (HTTP, HTTPS, TCP) of running instances, by task.
     pub health: BTreeMap<String, Vec<HealthState>>,
+    /// Launches left in the current token interval, and when it began (monotonic ms).
+    tokens: (u32, u64),
 }
 
 /// A health probe the daemon should run now.
@@ -540,7 +547,9 @@ impl Scheduler {
             counters: Counters::default(),
             group_versions: BTreeMap::new(),
             health: BTreeMap::new(),
+            tokens: (0, 0),
         };
+        s.tokens = (s.tuning.launch_tokens, now_ms);
         for d in loaded.deployments {
             s.deployments.insert(d.plan.id.clone(), d);
         }
@@ -1351,6 +1360,9 @@ impl Scheduler {
     /// and the call (an ACCEPT with LAUNCH, or a DECLINE) to send once they are stored.
     pub fn offers(&mut self, offers: &[v1::Offer], now_ms: u64) -> Vec<(Vec<StoreOp>, Call)> {
         let mut out = Vec::new();
+        if now_ms >= self.tokens.1 + self.tuning.launch_token_interval_ms {
+            self.tokens = (self.tuning.launch_tokens, now_ms);
+        }
         // Instances are spread over the offers of one event: each offer takes at most its
         // share of what an app needs (the rest waits for the next offers).
         let shares: BTreeMap<PathId, u32> = self
@@ -1378,7 +1390,7 @@ impl Scheduler {
                 let unix = self.env.unix_ms();
                 self.offer_stats.entry(id.clone()).or_default().processed += 1;
                 let mut used = false;
-                while need > 0 && share > 0 {
+                while need > 0 && share > 0 && self.tokens.0 > 0 {
                     if let Some(roles) = &app.accepted_resource_roles {
                         if !roles.iter().any(|r| *r == free.role || r == "*") {
                             let stats = self.offer_stats.entry(id.clone()).or_default();
@@ -1452,6 +1464,7 @@ impl Scheduler {
                     self.counters.launched += 1;
                     need -= 1;
                     share -= 1;
+                    self.tokens.0 -= 1;
                     used = true;
                 }
                 let stats = self.offer_stats.entry(id.clone()).or_default();
