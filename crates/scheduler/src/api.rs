@@ -41,7 +41,8 @@ fn param<'a>(q: &'a Params, key: &str) -> Option<&'a str> {
 }
 
 fn flag(q: &Params, key: &str) -> bool {
-    param(q, key).is_some_and(|v| v == "true" || v.is_empty())
+    // Clients send `true`, `True` (Python's marathon), or the bare key.
+    param(q, key).is_some_and(|v| v.eq_ignore_ascii_case("true") || v.is_empty())
 }
 
 async fn handle(

@@ -155,7 +155,6 @@ impl Instance {
             "appId": self.app,
             "host": self.host,
             "slaveId": self.agent_id,
-            "agentId": self.agent_id,
             "ports": self.ports,
             "servicePorts": [],
             "ipAddresses": [],

@@ -30,6 +30,8 @@ pub const DEFAULT_PORT: u16 = 8080;
 const RECONCILE_WAIT_MS: u64 = 3_000;
 /// Bytes of store operations per coord `multi` (coord's packets stop at 1 MiB).
 const MULTI_BYTES: usize = 256 * 1024;
+/// Status updates handled (and stored) together at most.
+const UPDATE_BATCH: usize = 256;
 const STORE_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Debug)]
@@ -159,6 +161,8 @@ struct Leading {
     driver_events: mpsc::Receiver<DriverEvent>,
     ready_at: Option<u64>,
     last_reconcile: u64,
+    /// A driver event taken while batching updates, handled next.
+    pending: Option<DriverEvent>,
 }
 
 /// The core task: the only owner of the scheduler's state.
@@ -201,7 +205,7 @@ async fn core(
                             ..FrameworkInfo::default()
                         };
                         let (driver, driver_events) = Driver::start(env.clone(), config.master.clone(), info);
-                        leading = Some(Leading { scheduler, store, driver, driver_events, ready_at: None, last_reconcile: now() });
+                        leading = Some(Leading { scheduler, store, driver, driver_events, ready_at: None, last_reconcile: now(), pending: None });
                     }
                     Input::Deposed => {
                         if leading.take().is_some() {
@@ -234,7 +238,10 @@ async fn core(
             }
             event = async {
                 match leading.as_mut() {
-                    Some(l) => l.driver_events.recv().await,
+                    Some(l) => match l.pending.take() {
+                        Some(event) => Some(event),
+                        None => l.driver_events.recv().await,
+                    },
                     None => std::future::pending().await,
                 }
             } => {
@@ -259,16 +266,36 @@ async fn core(
                     DriverEvent::Event(event) => match event.kind {
                         EventType::Update => {
                             if let Some(update) = event.update {
-                                l.scheduler.update(&update.status, now(), &mut fx);
+                                // The updates already waiting are taken together: one store
+                                // write for all of them.
+                                let mut statuses = vec![update.status];
+                                while statuses.len() < UPDATE_BATCH {
+                                    match l.driver_events.try_recv() {
+                                        Ok(DriverEvent::Event(e)) if e.kind == EventType::Update && e.update.is_some() => {
+                                            if let Some(u) = e.update {
+                                                statuses.push(u.status);
+                                            }
+                                        }
+                                        Ok(other) => {
+                                            l.pending = Some(other);
+                                            break;
+                                        }
+                                        Err(_) => break,
+                                    }
+                                }
+                                for status in &statuses {
+                                    l.scheduler.update(status, now(), &mut fx);
+                                }
                                 l.scheduler.converge(now(), &mut fx);
                                 // Stored before acknowledged: an update is never lost.
-                                let status = update.status.clone();
                                 if !finish(&env, &mut leading, fx, &events).await {
                                     let _ = abdicate.send(()).await;
                                     continue;
                                 }
                                 if let Some(l) = leading.as_ref() {
-                                    let _ = l.driver.acknowledge(&status).await;
+                                    for status in &statuses {
+                                        let _ = l.driver.acknowledge(status).await;
+                                    }
                                 }
                                 continue;
                             }
