@@ -88,6 +88,7 @@ fn parse<T: Args>(role: &str, argv: &[String]) -> anyhow::Result<T> {
 }
 
 /// One agent of the cluster.
+#[derive(Clone)]
 struct AgentPlan {
     name: String,
     port: u16,
@@ -220,11 +221,6 @@ impl Plan {
             &self.http_port.to_string(),
         ])
     }
-
-    /// The label the agent's Docker containerizer puts on its containers.
-    fn docker_label(&self, agent: &AgentPlan) -> String {
-        format!("{}:{}", self.ip, agent.port)
-    }
 }
 
 fn argv(items: &[&str]) -> Vec<String> {
@@ -331,10 +327,12 @@ pub async fn main(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         tracing::warn!("some daemons did not stop within {STOP_TIMEOUT:?}");
         daemons.abort_all();
     }
+    let mut cleanups = JoinSet::new();
     for agent in &plan.agents {
-        kill_tasks(&plan, agent, docker).await;
+        cleanups.spawn(kill_tasks(plan.ip.clone(), agent.clone(), docker));
     }
-    if plan.temporary && outcome.is_ok() {
+    while cleanups.join_next().await.is_some() {}
+    if plan.temporary {
         let _ = std::fs::remove_dir_all(&plan.work_dir);
     }
     outcome
@@ -440,12 +438,13 @@ fn print_banner(plan: &Plan, docker: bool) {
 /// Kills what an agent of this cluster still runs, from its checkpoints (the agent has stopped;
 /// its tasks have not), with the agent's own containerizers; then removes any container left
 /// with the agent's label.
-async fn kill_tasks(plan: &Plan, agent: &AgentPlan, docker: bool) {
+async fn kill_tasks(ip: String, agent: AgentPlan, docker: bool) {
     let meta = agent.work_dir.join("meta");
     let env = drover_core::env::live::env(&format!("up-cleanup-{}", agent.name), &meta, None);
     let mesos: Arc<dyn Containerizer> = Arc::new(MesosContainerizer::new(&agent.work_dir));
     let docker: Option<Arc<dyn Containerizer>> = if docker {
-        DockerContainerizer::connect(&plan.docker_label(agent))
+        // The label the agent's Docker containerizer puts on its containers.
+        DockerContainerizer::connect(&format!("{ip}:{}", agent.port))
             .await
             .ok()
             .map(|d| Arc::new(DockerTasks::new(d)) as Arc<dyn Containerizer>)
@@ -473,7 +472,7 @@ async fn kill_tasks(plan: &Plan, agent: &AgentPlan, docker: bool) {
             Kind::Sim => continue,
         };
         let Ok(spec) =
-            drover_agent::task::parse_task(&checkpoint.task, &checkpoint.framework_id, &plan.ip)
+            drover_agent::task::parse_task(&checkpoint.task, &checkpoint.framework_id, &ip)
         else {
             continue;
         };
