@@ -5,6 +5,7 @@ mod coord_live;
 mod determinism;
 mod harness;
 mod mesos_live;
+mod scheduler_live;
 mod wire_zk;
 
 use std::path::{Path, PathBuf};

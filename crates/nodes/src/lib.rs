@@ -9,6 +9,7 @@ mod framework;
 mod master;
 mod scheduler;
 mod sim;
+mod up;
 mod workload;
 
 use std::process::ExitCode;
@@ -38,6 +39,8 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Run a Marathon-compatible scheduler (the `/v2` REST API), a framework on the master.
     Scheduler(scheduler::SchedulerArgs),
+    /// Run a whole local cluster in this process: coord, master, two agents and the scheduler.
+    Up(up::UpArgs),
     /// Measure drover against a reference in the same run.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -106,6 +109,7 @@ pub fn main() -> ExitCode {
         Command::Master(args) => run_daemon(|shutdown| master::main(args, shutdown)),
         Command::Agent(args) => run_daemon(|shutdown| agent::main(args, shutdown)),
         Command::Scheduler(args) => run_daemon(|shutdown| scheduler::main(args, shutdown)),
+        Command::Up(args) => run_daemon(|shutdown| up::main(args, shutdown)),
         Command::Bench(args) => run_daemon(|_| bench::main(args)),
     }
 }

@@ -1,0 +1,568 @@
+//! `drover up`: a whole local cluster in one process, for trying drover out and for live tests.
+//!
+//! One coord, one master, two agents (`od1000-0`, `od1000-1`) and one scheduler run on one
+//! multi-threaded runtime, each through the same `main` its own subcommand calls (its arguments
+//! are parsed from an argv built here, so `up` starts exactly what `drover agent ...` would).
+//! One shutdown stops them all. The tasks the agents started are killed when the cluster stops:
+//! nothing outlives `up` (an agent on its own leaves them running for its next incarnation).
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser};
+use drover_agent::checkpoint::{TaskCheckpoint, TASKS_PREFIX};
+use drover_agent::containerizer::live::docker::{DockerContainerizer, DockerTasks};
+use drover_agent::containerizer::live::mesos::MesosContainerizer;
+use drover_agent::containerizer::{Containerizer, Kind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::{agent, coord, master, scheduler};
+
+/// The agents' names, in the order of `--agent-ports`.
+const AGENT_NAME_PREFIX: &str = "od1000-";
+/// The agents share the host, so each offers its own host ports: agent `i` offers
+/// `[31000 + 1000 i, 31999 + 1000 i]`.
+const FIRST_HOST_PORT: u32 = 31_000;
+const HOST_PORTS_PER_AGENT: u32 = 1_000;
+const MAX_AGENTS: usize = 16;
+/// What each agent offers unless `--resources` says, before its ports.
+const DEFAULT_RESOURCES: &str = "cpus:4;mem:8192;disk:100000";
+/// How long the cluster may take to be ready (elected master, agents registered, scheduler
+/// registered as a framework) before `up` gives up.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the daemons may take to stop, and then the tasks to die, after a shutdown.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+const TASK_KILL_GRACE: Duration = Duration::from_secs(3);
+/// The seed's app definition, relative to a checkout of the repository.
+const SEED_APPS: &str = "apps/basic.json";
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// The address every daemon listens on and is reached by.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub ip: IpAddr,
+    /// coord's client port (ZooKeeper's).
+    #[arg(long, default_value_t = coord::CLIENT_PORT)]
+    pub coord_port: u16,
+    #[arg(long, default_value_t = master::PORT)]
+    pub master_port: u16,
+    /// One agent per port: `od1000-0` on the first, `od1000-1` on the second, ...
+    #[arg(long, value_delimiter = ',', default_value = "5051,5052")]
+    pub agent_ports: Vec<u16>,
+    /// The scheduler's (Marathon's) HTTP port.
+    #[arg(long, default_value_t = scheduler::PORT)]
+    pub http_port: u16,
+    /// Every daemon's state lives under it (`coord/`, `master/`, `od1000-N/`); kept after the
+    /// cluster stops. Default: a fresh directory under the system's temp dir, removed at the end.
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Run tasks as processes only, even when a Docker engine answers.
+    #[arg(long)]
+    pub no_docker: bool,
+    /// What every agent offers, Mesos' text form (default:
+    /// `cpus:4;mem:8192;disk:100000;ports:[31000-31999]` for the first agent, the next thousand
+    /// ports for the next, so the agents of this one host never hand out the same port).
+    #[arg(long)]
+    pub resources: Option<String>,
+}
+
+/// Parses one daemon's arguments the way its own subcommand does.
+#[derive(Parser)]
+#[command(no_binary_name = true)]
+struct Argv<T: Args> {
+    #[command(flatten)]
+    args: T,
+}
+
+fn parse<T: Args>(role: &str, argv: &[String]) -> anyhow::Result<T> {
+    Argv::<T>::try_parse_from(argv)
+        .map(|a| a.args)
+        .with_context(|| format!("the {role}'s arguments {argv:?}"))
+}
+
+/// One agent of the cluster.
+#[derive(Clone)]
+struct AgentPlan {
+    name: String,
+    port: u16,
+    work_dir: PathBuf,
+    resources: String,
+}
+
+/// Everything `up` starts, decided before anything starts.
+struct Plan {
+    ip: String,
+    coord_port: u16,
+    master_port: u16,
+    http_port: u16,
+    work_dir: PathBuf,
+    /// The work dir was made for this run (and goes with it).
+    temporary: bool,
+    agents: Vec<AgentPlan>,
+}
+
+impl Plan {
+    fn of(args: &UpArgs) -> anyhow::Result<Plan> {
+        if args.agent_ports.is_empty() || args.agent_ports.len() > MAX_AGENTS {
+            bail!("--agent-ports: expected 1 to {MAX_AGENTS} ports");
+        }
+        let mut ports = vec![args.coord_port, args.master_port, args.http_port];
+        ports.extend(&args.agent_ports);
+        let mut seen = std::collections::BTreeSet::new();
+        for port in &ports {
+            if !seen.insert(*port) {
+                bail!("port {port} is given to two daemons");
+            }
+        }
+        let (work_dir, temporary) = match &args.work_dir {
+            Some(dir) => (dir.clone(), false),
+            None => (fresh_temp_dir()?, true),
+        };
+        let work_dir = std::path::absolute(&work_dir)
+            .with_context(|| format!("--work-dir {}", work_dir.display()))?;
+        let agents = args
+            .agent_ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                let name = format!("{AGENT_NAME_PREFIX}{i}");
+                let resources = match &args.resources {
+                    Some(text) => text.clone(),
+                    None => {
+                        let first = FIRST_HOST_PORT + HOST_PORTS_PER_AGENT * i as u32;
+                        let last = first + HOST_PORTS_PER_AGENT - 1;
+                        format!("{DEFAULT_RESOURCES};ports:[{first}-{last}]")
+                    }
+                };
+                AgentPlan {
+                    work_dir: work_dir.join(&name),
+                    name,
+                    port: *port,
+                    resources,
+                }
+            })
+            .collect();
+        Ok(Plan {
+            ip: args.ip.to_string(),
+            coord_port: args.coord_port,
+            master_port: args.master_port,
+            http_port: args.http_port,
+            work_dir,
+            temporary,
+            agents,
+        })
+    }
+
+    fn zk(&self, path: &str) -> String {
+        format!("zk://{}:{}{path}", self.ip, self.coord_port)
+    }
+
+    fn coord_argv(&self) -> Vec<String> {
+        argv(&[
+            "--client-port",
+            &self.coord_port.to_string(),
+            "--work-dir",
+            &path_text(&self.work_dir.join("coord")),
+        ])
+    }
+
+    fn master_argv(&self) -> Vec<String> {
+        argv(&[
+            "--ip",
+            &self.ip,
+            "--port",
+            &self.master_port.to_string(),
+            "--zk",
+            &self.zk(agent::MASTER_ZK_PATH),
+            "--quorum",
+            "1",
+            "--work-dir",
+            &path_text(&self.work_dir.join("master")),
+        ])
+    }
+
+    fn agent_argv(&self, agent: &AgentPlan, docker: bool) -> Vec<String> {
+        argv(&[
+            "--ip",
+            &self.ip,
+            "--port",
+            &agent.port.to_string(),
+            // Tasks learn where they run from HOST: the address they can reach, not a name no
+            // resolver knows. The agent's name is its work dir (and what `up` prints).
+            "--hostname",
+            &self.ip,
+            "--master",
+            &self.zk(agent::MASTER_ZK_PATH),
+            "--resources",
+            &agent.resources,
+            "--containerizers",
+            if docker { "mesos,docker" } else { "mesos" },
+            "--work-dir",
+            &path_text(&agent.work_dir),
+        ])
+    }
+
+    fn scheduler_argv(&self) -> Vec<String> {
+        argv(&[
+            "--master",
+            &self.zk(agent::MASTER_ZK_PATH),
+            "--zk",
+            &self.zk("/marathon"),
+            "--ip",
+            &self.ip,
+            "--http-port",
+            &self.http_port.to_string(),
+        ])
+    }
+}
+
+fn argv(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn path_text(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// `<temp>/drover-up-<pid>-<n>`, created empty.
+fn fresh_temp_dir() -> anyhow::Result<PathBuf> {
+    let base = std::env::temp_dir();
+    for n in 0..1000 {
+        let dir = base.join(format!("drover-up-{}-{n}", std::process::id()));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("create {}", dir.display())),
+        }
+    }
+    bail!("no fresh work dir under {}", base.display())
+}
+
+type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A shutdown future per daemon, all resolved by one `stop`.
+fn shutdown_of(stop: &watch::Receiver<bool>) -> Shutdown {
+    let mut stop = stop.clone();
+    Box::pin(async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    })
+}
+
+pub async fn main(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
+    let plan = Plan::of(&args)?;
+    std::fs::create_dir_all(&plan.work_dir)
+        .with_context(|| format!("create the work dir {}", plan.work_dir.display()))?;
+    let docker = if args.no_docker {
+        false
+    } else {
+        match DockerContainerizer::connect("drover-up").await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::info!("tasks run as processes only: {e}");
+                false
+            }
+        }
+    };
+
+    let (stop, stopped) = watch::channel(false);
+    let mut daemons: JoinSet<(String, anyhow::Result<()>)> = JoinSet::new();
+    let coord_args: coord::CoordArgs = parse("coord", &plan.coord_argv())?;
+    let master_args: master::MasterArgs = parse("master", &plan.master_argv())?;
+    let agent_args: Vec<(String, agent::AgentArgs)> = plan
+        .agents
+        .iter()
+        .map(|a| Ok((a.name.clone(), parse("agent", &plan.agent_argv(a, docker))?)))
+        .collect::<anyhow::Result<_>>()?;
+    let scheduler_args: scheduler::SchedulerArgs = parse("scheduler", &plan.scheduler_argv())?;
+
+    let down = shutdown_of(&stopped);
+    daemons.spawn(async move { ("coord".into(), coord::main(coord_args, down).await) });
+    let down = shutdown_of(&stopped);
+    daemons.spawn(async move { ("master".into(), master::main(master_args, down).await) });
+    for (name, agent_args) in agent_args {
+        let down = shutdown_of(&stopped);
+        daemons.spawn(async move { (name, agent::main(agent_args, down).await) });
+    }
+    let down = shutdown_of(&stopped);
+    daemons.spawn(async move {
+        let result = scheduler::main(scheduler_args, down).await;
+        ("scheduler".into(), result)
+    });
+
+    let mut shutdown = shutdown;
+    let outcome: anyhow::Result<()> = tokio::select! {
+        biased;
+        () = &mut shutdown => Ok(()),
+        Some(ended) = daemons.join_next() => Err(early_end(ended)),
+        ready = ready(&plan) => match ready {
+            Ok(()) => {
+                print_banner(&plan, docker);
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => Ok(()),
+                    Some(ended) = daemons.join_next() => Err(early_end(ended)),
+                }
+            }
+            Err(e) => Err(e),
+        },
+    };
+
+    eprintln!("drover up: stopping");
+    let _ = stop.send(true);
+    let stopping = async {
+        while let Some(ended) = daemons.join_next().await {
+            if let Ok((name, Err(e))) = ended {
+                tracing::warn!("{name} stopped with an error: {e:#}");
+            }
+        }
+    };
+    if tokio::time::timeout(STOP_TIMEOUT, stopping).await.is_err() {
+        tracing::warn!("some daemons did not stop within {STOP_TIMEOUT:?}");
+        daemons.abort_all();
+    }
+    let mut cleanups = JoinSet::new();
+    for agent in &plan.agents {
+        cleanups.spawn(kill_tasks(plan.ip.clone(), agent.clone(), docker));
+    }
+    while cleanups.join_next().await.is_some() {}
+    if plan.temporary {
+        let _ = std::fs::remove_dir_all(&plan.work_dir);
+    }
+    outcome
+}
+
+fn early_end(ended: Result<(String, anyhow::Result<()>), tokio::task::JoinError>) -> anyhow::Error {
+    match ended {
+        Ok((name, Ok(()))) => anyhow::anyhow!("{name} stopped on its own"),
+        Ok((name, Err(e))) => e.context(format!("{name} failed")),
+        Err(e) => anyhow::anyhow!("a daemon panicked: {e}"),
+    }
+}
+
+/// Waits until the master leads with every agent registered and the scheduler leads with its
+/// framework registered.
+async fn ready(plan: &Plan) -> anyhow::Result<()> {
+    let agents = format!("\"activated_slaves\":{}", plan.agents.len());
+    let check = async {
+        loop {
+            let master = get(&plan.ip, plan.master_port, "/master/state").await;
+            let info = get(&plan.ip, plan.http_port, "/v2/info").await;
+            let master_ready =
+                master.is_some_and(|(status, body)| status == 200 && body.contains(&agents));
+            let scheduler_ready = info.is_some_and(|(status, body)| {
+                status == 200
+                    && body.contains("\"elected\":true")
+                    && !body.contains("\"frameworkId\":null")
+            });
+            if master_ready && scheduler_ready {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    tokio::time::timeout(READY_TIMEOUT, check)
+        .await
+        .map_err(|_| anyhow::anyhow!("the cluster was not ready within {READY_TIMEOUT:?}"))
+}
+
+/// A bare HTTP/1.0 GET: the status and the body.
+async fn get(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect((host, port)).await.ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_string();
+        Some((status, body))
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+fn print_banner(plan: &Plan, docker: bool) {
+    let ip = &plan.ip;
+    let agents: Vec<String> = plan
+        .agents
+        .iter()
+        .map(|a| format!("{} http://{ip}:{} ({})", a.name, a.port, a.resources))
+        .collect();
+    let containerizers = if docker {
+        "processes and Docker containers"
+    } else {
+        "processes only (no Docker engine answers, or --no-docker)"
+    };
+    let seed = if Path::new(SEED_APPS).is_file() {
+        SEED_APPS.to_string()
+    } else {
+        format!("<checkout>/{SEED_APPS}")
+    };
+    let work = if plan.temporary {
+        format!("{} (removed at the end)", plan.work_dir.display())
+    } else {
+        format!("{} (kept)", plan.work_dir.display())
+    };
+    // The one thing `up` writes to stdout: what to use, once it can be used.
+    println!(
+        "drover up: the cluster is ready\n\
+         \x20 Marathon  http://{ip}:{http}\n\
+         \x20 master    http://{ip}:{master}\n\
+         \x20 coord     {ip}:{coord}\n\
+         \x20 agents    {agents}\n\
+         \x20 tasks     {containerizers}\n\
+         \x20 work dir  {work}\n\
+         Try the seed's apps (their Docker image ubuntu:16.04 must be local; see the README):\n\
+         \x20 curl -X POST http://{ip}:{http}/v2/groups -H 'Content-Type: application/json' -d @{seed}\n\
+         Ctrl-C stops the cluster and its tasks.",
+        http = plan.http_port,
+        master = plan.master_port,
+        coord = plan.coord_port,
+        agents = agents.join("\n            "),
+    );
+}
+
+/// Kills what an agent of this cluster still runs, from its checkpoints (the agent has stopped;
+/// its tasks have not), with the agent's own containerizers; then removes any container left
+/// with the agent's label.
+async fn kill_tasks(ip: String, agent: AgentPlan, docker: bool) {
+    let meta = agent.work_dir.join("meta");
+    let env = drover_core::env::live::env(&format!("up-cleanup-{}", agent.name), &meta, None);
+    let mesos: Arc<dyn Containerizer> = Arc::new(MesosContainerizer::new(&agent.work_dir));
+    let docker: Option<Arc<dyn Containerizer>> = if docker {
+        // The label the agent's Docker containerizer puts on its containers.
+        DockerContainerizer::connect(&format!("{ip}:{}", agent.port))
+            .await
+            .ok()
+            .map(|d| Arc::new(DockerTasks::new(d)) as Arc<dyn Containerizer>)
+    } else {
+        None
+    };
+    let paths = env.disk().list(TASKS_PREFIX).await.unwrap_or_default();
+    let mut kills = JoinSet::new();
+    for path in paths {
+        let Ok(Some(bytes)) = env.disk().read(&path).await else {
+            continue;
+        };
+        let Ok(checkpoint) = TaskCheckpoint::decode(&bytes) else {
+            continue;
+        };
+        if checkpoint.state.is_terminal() {
+            continue;
+        }
+        let containerizer = match checkpoint.containerizer {
+            Kind::Mesos => mesos.clone(),
+            Kind::Docker => match &docker {
+                Some(d) => d.clone(),
+                None => continue,
+            },
+            Kind::Sim => continue,
+        };
+        let Ok(spec) =
+            drover_agent::task::parse_task(&checkpoint.task, &checkpoint.framework_id, &ip)
+        else {
+            continue;
+        };
+        let task = checkpoint.task_id.clone();
+        kills.spawn(async move {
+            let Ok(launched) = containerizer
+                .recover(&spec, checkpoint.handle, checkpoint.launched_ms)
+                .await
+            else {
+                return;
+            };
+            let (kill, killed) = tokio::sync::oneshot::channel();
+            let _ = kill.send(TASK_KILL_GRACE);
+            let exit = launched.running.wait(killed).await;
+            containerizer.cleanup(&launched.handle).await;
+            tracing::info!(%task, state = ?exit.state, "task stopped with the cluster");
+        });
+    }
+    let all = async { while kills.join_next().await.is_some() {} };
+    if tokio::time::timeout(STOP_TIMEOUT, all).await.is_err() {
+        tracing::warn!(agent = %agent.name, "some tasks did not stop in time");
+    }
+    if let Some(docker) = docker {
+        docker.cleanup_orphans(&[]).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn up(argv: &[&str]) -> UpArgs {
+        Argv::<UpArgs>::try_parse_from(argv).unwrap().args
+    }
+
+    #[test]
+    fn the_default_cluster_has_two_agents_with_disjoint_host_ports() {
+        let plan = Plan::of(&up(&["--work-dir", "/tmp/x"])).unwrap();
+        let agents: Vec<(&str, u16, &str)> = plan
+            .agents
+            .iter()
+            .map(|a| (a.name.as_str(), a.port, a.resources.as_str()))
+            .collect();
+        assert_eq!(
+            agents,
+            vec![
+                (
+                    "od1000-0",
+                    5051,
+                    "cpus:4;mem:8192;disk:100000;ports:[31000-31999]"
+                ),
+                (
+                    "od1000-1",
+                    5052,
+                    "cpus:4;mem:8192;disk:100000;ports:[32000-32999]"
+                ),
+            ]
+        );
+        assert_eq!(plan.zk("/mesos"), "zk://127.0.0.1:2181/mesos");
+        assert!(!plan.temporary);
+    }
+
+    #[test]
+    fn every_daemon_accepts_the_arguments_up_gives_it() {
+        let plan = Plan::of(&up(&[
+            "--work-dir",
+            "/tmp/x",
+            "--agent-ports",
+            "6001,6002,6003",
+            "--http-port",
+            "6000",
+        ]))
+        .unwrap();
+        parse::<coord::CoordArgs>("coord", &plan.coord_argv()).unwrap();
+        parse::<master::MasterArgs>("master", &plan.master_argv()).unwrap();
+        for agent in &plan.agents {
+            parse::<agent::AgentArgs>("agent", &plan.agent_argv(agent, true)).unwrap();
+        }
+        let scheduler: scheduler::SchedulerArgs =
+            parse("scheduler", &plan.scheduler_argv()).unwrap();
+        assert_eq!(scheduler.http_port, 6000);
+        assert_eq!(scheduler.zk, "zk://127.0.0.1:2181/marathon");
+        assert_eq!(plan.agents[2].name, "od1000-2");
+    }
+
+    #[test]
+    fn two_daemons_cannot_share_a_port() {
+        let error = Plan::of(&up(&["--work-dir", "/tmp/x", "--http-port", "5051"]))
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("port 5051"), "{error}");
+    }
+}
