@@ -6,7 +6,15 @@
 //! - `drover bench failover --hosts HOSTS --pids PIDS`: finds the leader (four-letter `srvr`),
 //!   kills it with SIGKILL, and measures the time until a client's write succeeds again.
 //!
-//! Both speak only the ZooKeeper protocol, so they measure drover coord and real ZooKeeper alike.
+//! - `drover bench launch --scheduler HOST:PORT --master HOST:PORT`: POSTs one app of N instances
+//!   to a live scheduler and times it until all are RUNNING (then DELETEs it and times until none
+//!   is); prints tasks/s and the ratio to Marathon 0.15's published figure. `bench/launch-1000.sh`
+//!   starts the cluster it measures.
+//! - `drover bench sim-launch`: the same app POSTed in the simulator; placed tasks per simulated
+//!   second, and simulated seconds per wall second.
+//!
+//! `coord` and `failover` speak only the ZooKeeper protocol, so they measure drover coord and real
+//! ZooKeeper alike.
 
 // This is a live-only command: it reads the real clock and starts a `kill` process.
 #![allow(clippy::disallowed_methods)]
@@ -25,7 +33,60 @@ pub enum Bench {
     Coord(CoordBench),
     /// Time from killing the leader to the first successful write.
     Failover(FailoverBench),
+    /// Time from POSTing an app of N instances to a live scheduler until all are RUNNING.
+    Launch(LaunchBench),
+    /// Placed tasks per simulated second for an app of N instances in the simulator.
+    SimLaunch(SimLaunchBench),
 }
+
+#[derive(Args)]
+pub struct LaunchBench {
+    /// The scheduler's `/v2` API, `HOST:PORT`.
+    #[arg(long)]
+    scheduler: String,
+    /// The leading master's HTTP API, `HOST:PORT` (to wait for the agents and count tasks).
+    #[arg(long)]
+    master: String,
+    #[arg(long, default_value_t = 1000)]
+    instances: u32,
+    /// Wait until this many agents are registered and active before POSTing.
+    #[arg(long, default_value_t = 3)]
+    agents: usize,
+    #[arg(long, default_value = "/bench")]
+    app_id: String,
+    #[arg(long, default_value = "sleep 1000")]
+    cmd: String,
+    /// Give up (and fail) after this many seconds in any one phase.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Wait this long (ms) after first seeing the scheduler subscribed before POSTing: a scheduler
+    /// launches nothing for 3 s after it subscribes (reconciliation first, checked each second), and
+    /// the POST should find it ready.
+    #[arg(long, default_value_t = 4000)]
+    settle_ms: u64,
+}
+
+#[derive(Args)]
+pub struct SimLaunchBench {
+    #[arg(long, default_value_t = 1000)]
+    instances: u32,
+    #[arg(long, default_value_t = 3)]
+    agents: u32,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Coordination servers in the simulated cluster (1 or 3).
+    #[arg(long, default_value_t = 1)]
+    coord: u32,
+    /// Simulated seconds the run lasts; the app is POSTed at 15 s.
+    #[arg(long, default_value_t = 120)]
+    duration: u64,
+    /// Write the run's trace to this file.
+    #[arg(long)]
+    trace: Option<std::path::PathBuf>,
+}
+
+/// Marathon 0.15's published launch figure: 500 instances on 189 agents in 14.18 s.
+const MARATHON_015_TASKS_PER_S: f64 = 500.0 / 14.18;
 
 #[derive(Args)]
 pub struct CoordBench {
@@ -57,6 +118,8 @@ pub async fn main(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Coord(args) => coord(args).await,
         Bench::Failover(args) => failover(args).await,
+        Bench::Launch(args) => launch(args).await,
+        Bench::SimLaunch(args) => sim_launch(args).await,
     }
 }
 
@@ -262,5 +325,389 @@ async fn failover(args: FailoverBench) -> anyhow::Result<()> {
         args.name,
         killed.elapsed().as_secs_f64() * 1000.0
     );
+    Ok(())
+}
+
+// ------------------------------------------------------------------ launch (live)
+
+fn host_port(flag: &str, text: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .with_context(|| format!("--{flag} {text:?}: expected HOST:PORT"))?;
+    let port = port
+        .parse()
+        .with_context(|| format!("--{flag} {text:?}: {port:?} is not a port"))?;
+    Ok((host.to_string(), port))
+}
+
+/// One HTTP exchange; the body is JSON in and out (`null` when the answer is not JSON).
+async fn call(
+    env: &drover_core::Env,
+    (host, port): &(String, u16),
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let mut builder = http::Request::builder().method(method).uri(path);
+    if body.is_some() {
+        builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+    let request = builder.body(bytes::Bytes::from(bytes))?;
+    let response =
+        drover_core::http::request(env, host, *port, request, Duration::from_secs(10)).await?;
+    let status = response.status().as_u16();
+    let value = serde_json::from_slice(response.body()).unwrap_or(serde_json::Value::Null);
+    Ok((status, value))
+}
+
+/// The deadline of one phase: `check` fails once it has passed.
+struct Phase {
+    what: String,
+    started: Instant,
+    timeout: Duration,
+}
+
+impl Phase {
+    fn new(what: impl Into<String>, timeout: Duration) -> Phase {
+        Phase {
+            what: what.into(),
+            started: Instant::now(),
+            timeout,
+        }
+    }
+
+    /// Sleeps the 200 ms between two polls, or fails when the phase took too long.
+    async fn next(&self) -> anyhow::Result<()> {
+        if self.started.elapsed() > self.timeout {
+            bail!("{}: not within {} s", self.what, self.timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok(())
+    }
+}
+
+/// The master's count of its tasks not yet ended, and of those RUNNING.
+fn master_tasks(state: &serde_json::Value) -> (usize, usize) {
+    let tasks = state["frameworks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|f| f["tasks"].as_array().into_iter().flatten());
+    let (mut live, mut running) = (0, 0);
+    for task in tasks {
+        live += 1;
+        if task["state"] == "TASK_RUNNING" {
+            running += 1;
+        }
+    }
+    (live, running)
+}
+
+async fn launch(args: LaunchBench) -> anyhow::Result<()> {
+    let scheduler = host_port("scheduler", &args.scheduler)?;
+    let master = host_port("master", &args.master)?;
+    let dir = std::env::temp_dir().join("drover-bench");
+    let env = drover_core::env::live::env("bench-launch", dir, None);
+    let timeout = Duration::from_secs(args.timeout);
+    let n = args.instances as usize;
+
+    let waiting = Instant::now();
+    let phase = Phase::new("the scheduler elected and subscribed", timeout);
+    loop {
+        if let Ok((200, info)) = call(&env, &scheduler, "GET", "/v2/info", None).await {
+            if info["elected"] == true && info["frameworkId"].is_string() {
+                break;
+            }
+        }
+        phase.next().await?;
+    }
+    let subscribed = Instant::now();
+    let phase = Phase::new(
+        format!("{} active agents at the master", args.agents),
+        timeout,
+    );
+    loop {
+        if let Ok((200, state)) = call(&env, &master, "GET", "/master/state", None).await {
+            let slaves = state["slaves"].as_array().cloned().unwrap_or_default();
+            if slaves.iter().filter(|s| s["active"] == true).count() >= args.agents {
+                break;
+            }
+        }
+        phase.next().await?;
+    }
+    eprintln!(
+        "cluster ready after {:.1} s: scheduler elected and subscribed, {} agents active",
+        waiting.elapsed().as_secs_f64(),
+        args.agents
+    );
+    let settle = Duration::from_millis(args.settle_ms);
+    tokio::time::sleep(settle.saturating_sub(subscribed.elapsed())).await;
+
+    let app = serde_json::json!({
+        "id": args.app_id, "instances": args.instances, "cpus": 0.01, "mem": 1, "cmd": args.cmd,
+    });
+    // The list with counts only: `/v2/apps/ID` would embed all N tasks in every poll.
+    let counts_path = format!("/v2/apps?id={}", args.app_id);
+    let started = Instant::now();
+    let (status, body) = call(&env, &scheduler, "POST", "/v2/apps", Some(&app)).await?;
+    if !(200..300).contains(&status) {
+        bail!("POST /v2/apps answered {status}: {body}");
+    }
+    let posted = started.elapsed();
+    let mut all_placed: Option<Duration> = None;
+    let mut last_report = Instant::now();
+    let phase = Phase::new(format!("{n} instances of {} RUNNING", args.app_id), timeout);
+    loop {
+        if let Ok((200, body)) = call(&env, &scheduler, "GET", &counts_path, None).await {
+            let apps = body["apps"].as_array().cloned().unwrap_or_default();
+            if let Some(app) = apps.iter().find(|a| a["id"] == args.app_id.as_str()) {
+                let running = app["tasksRunning"].as_u64().unwrap_or(0) as usize;
+                let staged = app["tasksStaged"].as_u64().unwrap_or(0) as usize;
+                if all_placed.is_none() && running + staged >= n {
+                    all_placed = Some(started.elapsed());
+                }
+                if running >= n {
+                    break;
+                }
+                if last_report.elapsed() >= Duration::from_secs(1) {
+                    last_report = Instant::now();
+                    eprintln!(
+                        "  {:5.1} s: {running} running, {staged} staged",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        }
+        phase.next().await?;
+    }
+    let took = started.elapsed().as_secs_f64();
+    let rate = n as f64 / took;
+    let (_, state) = call(&env, &master, "GET", "/master/state", None).await?;
+    let (_, master_running) = master_tasks(&state);
+    println!(
+        "launch: {n} instances (cpus 0.01, mem 1, {:?}) on {} agents all RUNNING {took:.2} s after the POST = {rate:.1} tasks/s \
+         (POST answered in {:.0} ms, all placed at {:.2} s; the master counts {master_running} RUNNING)",
+        args.cmd,
+        args.agents,
+        posted.as_secs_f64() * 1000.0,
+        all_placed.unwrap_or_default().as_secs_f64(),
+    );
+    println!(
+        "ratio to Marathon 0.15 (500 instances on 189 agents in 14.18 s = {MARATHON_015_TASKS_PER_S:.1} tasks/s): {:.2}x",
+        rate / MARATHON_015_TASKS_PER_S
+    );
+
+    let deleting = Instant::now();
+    let path = format!("/v2/apps{}", args.app_id);
+    let (status, body) = call(&env, &scheduler, "DELETE", &path, None).await?;
+    if !(200..300).contains(&status) {
+        bail!("DELETE {path} answered {status}: {body}");
+    }
+    let mut last_report = Instant::now();
+    let phase = Phase::new("every task ended at the master", timeout);
+    loop {
+        if let Ok((200, state)) = call(&env, &master, "GET", "/master/state", None).await {
+            let (live, running) = master_tasks(&state);
+            if live == 0 {
+                break;
+            }
+            if last_report.elapsed() >= Duration::from_secs(1) {
+                last_report = Instant::now();
+                eprintln!(
+                    "  {:5.1} s: {running} running, {live} not ended",
+                    deleting.elapsed().as_secs_f64()
+                );
+            }
+        }
+        phase.next().await?;
+    }
+    let took = deleting.elapsed().as_secs_f64();
+    println!(
+        "delete: all {n} tasks ended (none left at the master) {took:.2} s after the DELETE = {:.1} tasks/s",
+        n as f64 / took
+    );
+    Ok(())
+}
+
+// ------------------------------------------------------------------ sim-launch
+
+async fn sim_launch(args: SimLaunchBench) -> anyhow::Result<()> {
+    // The simulator builds its own runtimes, which cannot be started from within this command's:
+    // it runs on a thread of its own.
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(sim_launch_blocking(&args));
+    });
+    result.await.context("the simulation thread panicked")?
+}
+
+/// What the trace says about the app's launch.
+#[derive(Default)]
+struct LaunchTrace {
+    post_ms: Option<u64>,
+    post_status: Option<String>,
+    launches: usize,
+    last_launch_ms: u64,
+    running: std::collections::BTreeSet<String>,
+    all_running_ms: Option<u64>,
+    per_agent: std::collections::BTreeMap<String, usize>,
+    /// The app's tasks that ended, per state (a launch lost on the way ends TASK_GONE or so).
+    ended: std::collections::BTreeMap<String, usize>,
+    /// Agents that lost their master (`master_lost`), a sign of a stalled link.
+    masters_lost: usize,
+}
+
+fn read_trace(trace: &str, app: &str, n: usize) -> LaunchTrace {
+    let mut found = LaunchTrace::default();
+    for line in trace.lines() {
+        let mut parts = line.splitn(3, ' ');
+        let (Some(at), Some(node), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let (Ok(at_ms), Some(event)) = (at.parse::<u64>(), drover_core::Event::parse(rest)) else {
+            continue;
+        };
+        match event.name.as_str() {
+            "http" if event.field("step") == Some("0") => {
+                if node == drover_sim::run::CLIENT {
+                    found.post_status = event.field("status").map(str::to_string);
+                } else if found.post_ms.is_none() {
+                    found.post_ms = Some(at_ms);
+                }
+            }
+            "launch" if event.field("app") == Some(app) => {
+                found.launches += 1;
+                found.last_launch_ms = at_ms;
+            }
+            "task_launched" => *found.per_agent.entry(node.to_string()).or_default() += 1,
+            "master_lost" => found.masters_lost += 1,
+            "task"
+                if event.field("app") == Some(app)
+                    && event.field("state") == Some("TASK_RUNNING") =>
+            {
+                if let Some(task) = event.field("task") {
+                    found.running.insert(task.to_string());
+                }
+                if found.all_running_ms.is_none() && found.running.len() >= n {
+                    found.all_running_ms = Some(at_ms);
+                }
+            }
+            "task" if event.field("app") == Some(app) => {
+                let state = event.field("state").unwrap_or("?");
+                if !matches!(state, "TASK_STAGING" | "TASK_STARTING" | "TASK_RUNNING") {
+                    *found.ended.entry(state.to_string()).or_default() += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+fn sim_launch_blocking(args: &SimLaunchBench) -> anyhow::Result<()> {
+    if args.coord != 1 && args.coord != 3 {
+        bail!("--coord: expected 1 or 3, found {}", args.coord);
+    }
+    let app_id = "/bench";
+    let n = args.instances as usize;
+    let agents: Vec<serde_json::Value> = (0..args.agents)
+        .map(|i| {
+            serde_json::json!({
+                "name": format!("bench-agent-{i}"),
+                "resources": "cpus:8;mem:4096;disk:10000;ports:[31000-32999]",
+            })
+        })
+        .collect();
+    let document = serde_json::json!({
+        "name": "bench-sim-launch",
+        "seed": args.seed,
+        "duration": format!("{}s", args.duration),
+        "cluster": {
+            "coord": args.coord, "masters": 1, "schedulers": 1, "agents": agents,
+            "network": {"latency_ms": [1, 5]},
+        },
+        "timeline": [{
+            "at": "15s", "do": "http", "node": "scheduler-1", "method": "POST", "path": "/v2/apps",
+            "body": {"id": app_id, "instances": args.instances, "cpus": 0.01, "mem": 1, "cmd": "sleep 1000"},
+            "expect_status": 201,
+        }],
+        "expect": {"always": ["one_leader:master", "no_overcommit", "no_duplicate_task"]},
+    });
+    let scenario = drover_sim::scenario::parse(std::path::Path::new("<sim-launch>"), document)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "sim-launch: {n} instances (cpus 0.01, mem 1, `sleep 1000`) on {} simulated agents, {} coord, seed {}, {} s simulated",
+        args.agents, args.coord, args.seed, args.duration
+    );
+    let roles = crate::roles();
+    let started = Instant::now();
+    // The daemons log through `tracing`; in simulation their trace is what counts, so their log
+    // lines are dropped (this thread only).
+    let outcome =
+        tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+            drover_sim::run(&scenario, &roles, args.seed)
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let wall = started.elapsed().as_secs_f64().max(1e-9);
+    if let Some(path) = &args.trace {
+        std::fs::write(path, &outcome.trace)
+            .with_context(|| format!("write the trace to {}", path.display()))?;
+    }
+    let found = read_trace(&outcome.trace, app_id, n);
+    let post_ms = found.post_ms.context("the trace has no POST")?;
+    let simulated = outcome.simulated_ms as f64 / 1000.0;
+    let per_agent: Vec<String> = found
+        .per_agent
+        .iter()
+        .map(|(agent, count)| format!("{agent} {count}"))
+        .collect();
+    println!(
+        "POST at {:.3} s answered {}; {} launches, the last {:.3} s after the POST; tasks per agent: {}",
+        post_ms as f64 / 1000.0,
+        found.post_status.as_deref().unwrap_or("nothing"),
+        found.launches,
+        found.last_launch_ms.saturating_sub(post_ms) as f64 / 1000.0,
+        if per_agent.is_empty() { "none".into() } else { per_agent.join(", ") },
+    );
+    if found.launches > n || !found.ended.is_empty() || found.masters_lost > 0 {
+        let ended: Vec<String> = found
+            .ended
+            .iter()
+            .map(|(state, count)| format!("{state} {count}"))
+            .collect();
+        println!(
+            "not a clean launch: {} launches for {n} instances; tasks ended: {}; agents lost their master {} time(s)",
+            found.launches,
+            if ended.is_empty() { "none".into() } else { ended.join(", ") },
+            found.masters_lost
+        );
+    }
+    println!(
+        "wall: simulated {simulated:.1} s in {wall:.2} s of wall time ({:.1} simulated s per wall s)",
+        simulated / wall
+    );
+    for failure in &outcome.failures {
+        println!(
+            "FAILED {} at {} ms: {}",
+            failure.check, failure.at_ms, failure.message
+        );
+    }
+    match found.all_running_ms {
+        Some(at_ms) => {
+            let took = at_ms.saturating_sub(post_ms) as f64 / 1000.0;
+            println!(
+                "all {n} RUNNING {took:.3} simulated s after the POST = {:.1} placed tasks per simulated second",
+                n as f64 / took.max(1e-3)
+            );
+        }
+        None => bail!(
+            "only {} of {n} instances RUNNING after {simulated:.0} simulated s",
+            found.running.len()
+        ),
+    }
+    if !outcome.passed() {
+        bail!("the run broke an invariant (above)");
+    }
     Ok(())
 }
