@@ -622,18 +622,26 @@ async fn agent_connection(conn: u64, stream: Stream, inputs: mpsc::Sender<Input>
     {
         return;
     }
+    // Writing and reading go on at once: a side that stopped reading while it waited to write
+    // could stall against an agent doing the same (a burst of launches one way, status updates
+    // the other, both buffers full).
+    let (mut sink, mut frames) = framed.split();
+    let mut writer = tokio::spawn(async move {
+        while let Some(message) = rx.recv().await {
+            let Ok(frame) = encode_message(&message) else {
+                continue;
+            };
+            match tokio::time::timeout(IO_TIMEOUT, sink.send(frame)).await {
+                Ok(Ok(())) => {}
+                _ => break,
+            }
+        }
+    });
     loop {
         tokio::select! {
             biased;
-            out = rx.recv() => {
-                let Some(message) = out else { break };
-                let Ok(frame) = encode_message(&message) else { continue };
-                match tokio::time::timeout(IO_TIMEOUT, framed.send(frame)).await {
-                    Ok(Ok(())) => {}
-                    _ => break,
-                }
-            }
-            frame = framed.next() => {
+            _ = &mut writer => break,
+            frame = frames.next() => {
                 let Some(Ok(frame)) = frame else { break };
                 match decode_message::<AgentMessage>(&frame) {
                     Ok(message) => {
@@ -649,6 +657,7 @@ async fn agent_connection(conn: u64, stream: Stream, inputs: mpsc::Sender<Input>
             }
         }
     }
+    writer.abort();
     let _ = inputs.send(Input::AgentClosed { conn }).await;
 }
 

@@ -1402,19 +1402,21 @@ impl Scheduler {
                         *stats.reasons.entry(reason).or_default() += 1;
                         break;
                     }
-                    let placed: Vec<Instance> = self
-                        .instances
-                        .values()
-                        .filter(|i| i.app == id.to_string() && i.is_active())
-                        .cloned()
-                        .collect();
-                    let placements: Vec<Placement<'_>> = placed
-                        .iter()
-                        .map(|i| Placement::new(&i.host, &i.attributes))
-                        .collect();
-                    let candidate = Placement::new(&offer.hostname, &attributes);
-                    if let Err(why) = constraints::check(&app.constraints, &candidate, &placements)
-                    {
+                    // The app's placed instances matter only to its constraints.
+                    let verdict = if app.constraints.is_empty() {
+                        Ok(())
+                    } else {
+                        let name = id.to_string();
+                        let placements: Vec<Placement<'_>> = self
+                            .instances
+                            .values()
+                            .filter(|i| i.app == name && i.is_active())
+                            .map(|i| Placement::new(&i.host, &i.attributes))
+                            .collect();
+                        let candidate = Placement::new(&offer.hostname, &attributes);
+                        constraints::check(&app.constraints, &candidate, &placements)
+                    };
+                    if let Err(why) = verdict {
                         let stats = self.offer_stats.entry(id.clone()).or_default();
                         *stats.reasons.entry("UnfulfilledConstraint").or_default() += 1;
                         stats.last_constraint = Some(why);

@@ -339,6 +339,8 @@ async fn core(
                 if l.ready_at.is_some_and(|at| t >= at) {
                     l.ready_at = None;
                     l.scheduler.launch_ready = true;
+                    // Offers refused while waiting for reconciliation are wanted again.
+                    fx.calls.push(crate::core::bare(CallType::Revive));
                 }
                 if t >= l.last_reconcile + l.scheduler.tuning.reconcile_interval_ms {
                     l.last_reconcile = t;
