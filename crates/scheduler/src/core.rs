@@ -2159,6 +2159,41 @@ mod tests {
     }
 
     #[test]
+    fn a_unique_hostname_constraint_keeps_the_third_instance_waiting_and_says_why() {
+        let mut s = scheduler();
+        let app = crate::validation::parse_app(
+            br#"{"id": "/uniq", "cmd": "sleep 100", "instances": 3, "cpus": 0.1, "mem": 16,
+                 "constraints": [["hostname", "UNIQUE"]]}"#,
+        )
+        .expect("parses");
+        let target = s
+            .root
+            .put_app(app, "2026-01-01T00:00:00.000Z")
+            .expect("puts");
+        let mut fx = Effects::default();
+        s.deploy(target, false, &mut fx).expect("deploys");
+        s.converge(0, &mut fx);
+        let first = launched(&s.offers(&[offer(0, 4.0), offer(1, 4.0)], 0));
+        assert_eq!(first.len(), 2);
+        assert_ne!(first[0].1, first[1].1);
+        let again = s.offers(&[offer(0, 4.0)], 0);
+        assert!(
+            launched(&again).is_empty(),
+            "no second instance on od1000-0"
+        );
+        assert!(again[0].1.decline.is_some());
+        let queue = s.queue_json(0);
+        let entry = &queue["queue"][0];
+        assert_eq!(entry["count"], 1);
+        assert!(
+            entry["lastConstraintDeclined"]
+                .as_str()
+                .is_some_and(|why| why.contains("UNIQUE")),
+            "{entry}"
+        );
+    }
+
+    #[test]
     fn an_unknown_running_task_is_killed() {
         let mut s = scheduler();
         let fx = running(&mut s, "stranger.1");
