@@ -354,6 +354,15 @@ async fn subscribe(
             None => Outcome::Failed("307 without a usable Location".into()),
         };
     }
+    if status == 403 && info.id.is_some() {
+        // The master removed this framework (torn down, or its failover timeout passed): its id
+        // is never accepted again. Register anew; the application learns the new id from
+        // `Subscribed`, and its old tasks are gone with the old framework.
+        connection.abort();
+        tracing::warn!(framework = ?info.id, "the master removed this framework: registering anew");
+        driver.session().framework_id = None;
+        return Outcome::Failed("SUBSCRIBE answered 403: the framework was removed".into());
+    }
     if status != 200 {
         connection.abort();
         return Outcome::Failed(format!("SUBSCRIBE answered {status}"));

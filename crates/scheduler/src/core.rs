@@ -1035,7 +1035,9 @@ impl Scheduler {
                 unix,
             );
         }
-        if status.state.is_terminal() {
+        // UNKNOWN: the master has never heard of the task (a launch lost with its framework or
+        // its master); it is not coming back, and it is expunged like an ended one.
+        if status.state.is_terminal() || status.state == TaskState::TaskUnknown {
             let failed = matches!(status.state, TaskState::TaskFailed | TaskState::TaskError)
                 && !i.kill_requested;
             self.instances.remove(&task);
