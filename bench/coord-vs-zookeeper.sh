@@ -40,10 +40,12 @@ start_drover() {
     drover_pids=$(IFS=,; echo "${pids[*]}")
 }
 
-wait_for_leader() { # hosts
-    local host mode
-    for _ in $(seq 1 100); do
-        for host in ${1//,/ }; do
+wait_for_leader() { # name hosts [log files...]
+    local name=$1 hosts=$2 host mode
+    shift 2
+    # Up to ~2 minutes: a loaded CI machine (2 cores, a JVM starting next door) can be slow.
+    for _ in $(seq 1 300); do
+        for host in ${hosts//,/ }; do
             mode=$(python3 - "$host" <<'PY'
 import socket, sys
 h, p = sys.argv[1].rsplit(":", 1)
@@ -63,7 +65,11 @@ PY
         done
         sleep 0.2
     done
-    echo "no leader among $1" >&2
+    echo "$name: no leader among $hosts" >&2
+    for log in "$@"; do
+        echo "--- $log" >&2
+        tail -n 20 "$log" >&2 || true
+    done
     return 1
 }
 
@@ -71,8 +77,8 @@ start_drover
 python3 tests/zk/real_zookeeper.py start --dir "$work/zookeeper" --ensemble 3 >"$work/zookeeper.out"
 zookeeper_hosts=$(sed -n 's/^hosts=//p' "$work/zookeeper.out")
 zookeeper_pids=$(cat "$work"/zookeeper/node*/pid | paste -sd, -)
-wait_for_leader "$drover_hosts"
-wait_for_leader "$zookeeper_hosts"
+wait_for_leader drover "$drover_hosts" "$work"/drover-*/log
+wait_for_leader zookeeper "$zookeeper_hosts" "$work/zookeeper.out"
 
 echo "== write throughput and latency ($clients clients, $seconds s each)"
 "$drover" bench coord --clients "$clients" --seconds "$seconds" \
