@@ -457,7 +457,7 @@ fn app_route(method: &Method, rest: &[&str], query: &Params, body: Bytes) -> Res
             if s.root.app(&id).is_none() {
                 return app_missing(&id);
             }
-            let version = format_version(s_unix(s));
+            let version = format_version(s.unix_ms());
             let mut target = s.root.remove_app(&id, &version);
             target.version = Some(version);
             deployed(s.deploy(target, force, fx))
@@ -579,10 +579,6 @@ fn group_route(
     }
 }
 
-fn s_unix(s: &Scheduler) -> u64 {
-    s.unix_ms()
-}
-
 fn app_missing(id: &PathId) -> Reply {
     Reply::json(
         404,
@@ -603,6 +599,25 @@ fn deployed(result: Result<(String, String), ApiError>) -> Reply {
             Reply::json(200, json!({"version": version, "deploymentId": deployment}))
         }
         Err(e) => Reply::error(e),
+    }
+}
+
+/// The answer to a change that started a deployment: 201 with `Location` when it created
+/// something at `created`, else 200; both name the deployment in `Marathon-Deployment-Id`.
+fn change_reply(deployment: String, version: String, created: Option<String>) -> Reply {
+    let body = json!({"version": version, "deploymentId": deployment});
+    let mut headers = vec![("marathon-deployment-id", deployment)];
+    let status = match created {
+        Some(location) => {
+            headers.insert(0, ("location", location));
+            201
+        }
+        None => 200,
+    };
+    Reply {
+        status,
+        headers,
+        body,
     }
 }
 
@@ -702,23 +717,8 @@ fn update_app(
     target.version = Some(version);
     match s.deploy(target, force, fx) {
         Ok((deployment, version)) => {
-            let body = json!({"version": version, "deploymentId": deployment});
-            if existing.is_none() {
-                Reply {
-                    status: 201,
-                    headers: vec![
-                        ("location", format!("/v2/apps{id}")),
-                        ("marathon-deployment-id", deployment),
-                    ],
-                    body,
-                }
-            } else {
-                Reply {
-                    status: 200,
-                    headers: vec![("marathon-deployment-id", deployment)],
-                    body,
-                }
-            }
+            let created = existing.is_none().then(|| format!("/v2/apps{id}"));
+            change_reply(deployment, version, created)
         }
         Err(e) => Reply::error(e),
     }
@@ -794,23 +794,8 @@ fn change_group(
     let effective = update.effective_id(base);
     match s.deploy(target, flag(q, "force"), fx) {
         Ok((deployment, version)) => {
-            let body = json!({"version": version, "deploymentId": deployment});
-            if mode == UpdateMode::Create {
-                Reply {
-                    status: 201,
-                    headers: vec![
-                        ("location", format!("/v2/groups{effective}")),
-                        ("marathon-deployment-id", deployment),
-                    ],
-                    body,
-                }
-            } else {
-                Reply {
-                    status: 200,
-                    headers: vec![("marathon-deployment-id", deployment)],
-                    body,
-                }
-            }
+            let created = (mode == UpdateMode::Create).then(|| format!("/v2/groups{effective}"));
+            change_reply(deployment, version, created)
         }
         Err(e) => Reply::error(e),
     }

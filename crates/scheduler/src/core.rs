@@ -597,13 +597,7 @@ impl Scheduler {
             .find(|d| d.plan.affected_apps.contains(id))
         {
             if !force {
-                return Err(ApiError {
-                    status: 409,
-                    body: json!({
-                        "message": "App is locked by one or more deployments. Override with the option '?force=true'. View details at '/v2/deployments/<DEPLOYMENT_ID>'.",
-                        "deployments": [{"id": d.plan.id}],
-                    }),
-                });
+                return Err(locked(std::slice::from_ref(&d.plan.id)));
             }
             let old = d.plan.id.clone();
             self.cancel_deployment(&old, fx);
@@ -694,13 +688,7 @@ impl Scheduler {
             .map(|d| d.plan.id.clone())
             .collect();
         if !conflicts.is_empty() && !force {
-            return Err(ApiError {
-                status: 409,
-                body: json!({
-                    "message": "App is locked by one or more deployments. Override with the option '?force=true'. View details at '/v2/deployments/<DEPLOYMENT_ID>'.",
-                    "deployments": conflicts.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
-                }),
-            });
+            return Err(locked(&conflicts));
         }
         for old in conflicts {
             self.cancel_deployment(&old, fx);
@@ -1628,6 +1616,17 @@ impl Scheduler {
             .values()
             .map(|d| d.plan.to_marathon_json(d.step + 1))
             .collect::<Vec<_>>())
+    }
+}
+
+/// Marathon's 409 for an app that running deployments hold.
+fn locked(deployments: &[String]) -> ApiError {
+    ApiError {
+        status: 409,
+        body: json!({
+            "message": "App is locked by one or more deployments. Override with the option '?force=true'. View details at '/v2/deployments/<DEPLOYMENT_ID>'.",
+            "deployments": deployments.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
+        }),
     }
 }
 
