@@ -289,7 +289,7 @@ async fn pipelined_writes_to_a_follower_are_all_answered() {
     let writes: Vec<_> = (0..200)
         .map(|_| {
             let zk = zk.clone();
-            tokio::spawn(async move {
+            drover_core::env::spawn(async move {
                 zk.create("/pipeline/n-", b"x", CreateMode::PersistentSequential)
                     .await
             })

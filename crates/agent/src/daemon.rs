@@ -112,7 +112,7 @@ pub async fn run(
         core.port = local.port();
     }
     let (state_requests, mut state_rx) = mpsc::channel::<oneshot::Sender<Json>>(16);
-    let server = tokio::spawn(drover_core::http::serve(
+    let server = drover_core::env::spawn(drover_core::http::serve(
         listener,
         router(state_requests),
         std::future::pending(),
@@ -582,7 +582,7 @@ impl Core {
         kill: KillSignal,
     ) {
         let events = self.events.clone();
-        self.runners.spawn(async move {
+        drover_core::env::spawn_into(&mut self.runners, async move {
             match start.await {
                 Err(message) => {
                     let _ = events.send(TaskEvent::Ended {
@@ -787,7 +787,7 @@ impl Core {
         let host = self.config.hostname.clone();
         let events = self.events.clone();
         let id = task_id.to_string();
-        let checker = self.runners.spawn(async move {
+        let checker = drover_core::env::spawn_into(&mut self.runners, async move {
             tokio::time::sleep(check.delay).await;
             loop {
                 let result = run_check(&env, &host, &check, &*containerizer, &spec, &handle).await;
@@ -1018,7 +1018,10 @@ impl Core {
                     if let Some(containerizer) =
                         self.containerizer_of(entry.checkpoint.containerizer)
                     {
-                        self.runners.spawn(containerizer.cleanup(handle));
+                        drover_core::env::spawn_into(
+                            &mut self.runners,
+                            containerizer.cleanup(handle),
+                        );
                     }
                 }
                 self.completed.push_back(Completed {

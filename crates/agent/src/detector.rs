@@ -54,7 +54,8 @@ impl Detector {
                     session_timeout,
                     connect_timeout: Duration::from_secs(2),
                 };
-                let task = tokio::spawn(follow(env.clone(), config, path.clone(), sender));
+                let task =
+                    drover_core::env::spawn(follow(env.clone(), config, path.clone(), sender));
                 Detector {
                     leader,
                     _fixed: None,

@@ -54,9 +54,10 @@ impl Agent {
         let containerizers: Vec<Arc<dyn Containerizer>> =
             vec![Arc::new(MesosContainerizer::new(work_dir))];
         let (stop, stopped) = oneshot::channel::<()>();
-        let running = tokio::spawn(drover_agent::run(env, config, containerizers, async {
-            let _ = stopped.await;
-        }));
+        let running =
+            drover_core::env::spawn(drover_agent::run(env, config, containerizers, async {
+                let _ = stopped.await;
+            }));
         Agent { stop, running }
     }
 

@@ -131,7 +131,7 @@ impl Client {
         let (commands, receiver) = mpsc::unbounded_channel();
         let (state_sender, state) = watch::channel(State::Connecting);
         let (session_sender, session) = watch::channel(0);
-        tokio::spawn(run(env, config, receiver, state_sender, session_sender));
+        drover_core::env::spawn(run(env, config, receiver, state_sender, session_sender));
         Client {
             commands,
             state,

@@ -212,9 +212,9 @@ pub async fn serve(
                 port: own.1,
                 source,
             })?;
-        tokio::spawn(accept_peers(peers, inputs.clone()));
+        drover_core::env::spawn(accept_peers(peers, inputs.clone()));
     }
-    tokio::spawn(accept_clients(
+    drover_core::env::spawn(accept_clients(
         clients,
         inputs.clone(),
         config.max_packet_bytes,
@@ -259,7 +259,7 @@ async fn accept_clients(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        tokio::spawn(client_connection(
+        drover_core::env::spawn(client_connection(
             next,
             stream,
             inputs.clone(),
@@ -352,7 +352,7 @@ async fn accept_peers(mut listener: Listener, inputs: mpsc::UnboundedSender<Inpu
             continue;
         };
         let inputs = inputs.clone();
-        tokio::spawn(async move {
+        drover_core::env::spawn(async move {
             let mut frames = FramedRead::new(stream, FrameCodec::with_max(PEER_MAX_FRAME_BYTES));
             while let Ok(Some(Ok(frame))) = tokio::time::timeout(PEER_IDLE, frames.next()).await {
                 let input = match decode_binary(&frame) {
@@ -496,7 +496,7 @@ impl Core {
         for (id, (host, port)) in &config.peers {
             if *id != config.id {
                 let (sender, receiver) = mpsc::channel(PEER_QUEUE_FRAMES);
-                tokio::spawn(send_to_peer(env.clone(), host.clone(), *port, receiver));
+                drover_core::env::spawn(send_to_peer(env.clone(), host.clone(), *port, receiver));
                 peers.insert(*id, sender);
             }
         }

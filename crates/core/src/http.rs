@@ -39,14 +39,42 @@ impl axum::serve::Listener for Listener {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves.
+///
+/// Each connection is a task spawned through the seam (not axum's own `tokio::spawn`), so in the
+/// simulator it belongs to the node and goes with it when the node crashes. At shutdown the
+/// listener closes; connections already accepted finish their exchanges.
 pub async fn serve(
     listener: Listener,
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_from(listener, router, shutdown).await
+}
+
+/// [`serve`] for connections that come from anywhere (a channel, say) as an axum `Listener`.
+pub async fn serve_from<L>(
+    mut listener: L,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()>
+where
+    L: axum::serve::Listener<Io = Stream>,
+{
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            biased;
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => accepted,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        crate::env::spawn(async move {
+            // A connection's error (a reset, a malformed request) ends that connection only.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +111,7 @@ pub async fn request(
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| failed(e.to_string()))?;
-        tokio::spawn(async move {
+        crate::env::spawn(async move {
             // The connection ends with the exchange; its error, if any, surfaces there.
             let _ = connection.await;
         });
@@ -128,7 +156,7 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let router = axum::Router::new().route("/health", get(|| async { "ok" }));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, router, async {
+        let server = crate::env::spawn(serve(listener, router, async {
             let _ = stopped.await;
         }));
         let request = Request::get("/health").body(Bytes::new()).unwrap();

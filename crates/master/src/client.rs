@@ -104,7 +104,7 @@ impl Driver {
             session,
         };
         let (events, receiver) = mpsc::channel(1024);
-        tokio::spawn(run(driver.clone(), locator, info, events));
+        drover_core::env::spawn(run(driver.clone(), locator, info, events));
         (driver, receiver)
     }
 
@@ -319,7 +319,7 @@ async fn subscribe(
     let Ok(Ok((mut sender, connection))) = handshake else {
         return Outcome::Failed("HTTP handshake failed".into());
     };
-    let connection = tokio::spawn(async move {
+    let connection = drover_core::env::spawn(async move {
         let _ = connection.await;
     });
     let mut call = Driver::bare(CallType::Subscribe);

@@ -252,14 +252,15 @@ pub async fn serve(
             .map(|zk| (zk_client.clone(), zk.path.clone())),
     };
     let (http_tx, http_rx) = mpsc::channel(64);
-    tokio::spawn(accept_loop(listener, http_tx, inputs.clone()));
+    drover_core::env::spawn(accept_loop(listener, http_tx, inputs.clone()));
     let router = router(shared);
-    let http = tokio::spawn(async move {
-        let _ = axum::serve(ChannelListener(http_rx, config.bind), router).await;
+    let http = drover_core::env::spawn(async move {
+        let listener = ChannelListener(http_rx, config.bind);
+        let _ = drover_core::http::serve_from(listener, router, std::future::pending()).await;
     });
     match &config.zk {
         Some(zk) => {
-            tokio::spawn(campaign(
+            drover_core::env::spawn(campaign(
                 env.clone(),
                 zk.clone(),
                 info.clone(),
@@ -577,7 +578,7 @@ async fn accept_loop(
         next_conn += 1;
         let conn = next_conn;
         let (http, inputs) = (http.clone(), inputs.clone());
-        tokio::spawn(async move {
+        drover_core::env::spawn(async move {
             let mut first = [0u8; 1];
             let Ok(Ok(1)) = tokio::time::timeout(IO_TIMEOUT, stream.read(&mut first)).await else {
                 return;
@@ -626,7 +627,7 @@ async fn agent_connection(conn: u64, stream: Stream, inputs: mpsc::Sender<Input>
     // could stall against an agent doing the same (a burst of launches one way, status updates
     // the other, both buffers full).
     let (mut sink, mut frames) = framed.split();
-    let mut writer = tokio::spawn(async move {
+    let mut writer = drover_core::env::spawn(async move {
         while let Some(message) = rx.recv().await {
             let Ok(frame) = encode_message(&message) else {
                 continue;

@@ -43,7 +43,7 @@ async fn a_removed_framework_registers_again_under_a_new_id() {
         tuning: Tuning::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let master = tokio::spawn(daemon::serve(env, config, async move {
+    let master = drover_core::env::spawn(daemon::serve(env, config, async move {
         let _ = stopped.await;
     }));
 

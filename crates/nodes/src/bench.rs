@@ -206,7 +206,7 @@ async fn load(name: &str, hosts: &str, args: &CoordBench) -> anyhow::Result<Meas
     for i in 0..args.clients {
         let zk = client(hosts, &format!("bench-{i}"))?;
         let (data, base) = (data.clone(), format!("{run}/c{i}"));
-        workers.push(tokio::spawn(async move {
+        workers.push(drover_core::env::spawn(async move {
             zk.wait_connected().await?;
             match zk.create(&base, &data, CreateMode::Persistent).await {
                 Ok(_) | Err(ErrorCode::NodeExists) => {}

@@ -283,15 +283,21 @@ pub async fn main(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     let scheduler_args: scheduler::SchedulerArgs = parse("scheduler", &plan.scheduler_argv())?;
 
     let down = shutdown_of(&stopped);
-    daemons.spawn(async move { ("coord".into(), coord::main(coord_args, down).await) });
+    drover_core::env::spawn_into(&mut daemons, async move {
+        ("coord".into(), coord::main(coord_args, down).await)
+    });
     let down = shutdown_of(&stopped);
-    daemons.spawn(async move { ("master".into(), master::main(master_args, down).await) });
+    drover_core::env::spawn_into(&mut daemons, async move {
+        ("master".into(), master::main(master_args, down).await)
+    });
     for (name, agent_args) in agent_args {
         let down = shutdown_of(&stopped);
-        daemons.spawn(async move { (name, agent::main(agent_args, down).await) });
+        drover_core::env::spawn_into(&mut daemons, async move {
+            (name, agent::main(agent_args, down).await)
+        });
     }
     let down = shutdown_of(&stopped);
-    daemons.spawn(async move {
+    drover_core::env::spawn_into(&mut daemons, async move {
         let result = scheduler::main(scheduler_args, down).await;
         ("scheduler".into(), result)
     });
@@ -329,7 +335,10 @@ pub async fn main(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     }
     let mut cleanups = JoinSet::new();
     for agent in &plan.agents {
-        cleanups.spawn(kill_tasks(plan.ip.clone(), agent.clone(), docker));
+        drover_core::env::spawn_into(
+            &mut cleanups,
+            kill_tasks(plan.ip.clone(), agent.clone(), docker),
+        );
     }
     while cleanups.join_next().await.is_some() {}
     if plan.temporary {
@@ -477,7 +486,7 @@ async fn kill_tasks(ip: String, agent: AgentPlan, docker: bool) {
             continue;
         };
         let task = checkpoint.task_id.clone();
-        kills.spawn(async move {
+        drover_core::env::spawn_into(&mut kills, async move {
             let Ok(launched) = containerizer
                 .recover(&spec, checkpoint.handle, checkpoint.launched_ms)
                 .await

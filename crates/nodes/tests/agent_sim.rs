@@ -156,7 +156,7 @@ fn master_role(name: &'static str, tasks: fn() -> Vec<serde_json::Value>) -> Rol
             env.emit(Event::new("published"));
             loop {
                 let (stream, _) = listener.accept().await?;
-                tokio::spawn(serve_agent(env.clone(), stream, tasks));
+                drover_core::env::spawn(serve_agent(env.clone(), stream, tasks));
             }
         })
     })

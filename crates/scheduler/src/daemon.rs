@@ -137,11 +137,11 @@ pub async fn serve(
         leader: Arc::new(Mutex::new(None)),
     };
     let router = crate::api::router(shared.clone());
-    let http = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
+    let http = drover_core::env::spawn(async move {
+        let _ = drover_core::http::serve(listener, router, std::future::pending()).await;
     });
     let (abdicate_tx, abdicate_rx) = mpsc::channel(4);
-    tokio::spawn(campaign(
+    drover_core::env::spawn(campaign(
         env.clone(),
         config.clone(),
         inputs.clone(),
@@ -331,7 +331,7 @@ async fn core(
                 let t = now();
                 for probe in l.scheduler.due_probes(t) {
                     let (env, tx) = (env.clone(), probes_tx.clone());
-                    tokio::spawn(async move {
+                    drover_core::env::spawn(async move {
                         let result = crate::health::probe(&env, &probe.check, &probe.host, &probe.ports).await;
                         let _ = tx.send((probe.task_id, probe.index, result)).await;
                     });

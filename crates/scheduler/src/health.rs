@@ -428,9 +428,10 @@ mod tests {
                     get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "no") }),
                 );
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let server = tokio::spawn(drover_core::http::serve(listener, router, async {
-                let _ = stopped.await;
-            }));
+            let server =
+                drover_core::env::spawn(drover_core::http::serve(listener, router, async {
+                    let _ = stopped.await;
+                }));
             (port, stop, server, env)
         }
 

@@ -1,60 +1,38 @@
-//! The simulated side of the Env seam: turmoil's network, a clock made of the simulation's
-//! elapsed time plus a per-node skew, a per-node disk that survives crashes but loses what was not
-//! synced, and events recorded into the trace.
+//! The simulated side of the Env seam (the network is in [`crate::net`]): a clock made of the
+//! simulation's elapsed time plus a per-node skew, a per-node disk that survives crashes but loses
+//! what was not synced, and events recorded into the trace. A dead incarnation's disk and events
+//! are cut off, so a task that outlives its node's crash can change nothing.
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use bytes::Bytes;
-use drover_core::env::{Accept, BoxFuture, Clock, Disk, EventSink, Listener, Net, Stream};
+use drover_core::env::{BoxFuture, Clock, Disk, EventSink};
 use drover_core::Event;
 
+use crate::net::Owner;
 use crate::trace::Trace;
 
 /// The wall-clock instant a simulation starts at: 2024-01-01T00:00:00Z.
 pub const EPOCH_UNIX_MS: u64 = 1_704_067_200_000;
 
-/// The simulated network: turmoil TCP.
-pub struct SimNet;
-
-struct SimListener(turmoil::net::TcpListener);
-
-impl Accept for SimListener {
-    fn accept(&mut self) -> BoxFuture<'_, io::Result<(Stream, SocketAddr)>> {
-        Box::pin(async move {
-            let (stream, peer) = self.0.accept().await?;
-            Ok((Box::new(stream) as Stream, peer))
-        })
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
-    }
+thread_local! {
+    /// The instant the run on this thread started (tokio's paused clock).
+    static START: std::cell::Cell<Option<tokio::time::Instant>> = const { std::cell::Cell::new(None) };
 }
 
-impl Net for SimNet {
-    fn bind(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Listener>> {
-        Box::pin(async move {
-            let listener = turmoil::net::TcpListener::bind(addr).await?;
-            Ok(Listener::new(SimListener(listener)))
-        })
-    }
-
-    fn connect<'a>(&'a self, host: &'a str, port: u16) -> BoxFuture<'a, io::Result<Stream>> {
-        Box::pin(async move {
-            let stream = turmoil::net::TcpStream::connect((host, port)).await?;
-            Ok(Box::new(stream) as Stream)
-        })
-    }
+/// Marks now as the run's time 0 for [`sim_ms`] on this thread.
+pub fn start_clock() {
+    START.with(|s| s.set(Some(tokio::time::Instant::now())));
 }
 
-/// Milliseconds of simulated time since the run started (0 outside a host).
+/// Milliseconds of simulated time since the run started (0 outside a run).
 pub fn sim_ms() -> u64 {
-    turmoil::sim_elapsed().unwrap_or(Duration::ZERO).as_millis() as u64
+    START
+        .with(|s| s.get())
+        .map_or(0, |start| start.elapsed().as_millis() as u64)
 }
 
 /// Simulated wall time: the epoch, plus simulated elapsed time, plus this node's skew.
@@ -161,12 +139,49 @@ impl Disk for SimDisk {
     }
 }
 
-/// Events of simulated nodes go to the trace, stamped with simulated time.
-pub struct TraceEvents(pub Trace);
+/// Events of simulated nodes go to the trace, stamped with simulated time; a dead incarnation's
+/// are dropped.
+pub struct TraceEvents(pub Trace, pub Owner);
 
 impl EventSink for TraceEvents {
     fn emit(&self, node: &str, event: &Event) {
-        self.0.record(sim_ms(), node, event.clone());
+        if self.1.is_alive() {
+            self.0.record(sim_ms(), node, event.clone());
+        }
+    }
+}
+
+/// One incarnation's handle on its node's disk: it fails once the incarnation is dead.
+pub struct IncarnationDisk {
+    pub disk: SimDisk,
+    pub owner: Owner,
+}
+
+impl IncarnationDisk {
+    fn dead<'a, T: Send + 'static>(&self) -> Option<BoxFuture<'a, io::Result<T>>> {
+        (!self.owner.is_alive())
+            .then(|| ready(Err(io::Error::other("the node incarnation is dead"))))
+    }
+}
+
+impl Disk for IncarnationDisk {
+    fn read<'a>(&'a self, path: &'a str) -> BoxFuture<'a, io::Result<Option<Bytes>>> {
+        self.dead().unwrap_or_else(|| self.disk.read(path))
+    }
+    fn write<'a>(&'a self, path: &'a str, data: Bytes) -> BoxFuture<'a, io::Result<()>> {
+        self.dead().unwrap_or_else(|| self.disk.write(path, data))
+    }
+    fn append<'a>(&'a self, path: &'a str, data: Bytes) -> BoxFuture<'a, io::Result<()>> {
+        self.dead().unwrap_or_else(|| self.disk.append(path, data))
+    }
+    fn remove<'a>(&'a self, path: &'a str) -> BoxFuture<'a, io::Result<()>> {
+        self.dead().unwrap_or_else(|| self.disk.remove(path))
+    }
+    fn sync<'a>(&'a self, path: &'a str) -> BoxFuture<'a, io::Result<()>> {
+        self.dead().unwrap_or_else(|| self.disk.sync(path))
+    }
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, io::Result<Vec<String>>> {
+        self.dead().unwrap_or_else(|| self.disk.list(prefix))
     }
 }
 

@@ -1,14 +1,15 @@
 //! drover-sim: the deterministic simulation harness.
 //!
 //! A [`scenario`] (JSON) describes a cluster, a timeline of faults and requests, and what must
-//! hold; [`run::run`] plays it on turmoil with the real role code behind the simulated side of the
-//! Env seam ([`env`]), records the [`trace`] and checks the [`invariants`].
+//! hold; [`run::run`] plays it with the real role code behind the simulated side of the Env seam
+//! ([`env`], [`net`]), records the [`trace`] and checks the [`invariants`].
 
 pub mod cluster;
 pub mod env;
 pub mod explore;
 pub mod invariants;
 pub mod linearizability;
+pub mod net;
 pub mod probe;
 pub mod run;
 pub mod scenario;

@@ -91,7 +91,7 @@ async fn run(mut context: NodeContext) -> NodeResult {
     let frames = env
         .bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, FRAME_PORT)))
         .await?;
-    tokio::spawn(receive(env.clone(), frames, peers.clone()));
+    drover_core::env::spawn(receive(env.clone(), frames, peers.clone()));
     let http = env
         .bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, HTTP_PORT)))
         .await?;
@@ -100,7 +100,7 @@ async fn run(mut context: NodeContext) -> NodeResult {
         .route("/peers", get(list_peers))
         .with_state(peers.clone());
     let mut stop_http = context.shutdown.clone();
-    tokio::spawn(drover_core::http::serve(http, router, async move {
+    drover_core::env::spawn(drover_core::http::serve(http, router, async move {
         stop_http.requested().await
     }));
 
@@ -115,7 +115,7 @@ async fn run(mut context: NodeContext) -> NodeResult {
         seq += 1;
         let names: Vec<String> = lock(&peers).keys().cloned().collect();
         for peer in names {
-            tokio::spawn(send(
+            drover_core::env::spawn(send(
                 env.clone(),
                 peer,
                 Heartbeat {
@@ -163,7 +163,7 @@ async fn send(env: Env, peer: String, heartbeat: Heartbeat) {
 async fn receive(env: Env, mut listener: drover_core::env::Listener, peers: Peers) {
     while let Ok((stream, _)) = listener.accept().await {
         let (env, peers) = (env.clone(), peers.clone());
-        tokio::spawn(async move {
+        drover_core::env::spawn(async move {
             let mut frames = FramedRead::new(stream, FrameCodec::default());
             while let Some(Ok(frame)) = frames.next().await {
                 let Ok(heartbeat) = decode_message::<Heartbeat>(&frame) else {

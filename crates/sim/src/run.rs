@@ -1,21 +1,23 @@
-//! Runs a scenario: builds the turmoil world from the cluster, applies the timeline, records the
-//! trace, checks the invariants, and gives a verdict.
+//! Runs a scenario: starts the cluster's nodes on the simulated network, applies the timeline,
+//! records the trace, checks the invariants as lines arrive, and gives a verdict.
 
-use std::cell::Cell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use drover_core::env::{node_rng, EnvParts};
 use drover_core::{Env, Event};
 use tokio::sync::{mpsc, watch};
+use tokio::task::LocalSet;
 
-use crate::cluster::{ClusterMap, NodeContext, Roles, Shutdown};
-use crate::env::{sim_ms, SimClock, SimDisk, SimNet, TraceEvents, EPOCH_UNIX_MS};
+use crate::cluster::{ClusterMap, NodeContext, NodeSpec, Role, Roles, Shutdown};
+use crate::env::{sim_ms, IncarnationDisk, SimClock, SimDisk, TraceEvents};
 use crate::invariants::{self, ClusterView, Invariant, Pending};
+use crate::net::{Conditions, Network, Owner};
 use crate::scenario::{Action, HttpAction, Scenario, ScenarioError};
 use crate::trace::{Trace, TraceLine, HARNESS};
 
@@ -49,23 +51,6 @@ pub struct Outcome {
 impl Outcome {
     pub fn passed(&self) -> bool {
         self.failures.is_empty()
-    }
-}
-
-struct NodeHandle {
-    disk: SimDisk,
-    skew_ms: Arc<AtomicI64>,
-    shutdown: watch::Sender<bool>,
-}
-
-impl NodeHandle {
-    /// Another handle on the same node (all parts are shared).
-    fn clone_parts(&self) -> NodeHandle {
-        NodeHandle {
-            disk: self.disk.clone(),
-            skew_ms: self.skew_ms.clone(),
-            shutdown: self.shutdown.clone(),
-        }
     }
 }
 
@@ -140,135 +125,137 @@ pub fn run(scenario: &Scenario, roles: &Roles, seed: u64) -> Result<Outcome, Sce
         }
     }
 
-    let network = &scenario.cluster.network;
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(seed)
-        .epoch(UNIX_EPOCH + Duration::from_millis(EPOCH_UNIX_MS))
-        .tick_duration(Duration::from_millis(scenario.tick_ms))
-        .simulation_duration(scenario.duration + Duration::from_secs(3600))
-        .min_message_latency(Duration::from_millis(network.latency_ms[0]))
-        .max_message_latency(Duration::from_millis(network.latency_ms[1]))
-        .fail_rate(network.loss)
-        .build();
+    // One single-threaded runtime with a paused clock runs every node: each node incarnation is
+    // a LocalSet of its own inside it, and time jumps from one timer (a node's, a segment's
+    // arrival, the harness's next step) to the next, so idle time costs nothing.
+    let _simulating = drover_core::env::simulating();
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_time().start_paused(true);
+    #[cfg(tokio_unstable)]
+    builder
+        .rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()))
+        .unhandled_panic(tokio::runtime::UnhandledPanic::ShutdownRuntime);
+    let runtime = builder.build().map_err(|e| {
+        error(
+            "".into(),
+            format!("cannot start the simulation's runtime: {e}"),
+        )
+    })?;
+    let local = node_set();
+    let plan = Plan {
+        scenario,
+        roles,
+        seed,
+        map,
+        view,
+        always,
+        pending,
+        forbidden,
+        http_ports,
+    };
+    let outcome = local.block_on(&runtime, play(plan));
+    drop(local);
+    drop(runtime);
+    outcome
+}
 
+/// A LocalSet whose panicking task fails the whole run instead of vanishing.
+fn node_set() -> LocalSet {
+    #[allow(unused_mut)]
+    let mut local = LocalSet::new();
+    #[cfg(tokio_unstable)]
+    local.unhandled_panic(tokio::runtime::UnhandledPanic::ShutdownRuntime);
+    local
+}
+
+type Forbidden = (usize, Event, Option<String>, u64, u64);
+
+/// What `run` checked and prepared before the simulation starts.
+struct Plan<'a> {
+    scenario: &'a Scenario,
+    roles: &'a Roles,
+    seed: u64,
+    map: ClusterMap,
+    view: ClusterView,
+    always: Vec<Box<dyn Invariant>>,
+    pending: Vec<Pending>,
+    forbidden: Vec<Forbidden>,
+    http_ports: BTreeMap<usize, u16>,
+}
+
+async fn play(plan: Plan<'_>) -> Result<Outcome, ScenarioError> {
+    let Plan {
+        scenario,
+        roles,
+        seed,
+        map,
+        view,
+        mut always,
+        mut pending,
+        forbidden,
+        http_ports,
+    } = plan;
+    crate::env::start_clock();
+    let start = tokio::time::Instant::now();
+    let conditions = Conditions {
+        latency_ms: scenario.cluster.network.latency_ms,
+        loss: scenario.cluster.network.loss,
+    };
+    let network = Network::new(seed, conditions);
     let trace = Trace::default();
     let cluster = Arc::new(map.clone());
-    let mut handles = BTreeMap::new();
+    let errors: Rc<RefCell<Vec<Failure>>> = Rc::default();
+    let mut nodes = BTreeMap::new();
     for spec in &map.nodes {
         let role = roles
             .get(&spec.role)
             .cloned()
-            .ok_or_else(|| error("cluster".into(), format!("no role {}", spec.role)))?;
-        let handle = NodeHandle {
-            disk: SimDisk::default(),
-            skew_ms: Arc::new(AtomicI64::new(0)),
-            shutdown: watch::channel(false).0,
-        };
-        let incarnation = Rc::new(Cell::new(0u64));
-        let (disk, skew_ms, shutdown) = (
-            handle.disk.clone(),
-            handle.skew_ms.clone(),
-            handle.shutdown.clone(),
+            .ok_or_else(|| ScenarioError {
+                file: scenario.file.clone(),
+                path: "cluster".into(),
+                message: format!("no role {}", spec.role),
+            })?;
+        network.add_host(&spec.name);
+        nodes.insert(
+            spec.name.clone(),
+            Node {
+                spec: spec.clone(),
+                role,
+                disk: SimDisk::default(),
+                skew_ms: Arc::new(AtomicI64::new(0)),
+                shutdown: watch::channel(false).0,
+                incarnation: 0,
+                owner: Owner::new(&spec.name),
+                task: None,
+            },
         );
-        let host_name = spec.name.clone();
-        let (spec, cluster, trace) = (spec.clone(), cluster.clone(), trace.clone());
-        sim.host(host_name.as_str(), move || {
-            let count = incarnation.get();
-            incarnation.set(count + 1);
-            let env = Env::new(EnvParts {
-                node: spec.name.clone(),
-                net: Arc::new(SimNet),
-                clock: Arc::new(SimClock {
-                    skew_ms: skew_ms.clone(),
-                }),
-                disk: Arc::new(disk.clone()),
-                events: Arc::new(TraceEvents(trace.clone())),
-                rng: node_rng(seed, &spec.name, count),
-            });
-            let context = NodeContext {
-                env,
-                name: spec.name.clone(),
-                role: spec.role.clone(),
-                index: spec.index,
-                cluster: cluster.clone(),
-                resources: spec.resources.clone(),
-                attributes: spec.attributes.clone(),
-                shutdown: Shutdown(shutdown.subscribe()),
-            };
-            (role.start)(context)
-        });
-        handles.insert(host_name, handle);
     }
-
-    let (requests, mut incoming) = mpsc::unbounded_channel::<Request>();
-    let client_trace = trace.clone();
-    let client_env = Env::new(EnvParts {
-        node: CLIENT.to_string(),
-        net: Arc::new(SimNet),
-        clock: Arc::new(SimClock {
-            skew_ms: Arc::new(AtomicI64::new(0)),
-        }),
-        disk: Arc::new(SimDisk::default()),
-        events: Arc::new(TraceEvents(trace.clone())),
-        rng: node_rng(seed, CLIENT, 0),
-    });
-    sim.client(CLIENT, async move {
-        while let Some(request) = incoming.recv().await {
-            let http = &request.action;
-            let mut builder = http::Request::builder()
-                .method(http.method.as_str())
-                .uri(http.path.as_str());
-            if http.body.is_some() {
-                builder = builder.header(http::header::CONTENT_TYPE, "application/json");
-            }
-            let body = Bytes::from(http.body.clone().unwrap_or_default());
-            let mut event = Event::new("http")
-                .with("step", request.index)
-                .with("node", &http.node)
-                .with("method", &http.method)
-                .with("path", &http.path);
-            match builder.body(body) {
-                Ok(req) => {
-                    let timeout = Duration::from_secs(10);
-                    match drover_core::http::request(
-                        &client_env,
-                        &http.node,
-                        request.port,
-                        req,
-                        timeout,
-                    )
-                    .await
-                    {
-                        Ok(response) => event = event.with("status", response.status().as_u16()),
-                        Err(e) => {
-                            event = event.with("status", "none").with("error", error_kind(&e))
-                        }
-                    }
-                }
-                Err(_) => event = event.with("status", "none").with("error", "bad-request"),
-            }
-            client_trace.record(sim_ms(), CLIENT, event);
-        }
-        Ok(())
-    });
-
+    network.add_host(CLIENT);
+    let client = client(&network, &trace, seed);
     let mut harness = Harness {
-        sim,
+        network,
+        seed,
+        cluster,
+        errors: errors.clone(),
         view,
-        handles,
-        held: BTreeSet::new(),
-        requests: Some(requests),
+        nodes,
         trace: trace.clone(),
+        requests: Some(client),
         http_ports,
-        loss_rate: network.loss,
-        lossless: BTreeSet::new(),
     };
+    let names: Vec<String> = harness.nodes.keys().cloned().collect();
+    for spec in &map.nodes {
+        harness.start(&spec.name);
+    }
+    debug_assert_eq!(names.len(), map.nodes.len());
+
     let mut failures = Vec::new();
     let mut timeline = Vec::new();
     let mut next = 0;
     let end_ms = scenario.duration.as_millis() as u64;
+    let news = trace.news();
     loop {
-        let now_ms = harness.sim.elapsed().as_millis() as u64;
+        let now_ms = crate::env::sim_ms();
         while let Some(step) = scenario
             .timeline
             .get(next)
@@ -283,16 +270,7 @@ pub fn run(scenario: &Scenario, roles: &Roles, seed: u64) -> Result<Outcome, Sce
             }
             next += 1;
         }
-        if now_ms >= end_ms || !failures.is_empty() {
-            break;
-        }
-        if let Err(e) = harness.sim.step() {
-            failures.push(Failure {
-                at_ms: now_ms,
-                check: "node".into(),
-                message: e.to_string(),
-            });
-        }
+        failures.append(&mut errors.borrow_mut());
         for line in trace.take_new() {
             harness.view.observe(&line);
             for invariant in &mut always {
@@ -340,11 +318,27 @@ pub fn run(scenario: &Scenario, roles: &Roles, seed: u64) -> Result<Outcome, Sce
                 });
             }
         }
-        if !failures.is_empty() {
+        if now_ms >= end_ms || !failures.is_empty() {
             break;
         }
+        // Sleep until the next thing the harness must do: a timeline step, an expectation's
+        // deadline, the end, or a new trace line (which may break an invariant).
+        let mut wake_ms = end_ms;
+        if let Some(step) = scenario.timeline.get(next) {
+            wake_ms = wake_ms.min(step.at.as_millis() as u64);
+        }
+        for p in pending.iter().filter(|p| p.met_at.is_none()) {
+            wake_ms = wake_ms.min(p.by_ms + 1);
+        }
+        let wake = start + Duration::from_millis(wake_ms.max(now_ms));
+        tokio::select! {
+            biased;
+            _ = news.notified() => {}
+            _ = tokio::time::sleep_until(wake) => {}
+        }
     }
-    let simulated_ms = harness.sim.elapsed().as_millis() as u64;
+    let simulated_ms = crate::env::sim_ms().min(end_ms.max(crate::env::sim_ms()));
+    harness.stop_all();
     if failures.is_empty() {
         for invariant in &mut always {
             if let Err(message) = invariant.finish() {
@@ -365,7 +359,6 @@ pub fn run(scenario: &Scenario, roles: &Roles, seed: u64) -> Result<Outcome, Sce
             });
         }
     }
-    harness.requests.take();
     for failure in &failures {
         timeline.push(format!(
             "{} FAILED {}: {}",
@@ -382,24 +375,164 @@ pub fn run(scenario: &Scenario, roles: &Roles, seed: u64) -> Result<Outcome, Sce
     })
 }
 
-/// The harness's hold on a running simulation.
-struct Harness<'a> {
-    sim: turmoil::Sim<'a>,
-    view: ClusterView,
-    handles: BTreeMap<String, NodeHandle>,
-    /// Pairs whose messages are held.
-    held: BTreeSet<(String, String)>,
-    requests: Option<mpsc::UnboundedSender<Request>>,
-    trace: Trace,
-    http_ports: BTreeMap<usize, u16>,
-    /// The loss rate links have, except those cut one way, which have none (see `apply`).
-    loss_rate: f64,
-    lossless: BTreeSet<(String, String)>,
+/// The harness's client host, which sends the timeline's HTTP requests.
+fn client(network: &Network, trace: &Trace, seed: u64) -> mpsc::UnboundedSender<Request> {
+    let (requests, mut incoming) = mpsc::unbounded_channel::<Request>();
+    let owner = Owner::new(CLIENT);
+    let client_trace = trace.clone();
+    let client_env = Env::new(EnvParts {
+        node: CLIENT.to_string(),
+        net: Arc::new(network.net(owner.clone())),
+        clock: Arc::new(SimClock {
+            skew_ms: Arc::new(AtomicI64::new(0)),
+        }),
+        disk: Arc::new(SimDisk::default()),
+        events: Arc::new(TraceEvents(trace.clone(), owner)),
+        rng: node_rng(seed, CLIENT, 0),
+    });
+    tokio::task::spawn_local(async move {
+        while let Some(request) = incoming.recv().await {
+            let event = send(&client_env, &request).await;
+            client_trace.record(sim_ms(), CLIENT, event);
+        }
+    });
+    requests
 }
 
-impl Harness<'_> {
+async fn send(env: &Env, request: &Request) -> Event {
+    let http = &request.action;
+    let mut builder = http::Request::builder()
+        .method(http.method.as_str())
+        .uri(http.path.as_str());
+    if http.body.is_some() {
+        builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    let body = Bytes::from(http.body.clone().unwrap_or_default());
+    let event = Event::new("http")
+        .with("step", request.index)
+        .with("node", &http.node)
+        .with("method", &http.method)
+        .with("path", &http.path);
+    let Ok(req) = builder.body(body) else {
+        return event.with("status", "none").with("error", "bad-request");
+    };
+    let timeout = Duration::from_secs(10);
+    match drover_core::http::request(env, &http.node, request.port, req, timeout).await {
+        Ok(response) => event.with("status", response.status().as_u16()),
+        Err(e) => event.with("status", "none").with("error", error_kind(&e)),
+    }
+}
+
+/// A node of the run: what survives its crashes, and its current incarnation.
+struct Node {
+    spec: NodeSpec,
+    role: Role,
+    disk: SimDisk,
+    skew_ms: Arc<AtomicI64>,
+    shutdown: watch::Sender<bool>,
+    /// How many incarnations were started.
+    incarnation: u64,
+    owner: Owner,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The harness's hold on a running simulation.
+struct Harness {
+    network: Network,
+    seed: u64,
+    cluster: Arc<ClusterMap>,
+    errors: Rc<RefCell<Vec<Failure>>>,
+    view: ClusterView,
+    nodes: BTreeMap<String, Node>,
+    trace: Trace,
+    requests: Option<mpsc::UnboundedSender<Request>>,
+    http_ports: BTreeMap<usize, u16>,
+}
+
+impl Harness {
     fn record(&self, now_ms: u64, event: Event) {
         self.trace.record(now_ms, HARNESS, event);
+    }
+
+    /// Starts a new incarnation of `name` in a LocalSet of its own.
+    fn start(&mut self, name: &str) {
+        let Some(node) = self.nodes.get_mut(name) else {
+            return;
+        };
+        let count = node.incarnation;
+        node.incarnation += 1;
+        node.owner = Owner::new(name);
+        self.network.host_up(name);
+        let owner = node.owner.clone();
+        let env = Env::new(EnvParts {
+            node: name.to_string(),
+            net: Arc::new(self.network.net(owner.clone())),
+            clock: Arc::new(SimClock {
+                skew_ms: node.skew_ms.clone(),
+            }),
+            disk: Arc::new(IncarnationDisk {
+                disk: node.disk.clone(),
+                owner: owner.clone(),
+            }),
+            events: Arc::new(TraceEvents(self.trace.clone(), owner.clone())),
+            rng: node_rng(self.seed, name, count),
+        });
+        let context = NodeContext {
+            env,
+            name: name.to_string(),
+            role: node.spec.role.clone(),
+            index: node.spec.index,
+            cluster: self.cluster.clone(),
+            resources: node.spec.resources.clone(),
+            attributes: node.spec.attributes.clone(),
+            shutdown: Shutdown(node.shutdown.subscribe()),
+        };
+        let errors = self.errors.clone();
+        let news = self.trace.news();
+        let node_name = name.to_string();
+        let start = node.role.start.clone();
+        node.task = Some(tokio::task::spawn_local(async move {
+            let local = node_set();
+            // The role's future is made inside the set, so whatever it spawns belongs to it.
+            let result = local.run_until(async move { start(context).await }).await;
+            if let Err(e) = result {
+                if owner.is_alive() {
+                    errors.borrow_mut().push(Failure {
+                        at_ms: sim_ms(),
+                        check: "node".into(),
+                        message: format!("{node_name} failed: {e}"),
+                    });
+                    news.notify_one();
+                }
+            }
+        }));
+    }
+
+    /// Ends `name`'s incarnation at once: it sends nothing more, its tasks are dropped, and what
+    /// its disk had not synced is lost when `power_loss`.
+    fn kill(&mut self, name: &str, power_loss: bool) {
+        let Some(node) = self.nodes.get_mut(name) else {
+            return;
+        };
+        node.owner.alive.store(false, Ordering::Relaxed);
+        if power_loss {
+            self.network.host_down(name);
+            node.disk.lose_unsynced();
+        }
+        if let Some(task) = node.task.take() {
+            task.abort();
+        }
+    }
+
+    /// The end of the run: nothing recorded from here on.
+    fn stop_all(&mut self) {
+        self.requests.take();
+        for node in self.nodes.values_mut() {
+            node.owner.alive.store(false, Ordering::Relaxed);
+            if let Some(task) = node.task.take() {
+                task.abort();
+            }
+        }
     }
 
     /// Resolves groups of selectors; `*` in a group stands for every node named in no other group.
@@ -425,48 +558,11 @@ impl Harness<'_> {
     }
 
     fn cut(&mut self, from: &str, to: &str, now_ms: u64) {
+        self.network.cut(from, to);
         self.view
             .cuts
             .entry((from.to_string(), to.to_string()))
             .or_insert(now_ms);
-    }
-
-    /// Runs `f` (a crash, or the crash half of a restart) with `node` cut off from every host.
-    ///
-    /// Dropping a host's runtime drops its tasks in an order tokio derives from process-wide task
-    /// ids, so whatever those drops would send (FIN, RST) would come out in an order that depends
-    /// on what ran before in the process, and a seed would stop replaying the same. Cut off, the
-    /// node's last words are lost, as when a machine loses power. Afterwards the node's links are
-    /// as they were (one-way cuts and holds included).
-    fn isolated(&mut self, node: &str, f: impl FnOnce(&mut turmoil::Sim<'_>)) {
-        let mut others: Vec<String> = self
-            .handles
-            .keys()
-            .filter(|n| *n != node)
-            .cloned()
-            .collect();
-        others.push(CLIENT.to_string());
-        for other in &others {
-            self.sim.partition(node, other.as_str());
-        }
-        f(&mut self.sim);
-        for other in &others {
-            self.sim.repair(node, other.as_str());
-            for (from, to) in [(node, other.as_str()), (other.as_str(), node)] {
-                if self
-                    .view
-                    .cuts
-                    .contains_key(&(from.to_string(), to.to_string()))
-                {
-                    self.sim.partition_oneway(from, to);
-                }
-            }
-            let held = self.held.contains(&(node.to_string(), other.clone()))
-                || self.held.contains(&(other.clone(), node.to_string()));
-            if held {
-                self.sim.hold(node, other.as_str());
-            }
-        }
     }
 
     fn apply(&mut self, index: usize, action: &Action, now_ms: u64) -> Result<(), String> {
@@ -479,10 +575,9 @@ impl Harness<'_> {
                         for x in a {
                             for y in b.iter().filter(|y| *y != x) {
                                 if hold {
-                                    self.sim.hold(x.as_str(), y.as_str());
-                                    self.held.insert((x.clone(), y.clone()));
+                                    self.network.hold(x, y);
+                                    self.network.hold(y, x);
                                 } else {
-                                    self.sim.partition(x.as_str(), y.as_str());
                                     self.cut(x, y, now_ms);
                                     self.cut(y, x, now_ms);
                                 }
@@ -498,16 +593,6 @@ impl Harness<'_> {
                 let groups = self.resolve_groups(&[from.clone(), to.clone()])?;
                 for x in &groups[0] {
                     for y in groups[1].iter().filter(|y| *y != x) {
-                        // turmoil's random loss repairs a link by making both directions healthy,
-                        // which would undo a one-way cut: no loss on this link while it is cut,
-                        // and no random partition left over from before.
-                        self.sim.set_link_fail_rate(x.as_str(), y.as_str(), 0.0);
-                        self.lossless.insert((x.clone(), y.clone()));
-                        self.sim.repair(x.as_str(), y.as_str());
-                        self.sim.partition_oneway(x.as_str(), y.as_str());
-                        if self.view.cuts.contains_key(&(y.clone(), x.clone())) {
-                            self.sim.partition_oneway(y.as_str(), x.as_str());
-                        }
                         self.cut(x, y, now_ms);
                     }
                 }
@@ -517,32 +602,12 @@ impl Harness<'_> {
                 self.record(now_ms, event);
             }
             Action::Heal => {
-                let mut everyone: Vec<String> = self.handles.keys().cloned().collect();
-                everyone.push(CLIENT.to_string());
-                for (i, a) in everyone.iter().enumerate() {
-                    for b in everyone.iter().skip(i + 1) {
-                        // release() repairs the link and delivers whatever it held
-                        self.sim.release(a.as_str(), b.as_str());
-                    }
-                }
-                for (a, b) in std::mem::take(&mut self.lossless) {
-                    self.sim
-                        .set_link_fail_rate(a.as_str(), b.as_str(), self.loss_rate);
-                }
+                self.network.heal();
                 self.view.cuts.clear();
-                self.held.clear();
                 self.record(now_ms, Event::new("heal"));
             }
             Action::Release => {
-                for (a, b) in std::mem::take(&mut self.held) {
-                    self.sim.release(a.as_str(), b.as_str());
-                    // release() also repairs: put back the cuts a partition made on purpose
-                    for (x, y) in [(&a, &b), (&b, &a)] {
-                        if self.view.cuts.contains_key(&(x.clone(), y.clone())) {
-                            self.sim.partition_oneway(x.as_str(), y.as_str());
-                        }
-                    }
-                }
+                self.network.release();
                 self.record(now_ms, Event::new("release"));
             }
             Action::Crash { node }
@@ -555,27 +620,29 @@ impl Harness<'_> {
                     if running == matches!(action, Action::Restart { .. }) {
                         continue;
                     }
-                    let handle = self.handles[&name].clone_parts();
                     let event = match action {
                         Action::Crash { .. } => {
-                            self.isolated(&name, |sim| sim.crash(name.as_str()));
-                            handle.disk.lose_unsynced();
+                            self.kill(&name, true);
                             self.view.down.insert(name.clone());
                             Event::new("crash")
                         }
                         Action::Stop { .. } => {
-                            handle.shutdown.send_replace(true);
+                            self.nodes[&name].shutdown.send_replace(true);
                             self.view.down.insert(name.clone());
                             Event::new("stop")
                         }
                         Action::Skew { by_ms, .. } => {
-                            handle.skew_ms.fetch_add(*by_ms, Ordering::Relaxed);
+                            self.nodes[&name]
+                                .skew_ms
+                                .fetch_add(*by_ms, Ordering::Relaxed);
                             Event::new("skew").with("by_ms", by_ms)
                         }
                         _ => {
+                            // A stopped incarnation may still be winding down: it ends now.
+                            self.kill(&name, false);
                             // send_replace: the stopped incarnation's receivers may all be gone
-                            handle.shutdown.send_replace(false);
-                            self.isolated(&name, |sim| sim.bounce(name.as_str()));
+                            self.nodes[&name].shutdown.send_replace(false);
+                            self.start(&name);
                             self.view.down.remove(&name);
                             Event::new("restart")
                         }
@@ -586,23 +653,11 @@ impl Harness<'_> {
                 }
             }
             Action::Latency { max_ms } => {
-                self.sim
-                    .set_max_message_latency(Duration::from_millis(*max_ms));
+                self.network.set_max_latency(*max_ms);
                 self.record(now_ms, Event::new("latency").with("max_ms", max_ms));
             }
             Action::Loss { rate } => {
-                self.sim.set_fail_rate(*rate);
-                self.loss_rate = *rate;
-                let names: Vec<String> = self.handles.keys().cloned().collect();
-                for (i, a) in names.iter().enumerate() {
-                    for b in names.iter().skip(i + 1) {
-                        let pair = (a.clone(), b.clone());
-                        let reverse = (b.clone(), a.clone());
-                        if !self.lossless.contains(&pair) && !self.lossless.contains(&reverse) {
-                            self.sim.set_link_fail_rate(a.as_str(), b.as_str(), *rate);
-                        }
-                    }
-                }
+                self.network.set_loss(*rate);
                 self.record(now_ms, Event::new("loss").with("rate", rate));
             }
             Action::Http(http) => {

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use drover_core::Event;
+use tokio::sync::Notify;
 
 /// The node name the harness uses for its own actions.
 pub const HARNESS: &str = "sim";
@@ -30,6 +31,7 @@ pub struct Trace(Arc<Mutex<TraceState>>);
 struct TraceState {
     lines: Vec<TraceLine>,
     read: usize,
+    news: Arc<Notify>,
 }
 
 impl Trace {
@@ -40,11 +42,18 @@ impl Trace {
     }
 
     pub fn record(&self, at_ms: u64, node: &str, event: Event) {
-        self.state().lines.push(TraceLine {
+        let mut state = self.state();
+        state.lines.push(TraceLine {
             at_ms,
             node: node.to_string(),
             event,
         });
+        state.news.notify_one();
+    }
+
+    /// Notified whenever a line is recorded (a permit is kept when nobody waits).
+    pub fn news(&self) -> Arc<Notify> {
+        self.state().news.clone()
     }
 
     /// The lines recorded since the last call.

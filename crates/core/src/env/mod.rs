@@ -6,6 +6,9 @@
 //! (turmoil virtualises it); wall time comes from [`Env::unix_ms`].
 
 pub mod live;
+mod spawn;
+
+pub use spawn::{simulating, spawn, spawn_into, Simulating};
 
 use std::fmt;
 use std::future::Future;

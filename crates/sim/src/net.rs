@@ -1,0 +1,808 @@
+//! The simulated network: hosts with addresses, listeners, and TCP-like byte streams whose
+//! segments arrive after a latency drawn from the run's seeded RNG, in order.
+//!
+//! Everything lives in one [`World`] behind a mutex (the simulation is single-threaded; the mutex
+//! only satisfies the seam's `Send` bounds). Time is tokio's paused clock, so a segment's arrival
+//! is a timer like any other and the runtime jumps straight from one event to the next.
+//!
+//! Faults, per directed link: *cut* (a segment sent across it is lost, and since TCP cannot skip a
+//! lost segment, the connection stalls for good in that direction, as a connection does that
+//! outlives its retransmission timeout; a connect across it is refused), *held* (segments wait, and
+//! arrive after the release in their order), and *loss* (a lost segment is retransmitted after an
+//! RTO of 200 ms, doubling per retry, so it arrives late but in order). A crashed host's unsent and
+//! in-flight segments are lost (power loss: no FIN, no RST); writing to a connection whose far end
+//! died while its host is back up fails with a reset, as the new incarnation answers with RST.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::Future as _;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use drover_core::env::{Accept, BoxFuture, Listener, Net, Stream};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
+
+/// The first retransmission timeout of a lost segment (Linux' minimum RTO).
+const RTO: Duration = Duration::from_millis(200);
+/// Retransmissions of one segment before the connection gives up and stalls.
+const MAX_RETRANSMITS: u32 = 6;
+const FIRST_EPHEMERAL_PORT: u16 = 49152;
+
+/// The network's knobs, as a scenario sets them.
+#[derive(Clone, Copy, Debug)]
+pub struct Conditions {
+    pub latency_ms: [u64; 2],
+    pub loss: f64,
+}
+
+/// One incarnation of a host: what its sockets belong to. A crash marks it dead; its sockets then
+/// send nothing and fail when used.
+#[derive(Clone, Debug)]
+pub struct Owner {
+    pub host: String,
+    pub alive: Arc<AtomicBool>,
+}
+
+impl Owner {
+    pub fn new(host: &str) -> Self {
+        Owner {
+            host: host.to_string(),
+            alive: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Relaxed)
+    }
+}
+
+struct Host {
+    ip: Ipv4Addr,
+    up: bool,
+    listeners: BTreeMap<u16, u64>,
+    next_port: u16,
+}
+
+struct Backlog {
+    owner: Owner,
+    port: u16,
+    queue: VecDeque<(SimStream, SocketAddr)>,
+    waker: Option<Waker>,
+}
+
+struct Segment {
+    /// When it arrives; `None` while its link is held.
+    at: Option<Instant>,
+    data: Bytes,
+    fin: bool,
+}
+
+/// One direction of a connection.
+struct Pipe {
+    from: Owner,
+    to: Owner,
+    segments: VecDeque<Segment>,
+    /// The arrival time of the last segment sent: later ones never overtake it.
+    last_at: Option<Instant>,
+    /// A segment was lost for good: nothing after it is delivered.
+    stalled: bool,
+    reset: bool,
+    waker: Option<Waker>,
+    writer_gone: bool,
+    reader_gone: bool,
+}
+
+/// The whole network of a run.
+pub struct World {
+    rng: ChaCha8Rng,
+    conditions: Conditions,
+    /// Links with no loss whatever the conditions (directed).
+    lossless: BTreeSet<(String, String)>,
+    cut: BTreeSet<(String, String)>,
+    held: BTreeSet<(String, String)>,
+    hosts: BTreeMap<String, Host>,
+    by_ip: BTreeMap<Ipv4Addr, String>,
+    backlogs: BTreeMap<u64, Backlog>,
+    pipes: BTreeMap<u64, Pipe>,
+    next_id: u64,
+    /// Woken when held links are released, for connects waiting on one.
+    released: Arc<Notify>,
+}
+
+/// A handle on the network of a run; cheap to clone.
+#[derive(Clone)]
+pub struct Network(Arc<Mutex<World>>);
+
+impl Network {
+    pub fn new(seed: u64, conditions: Conditions) -> Self {
+        Network(Arc::new(Mutex::new(World {
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6e65_7477_6f72_6b00),
+            conditions,
+            lossless: BTreeSet::new(),
+            cut: BTreeSet::new(),
+            held: BTreeSet::new(),
+            hosts: BTreeMap::new(),
+            by_ip: BTreeMap::new(),
+            backlogs: BTreeMap::new(),
+            pipes: BTreeMap::new(),
+            next_id: 1,
+            released: Arc::new(Notify::new()),
+        })))
+    }
+
+    fn world(&self) -> MutexGuard<'_, World> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a host; hosts get 192.168.0.1, .2, ... in the order they are added.
+    pub fn add_host(&self, name: &str) -> Ipv4Addr {
+        let mut world = self.world();
+        let n = world.hosts.len() as u32 + 1;
+        let ip = Ipv4Addr::new(192, 168, (n >> 8) as u8, (n & 0xff) as u8);
+        world.hosts.insert(
+            name.to_string(),
+            Host {
+                ip,
+                up: true,
+                listeners: BTreeMap::new(),
+                next_port: FIRST_EPHEMERAL_PORT,
+            },
+        );
+        world.by_ip.insert(ip, name.to_string());
+        ip
+    }
+
+    /// The host is down (crashed or stopped): its listeners close and whatever its dead
+    /// incarnation had not delivered yet is lost. The caller marks the incarnation dead first.
+    pub fn host_down(&self, name: &str) {
+        // Connections still in a backlog are dropped after the lock is released (their ends
+        // lock the world when dropped).
+        let mut closed = Vec::new();
+        let mut world = self.world();
+        let now = Instant::now();
+        if let Some(host) = world.hosts.get_mut(name) {
+            host.up = false;
+            let ids: Vec<u64> = std::mem::take(&mut host.listeners).into_values().collect();
+            for id in ids {
+                if let Some(mut backlog) = world.backlogs.remove(&id) {
+                    if let Some(w) = backlog.waker.take() {
+                        w.wake();
+                    }
+                    closed.push(backlog);
+                }
+            }
+        }
+        for pipe in world.pipes.values_mut() {
+            if pipe.from.host == name && !pipe.from.is_alive() {
+                let before = pipe.segments.len();
+                pipe.segments.retain(|s| s.at.is_some_and(|at| at <= now));
+                if pipe.segments.len() != before {
+                    pipe.stalled = true;
+                }
+            }
+        }
+        drop(world);
+        drop(closed);
+    }
+
+    pub fn host_up(&self, name: &str) {
+        if let Some(host) = self.world().hosts.get_mut(name) {
+            host.up = true;
+        }
+    }
+
+    /// Cuts `from → to`: segments on their way are lost (their connections stall), later ones too.
+    pub fn cut(&self, from: &str, to: &str) {
+        let mut world = self.world();
+        world.cut.insert((from.to_string(), to.to_string()));
+        let now = Instant::now();
+        for pipe in world.pipes.values_mut() {
+            if pipe.from.host == from && pipe.to.host == to {
+                let before = pipe.segments.len();
+                pipe.segments.retain(|s| s.at.is_some_and(|at| at <= now));
+                if pipe.segments.len() != before {
+                    pipe.stalled = true;
+                }
+            }
+        }
+    }
+
+    pub fn hold(&self, from: &str, to: &str) {
+        self.world().held.insert((from.to_string(), to.to_string()));
+    }
+
+    /// Ends every cut and hold; held segments leave now, in order.
+    pub fn heal(&self) {
+        let mut world = self.world();
+        world.cut.clear();
+        world.release_all();
+    }
+
+    /// Ends every hold (cuts stay).
+    pub fn release(&self) {
+        self.world().release_all();
+    }
+
+    pub fn set_max_latency(&self, max_ms: u64) {
+        let mut world = self.world();
+        world.conditions.latency_ms[1] = max_ms.max(world.conditions.latency_ms[0]);
+    }
+
+    pub fn set_loss(&self, rate: f64) {
+        self.world().conditions.loss = rate;
+    }
+
+    /// Both directions between `a` and `b` lose nothing, whatever the loss rate.
+    pub fn set_lossless(&self, a: &str, b: &str) {
+        let mut world = self.world();
+        world.lossless.insert((a.to_string(), b.to_string()));
+        world.lossless.insert((b.to_string(), a.to_string()));
+    }
+
+    pub fn clear_lossless(&self) {
+        self.world().lossless.clear();
+    }
+
+    /// The seam's network for one host incarnation.
+    pub fn net(&self, owner: Owner) -> SimNet {
+        SimNet {
+            network: self.clone(),
+            owner,
+        }
+    }
+}
+
+impl World {
+    fn release_all(&mut self) {
+        self.held.clear();
+        let now = Instant::now();
+        let ids: Vec<u64> = self.pipes.keys().copied().collect();
+        for id in ids {
+            let held = self.pipes[&id].segments.iter().any(|s| s.at.is_none());
+            if !held {
+                continue;
+            }
+            let (from, to) = {
+                let pipe = &self.pipes[&id];
+                (pipe.from.host.clone(), pipe.to.host.clone())
+            };
+            let mut times = Vec::new();
+            let count = self.pipes[&id]
+                .segments
+                .iter()
+                .filter(|s| s.at.is_none())
+                .count();
+            for _ in 0..count {
+                times.push(self.arrival(&from, &to, now));
+            }
+            let pipe = self.pipes.get_mut(&id).expect("listed above");
+            let mut times = times.into_iter();
+            for segment in pipe.segments.iter_mut().filter(|s| s.at.is_none()) {
+                let mut at = times.next().unwrap_or(now);
+                if let Some(last) = pipe.last_at {
+                    at = at.max(last);
+                }
+                pipe.last_at = Some(at);
+                segment.at = Some(at);
+            }
+            if let Some(w) = pipe.waker.take() {
+                w.wake();
+            }
+        }
+        self.released.notify_waiters();
+    }
+
+    fn latency(&mut self) -> Duration {
+        let [min, max] = self.conditions.latency_ms;
+        Duration::from_millis(if max > min {
+            self.rng.random_range(min..=max)
+        } else {
+            min
+        })
+    }
+
+    /// When a segment sent now from `from` to `to` arrives, retransmissions included; `None` when
+    /// it is lost for good.
+    fn arrival(&mut self, from: &str, to: &str, now: Instant) -> Instant {
+        let mut at = now + self.latency();
+        let loss = if self.lossless.contains(&(from.to_string(), to.to_string())) {
+            0.0
+        } else {
+            self.conditions.loss
+        };
+        if loss > 0.0 {
+            let mut rto = RTO;
+            for _ in 0..MAX_RETRANSMITS {
+                if !self.rng.random_bool(loss.clamp(0.0, 1.0)) {
+                    break;
+                }
+                at += rto;
+                rto *= 2;
+            }
+        }
+        at
+    }
+
+    fn resolve(&self, host: &str) -> Option<String> {
+        if self.hosts.contains_key(host) {
+            return Some(host.to_string());
+        }
+        let ip: Ipv4Addr = host.parse().ok()?;
+        self.by_ip.get(&ip).cloned()
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn pipe(&mut self, from: &Owner, to: &Owner) -> u64 {
+        let id = self.id();
+        self.pipes.insert(
+            id,
+            Pipe {
+                from: from.clone(),
+                to: to.clone(),
+                segments: VecDeque::new(),
+                last_at: None,
+                stalled: false,
+                reset: false,
+                waker: None,
+                writer_gone: false,
+                reader_gone: false,
+            },
+        );
+        id
+    }
+
+    /// Sends on pipe `id` (data, or the FIN when `fin`).
+    fn send(&mut self, id: u64, data: Bytes, fin: bool) -> io::Result<()> {
+        let now = Instant::now();
+        let Some(pipe) = self.pipes.get(&id) else {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        };
+        if !pipe.from.is_alive() {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        if pipe.reset {
+            return Err(io::ErrorKind::ConnectionReset.into());
+        }
+        let (from, to) = (pipe.from.host.clone(), pipe.to.host.clone());
+        if !pipe.to.is_alive() {
+            // The far end's incarnation is gone: a host that is back answers with RST, a host
+            // that is down answers nothing.
+            if self.hosts.get(&to).is_some_and(|h| h.up) {
+                self.reset(id);
+                return Err(io::ErrorKind::ConnectionReset.into());
+            }
+            return Ok(());
+        }
+        if pipe.stalled || pipe.reader_gone {
+            return Ok(());
+        }
+        let link = (from.clone(), to.clone());
+        let at = if from == to {
+            Some(now)
+        } else if self.cut.contains(&link) {
+            self.pipes.get_mut(&id).expect("checked").stalled = true;
+            return Ok(());
+        } else if self.held.contains(&link) {
+            None
+        } else {
+            Some(self.arrival(&from, &to, now))
+        };
+        let pipe = self.pipes.get_mut(&id).expect("checked");
+        let at = at.map(|at| {
+            let at = pipe.last_at.map_or(at, |last| at.max(last));
+            pipe.last_at = Some(at);
+            at
+        });
+        pipe.segments.push_back(Segment { at, data, fin });
+        if let Some(w) = pipe.waker.take() {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self, id: u64) {
+        let Some(pipe) = self.pipes.get(&id) else {
+            return;
+        };
+        let (from, to) = (pipe.from.clone(), pipe.to.clone());
+        for pipe in self.pipes.values_mut() {
+            let same = Arc::ptr_eq(&pipe.from.alive, &from.alive)
+                && Arc::ptr_eq(&pipe.to.alive, &to.alive);
+            let reverse = Arc::ptr_eq(&pipe.from.alive, &to.alive)
+                && Arc::ptr_eq(&pipe.to.alive, &from.alive);
+            if same || reverse {
+                pipe.reset = true;
+                if let Some(w) = pipe.waker.take() {
+                    w.wake();
+                }
+            }
+        }
+    }
+
+    fn forget_pipe_if_unused(&mut self, id: u64) {
+        if self
+            .pipes
+            .get(&id)
+            .is_some_and(|p| p.reader_gone && (p.writer_gone || p.segments.is_empty()))
+        {
+            self.pipes.remove(&id);
+        }
+    }
+}
+
+/// The seam's `Net` for one host incarnation.
+pub struct SimNet {
+    network: Network,
+    owner: Owner,
+}
+
+impl SimNet {
+    fn local_ip(&self) -> Ipv4Addr {
+        self.network
+            .world()
+            .hosts
+            .get(&self.owner.host)
+            .map_or(Ipv4Addr::LOCALHOST, |h| h.ip)
+    }
+}
+
+struct SimListener {
+    network: Network,
+    id: u64,
+    addr: SocketAddr,
+}
+
+impl Accept for SimListener {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<(Stream, SocketAddr)>> {
+        Box::pin(std::future::poll_fn(move |cx| {
+            let mut world = self.network.world();
+            let Some(backlog) = world.backlogs.get_mut(&self.id) else {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "the listener's host is gone",
+                )));
+            };
+            if !backlog.owner.is_alive() {
+                return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+            }
+            match backlog.queue.pop_front() {
+                Some((stream, peer)) => Poll::Ready(Ok((Box::new(stream) as Stream, peer))),
+                None => {
+                    backlog.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        }))
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.addr)
+    }
+}
+
+impl Drop for SimListener {
+    fn drop(&mut self) {
+        let mut world = self.network.world();
+        let backlog = world.backlogs.remove(&self.id);
+        if let Some(backlog) = &backlog {
+            if let Some(host) = world.hosts.get_mut(&backlog.owner.host) {
+                if host.listeners.get(&backlog.port) == Some(&self.id) {
+                    host.listeners.remove(&backlog.port);
+                }
+            }
+        }
+        // Connections never accepted are dropped without the lock (their ends take it).
+        drop(world);
+        drop(backlog);
+    }
+}
+
+impl Net for SimNet {
+    fn bind(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Listener>> {
+        Box::pin(async move {
+            if !self.owner.is_alive() {
+                return Err(io::ErrorKind::AddrNotAvailable.into());
+            }
+            let ip = self.local_ip();
+            let mut world = self.network.world();
+            let id = world.id();
+            let host = world
+                .hosts
+                .get_mut(&self.owner.host)
+                .ok_or(io::ErrorKind::AddrNotAvailable)?;
+            let port = if addr.port() == 0 {
+                let mut port = host.next_port;
+                while host.listeners.contains_key(&port) {
+                    port = port.checked_add(1).unwrap_or(FIRST_EPHEMERAL_PORT);
+                }
+                host.next_port = port.checked_add(1).unwrap_or(FIRST_EPHEMERAL_PORT);
+                port
+            } else {
+                addr.port()
+            };
+            if host.listeners.contains_key(&port) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("port {port} is in use"),
+                ));
+            }
+            host.listeners.insert(port, id);
+            world.backlogs.insert(
+                id,
+                Backlog {
+                    owner: self.owner.clone(),
+                    port,
+                    queue: VecDeque::new(),
+                    waker: None,
+                },
+            );
+            let local = SocketAddr::new(IpAddr::V4(ip), port);
+            Ok(Listener::new(SimListener {
+                network: self.network.clone(),
+                id,
+                addr: local,
+            }))
+        })
+    }
+
+    fn connect<'a>(&'a self, host: &'a str, port: u16) -> BoxFuture<'a, io::Result<Stream>> {
+        Box::pin(async move {
+            let refused =
+                || io::Error::new(io::ErrorKind::ConnectionRefused, format!("{host}:{port}"));
+            let me = self.owner.host.clone();
+            // The SYN: it waits while the link is held, is refused across a cut or where nothing
+            // listens, and otherwise reaches the listener after one latency.
+            let (target, syn_at) = loop {
+                let released = {
+                    let mut world = self.network.world();
+                    if !self.owner.is_alive() {
+                        return Err(io::ErrorKind::BrokenPipe.into());
+                    }
+                    let target = match host {
+                        "localhost" | "127.0.0.1" => Some(me.clone()),
+                        _ => world.resolve(host),
+                    }
+                    .ok_or_else(|| {
+                        io::Error::new(io::ErrorKind::NotFound, format!("no host {host}"))
+                    })?;
+                    let there = (me.clone(), target.clone());
+                    let back = (target.clone(), me.clone());
+                    if target != me && (world.cut.contains(&there) || world.cut.contains(&back)) {
+                        return Err(refused());
+                    }
+                    if target != me && (world.held.contains(&there) || world.held.contains(&back)) {
+                        world.released.clone()
+                    } else {
+                        let now = Instant::now();
+                        let at = if target == me {
+                            now
+                        } else {
+                            world.arrival(&me, &target, now)
+                        };
+                        break (target, at);
+                    }
+                };
+                released.notified().await;
+            };
+            tokio::time::sleep_until(syn_at).await;
+            let (stream, back_at) = {
+                let mut world = self.network.world();
+                if !self.owner.is_alive() {
+                    return Err(io::ErrorKind::BrokenPipe.into());
+                }
+                let Some(target_host) = world.hosts.get(&target) else {
+                    return Err(refused());
+                };
+                let Some(&listener) = target_host.listeners.get(&port).filter(|_| target_host.up)
+                else {
+                    return Err(refused());
+                };
+                let server_ip = target_host.ip;
+                let Some(backlog) = world.backlogs.get(&listener) else {
+                    return Err(refused());
+                };
+                let server = backlog.owner.clone();
+                if !server.is_alive()
+                    || world.cut.contains(&(target.clone(), me.clone()))
+                    || world.cut.contains(&(me.clone(), target.clone()))
+                {
+                    return Err(refused());
+                }
+                let my_ip = world.hosts.get(&me).map_or(Ipv4Addr::LOCALHOST, |h| h.ip);
+                let client_port = {
+                    let h = world.hosts.get_mut(&me).expect("a host connects");
+                    let p = h.next_port;
+                    h.next_port = p.checked_add(1).unwrap_or(FIRST_EPHEMERAL_PORT);
+                    p
+                };
+                let client_addr = SocketAddr::new(IpAddr::V4(my_ip), client_port);
+                let server_addr = SocketAddr::new(IpAddr::V4(server_ip), port);
+                let up = world.pipe(&self.owner, &server);
+                let down = world.pipe(&server, &self.owner);
+                let accepted =
+                    SimStream::new(self.network.clone(), down, up, server_addr, client_addr);
+                let backlog = world.backlogs.get_mut(&listener).expect("looked up above");
+                backlog.queue.push_back((accepted, client_addr));
+                if let Some(w) = backlog.waker.take() {
+                    w.wake();
+                }
+                let now = Instant::now();
+                let back_at = if target == me {
+                    now
+                } else {
+                    world.arrival(&target, &me, now)
+                };
+                (
+                    SimStream::new(self.network.clone(), up, down, client_addr, server_addr),
+                    back_at,
+                )
+            };
+            tokio::time::sleep_until(back_at).await;
+            Ok(Box::new(stream) as Stream)
+        })
+    }
+}
+
+/// One end of a simulated connection.
+pub struct SimStream {
+    network: Network,
+    tx: u64,
+    rx: u64,
+    local: SocketAddr,
+    peer: SocketAddr,
+    /// Wakes the reader when the next segment is due.
+    due: Option<Pin<Box<Sleep>>>,
+    fin_sent: bool,
+}
+
+impl SimStream {
+    fn new(network: Network, tx: u64, rx: u64, local: SocketAddr, peer: SocketAddr) -> Self {
+        SimStream {
+            network,
+            tx,
+            rx,
+            local,
+            peer,
+            due: None,
+            fin_sent: false,
+        }
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+}
+
+impl AsyncRead for SimStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let now = Instant::now();
+        let next_due = {
+            let mut world = this.network.world();
+            let Some(pipe) = world.pipes.get_mut(&this.rx) else {
+                return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+            };
+            if !pipe.to.is_alive() {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+            if pipe.reset {
+                return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+            }
+            let mut read = 0;
+            while buf.remaining() > 0 {
+                let Some(head) = pipe.segments.front_mut() else {
+                    break;
+                };
+                if head.at.is_none_or(|at| at > now) {
+                    break;
+                }
+                if head.fin {
+                    break;
+                }
+                let n = head.data.len().min(buf.remaining());
+                buf.put_slice(&head.data.split_to(n));
+                read += n;
+                if head.data.is_empty() {
+                    pipe.segments.pop_front();
+                }
+            }
+            if read > 0 {
+                return Poll::Ready(Ok(()));
+            }
+            match pipe.segments.front() {
+                Some(head) if head.fin && head.at.is_some_and(|at| at <= now) => {
+                    return Poll::Ready(Ok(()));
+                }
+                Some(head) => {
+                    pipe.waker = Some(cx.waker().clone());
+                    head.at
+                }
+                None => {
+                    pipe.waker = Some(cx.waker().clone());
+                    None
+                }
+            }
+        };
+        if let Some(at) = next_due {
+            let due = this
+                .due
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            due.as_mut().reset(at);
+            if due.as_mut().poll(cx).is_ready() {
+                cx.waker().wake_by_ref();
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl AsyncWrite for SimStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.fin_sent {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let mut world = self.network.world();
+        world.send(self.tx, Bytes::copy_from_slice(buf), false)?;
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.fin_sent {
+            this.fin_sent = true;
+            let mut world = this.network.world();
+            // A FIN that cannot be sent is no error to the closer.
+            let _ = world.send(this.tx, Bytes::new(), true);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for SimStream {
+    fn drop(&mut self) {
+        let mut world = self.network.world();
+        if !self.fin_sent {
+            let _ = world.send(self.tx, Bytes::new(), true);
+        }
+        if let Some(pipe) = world.pipes.get_mut(&self.tx) {
+            pipe.writer_gone = true;
+        }
+        if let Some(pipe) = world.pipes.get_mut(&self.rx) {
+            pipe.reader_gone = true;
+        }
+        world.forget_pipe_if_unused(self.tx);
+        world.forget_pipe_if_unused(self.rx);
+    }
+}
