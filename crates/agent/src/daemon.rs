@@ -1011,6 +1011,12 @@ impl Core {
         };
         let snapshot = self.manager.snapshot();
         self.persist(STATUS_PATH, snapshot).await?;
+        // From here the update is never sent again (invariants read this).
+        self.env.emit(
+            Event::new("task_acked")
+                .with("task", task_id)
+                .with("uuid", uuid),
+        );
         if !self.manager.has_stream(task_id) {
             if let Some(entry) = self.tasks.remove(task_id) {
                 self.forget(&task_path(task_id)).await?;

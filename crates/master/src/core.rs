@@ -1113,7 +1113,14 @@ impl Master {
             let key = (framework_id.to_string(), task.task_id.value.clone());
             let problem = if task.task_id.value.is_empty() {
                 Some("Task ID must not be empty".to_string())
-            } else if self.tasks.get(&key).is_some_and(|t| !t.state.is_terminal()) {
+            } else if self
+                .tasks
+                .get(&key)
+                .is_some_and(|t| !t.state.is_terminal() || t.in_flight.is_some())
+            {
+                // Mesos keeps a task until its terminal update is acknowledged: an id may be
+                // used again only after that, or the old task's retried update would reach the
+                // framework as if it were the new one's.
                 Some(format!("Task has duplicate ID: {}", key.1))
             } else if task.agent_id.value != agent_id {
                 Some(format!(

@@ -21,6 +21,17 @@ const MEM: f64 = 128.0;
 /// After (re-)subscribing, launch nothing until reconciliation has had time to answer.
 const RECONCILE_WAIT: Duration = Duration::from_secs(3);
 const ID_FILE: &str = "framework_id";
+/// The slots' tasks and the next generation of each, synced before every launch: a restarted
+/// framework knows its tasks (and waits for an unreachable one) and never uses a task id twice
+/// (Mesos lets a framework reuse an id only once the old task's terminal update is acknowledged,
+/// which a framework that failed over cannot know).
+const SLOTS_FILE: &str = "framework_slots";
+
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Slots {
+    tasks: BTreeMap<u32, (String, TaskState)>,
+    generation: BTreeMap<u32, u32>,
+}
 /// A task not heard of this long after its launch is killed (and so reported, and replaced).
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Implicit reconciliation every this many 5-second sweeps.
@@ -71,8 +82,16 @@ pub fn role() -> Role {
             let (driver, mut events) = Driver::start(env.clone(), locator, info);
             let node = context.name.clone();
             // Per slot: the current task id and its latest state.
-            let mut tasks: BTreeMap<u32, (String, TaskState)> = BTreeMap::new();
-            let mut generation: BTreeMap<u32, u32> = BTreeMap::new();
+            let saved: Slots = env
+                .disk()
+                .read(SLOTS_FILE)
+                .await?
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            let Slots {
+                mut tasks,
+                mut generation,
+            } = saved;
             let mut launch_after = tokio::time::Instant::now() + RECONCILE_WAIT;
             // Tasks launched but not heard of since, and when (Marathon's task launch timeout:
             // a RunTask can be lost with its connection; killing the task makes the agent
@@ -158,6 +177,19 @@ pub fn role() -> Role {
                                             refuse_seconds: Some(5.0),
                                         }),
                                     });
+                                }
+                                if call
+                                    .accept
+                                    .as_ref()
+                                    .is_some_and(|a| !a.operations.is_empty())
+                                {
+                                    let slots = Slots {
+                                        tasks: tasks.clone(),
+                                        generation: generation.clone(),
+                                    };
+                                    let bytes = serde_json::to_vec(&slots)?;
+                                    env.disk().write(SLOTS_FILE, bytes.into()).await?;
+                                    env.disk().sync(SLOTS_FILE).await?;
                                 }
                                 let launched: Vec<String> = call
                                     .accept

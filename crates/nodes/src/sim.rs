@@ -35,6 +35,30 @@ pub struct SimArgs {
     /// Where `--random` writes minimal failing scenarios.
     #[arg(long, default_value = ".")]
     out: PathBuf,
+    /// Runs this many seeds at once (each run stays single-threaded and deterministic: its trace
+    /// is the same whatever the number of jobs). Default: the machine's cores.
+    #[arg(long, short)]
+    jobs: Option<usize>,
+    /// Stops starting runs after this much wall time (`90s`, `10m`), and reports how many ran.
+    #[arg(long, value_parser = parse_budget)]
+    budget: Option<std::time::Duration>,
+}
+
+fn parse_budget(text: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration like `90s` or `10m`, found {text:?}"))?;
+    let seconds = match unit {
+        "s" | "" => value,
+        "m" => value * 60,
+        "h" => value * 3600,
+        _ => return Err(format!("expected a unit s, m or h in {text:?}")),
+    };
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 fn parse_seeds(text: &str) -> Result<RangeInclusive<u64>, String> {
@@ -119,6 +143,19 @@ fn replay_command(file: &Path, seed: u64) -> String {
     format!("drover sim {} --seed {seed}", file.display())
 }
 
+/// One run to make: a scenario (made random from the seed with `--random`) and a seed.
+struct Job<'a> {
+    base: &'a Scenario,
+    seed: u64,
+    scenario: Scenario,
+    faults: Vec<drover_sim::explore::Fault>,
+}
+
+/// What a job gave.
+struct Done {
+    result: Result<Outcome, String>,
+}
+
 pub fn main(args: SimArgs) -> ExitCode {
     let files = match scenario_files(&args.paths) {
         Ok(files) if !files.is_empty() => files,
@@ -145,20 +182,48 @@ pub fn main(args: SimArgs) -> ExitCode {
     if bad {
         return ExitCode::from(2);
     }
-    let runs: Vec<(&Scenario, u64)> = scenarios
-        .iter()
-        .flat_map(|s| {
-            let seeds: Vec<u64> = match (&args.seeds, args.seed) {
-                (Some(range), _) => range.clone().collect(),
-                (None, Some(seed)) => vec![seed],
-                (None, None) => vec![s.seed],
+    let mut jobs = Vec::new();
+    for base in &scenarios {
+        let seeds: Vec<u64> = match (&args.seeds, args.seed) {
+            (Some(range), _) => range.clone().collect(),
+            (None, Some(seed)) => vec![seed],
+            (None, None) => vec![base.seed],
+        };
+        let map = if args.random {
+            match drover_sim::cluster::ClusterMap::plan(base, &crate::roles()) {
+                Ok(map) => Some(map),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        } else {
+            None
+        };
+        for seed in seeds {
+            let (scenario, faults) = match &map {
+                Some(map) => {
+                    let faults = drover_sim::explore::random_faults(base, map, seed);
+                    (drover_sim::explore::with_faults(base, &faults), faults)
+                }
+                None => (base.clone(), Vec::new()),
             };
-            seeds.into_iter().map(move |seed| (s, seed))
-        })
-        .collect();
-    let many = runs.len() > 1;
-    let progress = if many && args.seeds.is_some() {
-        let bar = ProgressBar::new(runs.len() as u64);
+            jobs.push(Job {
+                base,
+                seed,
+                scenario,
+                faults,
+            });
+        }
+    }
+    let many = jobs.len() > 1;
+    let quiet = many && args.seeds.is_some();
+    let workers = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, jobs.len().max(1));
+    let progress = if quiet {
+        let bar = ProgressBar::new(jobs.len() as u64);
         bar.set_style(
             ProgressStyle::with_template("{bar:40} {pos}/{len} runs, {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -167,57 +232,71 @@ pub fn main(args: SimArgs) -> ExitCode {
     } else {
         None
     };
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the budget and the speed report are wall time of the command; never in a trace"
+    )]
+    let started = std::time::Instant::now();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failures = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Done>>> =
+        jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "independent runs on their own threads; each run is single-threaded inside"
+    )]
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                if args.budget.is_some_and(|b| started.elapsed() >= b) {
+                    return;
+                }
+                let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(job) = jobs.get(index) else {
+                    return;
+                };
+                let result = run_one(&job.scenario, job.seed);
+                if !result.as_ref().is_ok_and(Outcome::passed) {
+                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                if let Some(bar) = &progress {
+                    bar.inc(1);
+                    bar.set_message(format!(
+                        "{} failed",
+                        failures.load(std::sync::atomic::Ordering::Relaxed)
+                    ));
+                }
+                if let Ok(mut slot) = results[index].lock() {
+                    *slot = Some(Done { result });
+                }
+            });
+        }
+    });
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
+    let wall = started.elapsed().as_secs_f64().max(1e-9);
     let mut traces = String::new();
     let mut failed = Vec::new();
     let mut simulated_ms = 0u64;
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "measures the simulator's speed; never enters a trace"
-    )]
-    let started = std::time::Instant::now();
-    let mut shrunk = std::collections::BTreeSet::new();
-    for (base, seed) in runs.iter().copied() {
-        let randomized;
-        let mut faults = Vec::new();
-        let scenario = if args.random {
-            let map = match drover_sim::cluster::ClusterMap::plan(base, &crate::roles()) {
-                Ok(map) => map,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            faults = drover_sim::explore::random_faults(base, &map, seed);
-            randomized = drover_sim::explore::with_faults(base, &faults);
-            &randomized
-        } else {
-            base
+    let mut ran = 0usize;
+    let mut faults_by_kind: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut checks = 0u64;
+    let mut to_shrink: std::collections::BTreeMap<PathBuf, (usize, String)> = Default::default();
+    for (index, (job, slot)) in jobs.iter().zip(&results).enumerate() {
+        let Some(done) = slot.lock().ok().and_then(|mut s| s.take()) else {
+            continue;
         };
-        let result = run_one(scenario, seed);
-        if args.random && shrunk.insert(base.file.clone()) {
-            if let Ok(outcome) = &result {
-                if let Some(check) = drover_sim::explore::failed_check(outcome) {
-                    match minimize(base, faults, seed, &check, &args.out) {
-                        Ok(file) => println!(
-                            "shrunk the failure of {check} to {}\n  replay: {}",
-                            file.display(),
-                            replay_command(&file, seed)
-                        ),
-                        Err(e) => eprintln!("error: shrinking failed: {e}"),
-                    }
-                } else {
-                    shrunk.remove(&base.file);
-                }
-            }
-        }
-        if let Some(bar) = &progress {
-            bar.inc(1);
-            bar.set_message(format!("{} failed", failed.len()));
-        }
-        match result {
+        ran += 1;
+        let (scenario, seed) = (&job.scenario, job.seed);
+        match done.result {
             Ok(outcome) => {
                 simulated_ms += outcome.simulated_ms;
-                if progress.is_none() {
+                checks += outcome.checks;
+                for (kind, count) in outcome.harness_actions() {
+                    *faults_by_kind.entry(kind).or_default() += count;
+                }
+                if !quiet {
                     println!(
                         "== {} ({}) seed {seed}",
                         outcome.scenario,
@@ -237,7 +316,7 @@ pub fn main(args: SimArgs) -> ExitCode {
                 }
                 traces.push_str(&outcome.trace);
                 if outcome.passed() {
-                    if progress.is_none() {
+                    if !quiet {
                         println!("PASSED {} seed {seed}", outcome.scenario);
                     }
                 } else {
@@ -245,13 +324,15 @@ pub fn main(args: SimArgs) -> ExitCode {
                     let reason =
                         format!("{} at {} ms: {}", first.check, first.at_ms, first.message);
                     failed.push((scenario.file.clone(), seed, reason));
+                    if args.random {
+                        to_shrink
+                            .entry(job.base.file.clone())
+                            .or_insert((index, first.check.clone()));
+                    }
                 }
             }
             Err(reason) => failed.push((scenario.file.clone(), seed, reason)),
         }
-    }
-    if let Some(bar) = progress {
-        bar.finish();
     }
     if let Some(path) = &args.trace {
         if let Err(e) = std::fs::File::create(path).and_then(|mut f| f.write_all(traces.as_bytes()))
@@ -260,19 +341,50 @@ pub fn main(args: SimArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let wall = started.elapsed().as_secs_f64().max(1e-9);
+    // The first failure of each scenario, shrunk to a minimal scenario file.
+    let mut shrunk = Vec::new();
+    for (index, check) in to_shrink.values() {
+        let job = &jobs[*index];
+        match minimize(job.base, job.faults.clone(), job.seed, check, &args.out) {
+            Ok(file) => shrunk.push((check.clone(), file, job.seed)),
+            Err(e) => eprintln!("error: shrinking failed: {e}"),
+        }
+    }
     println!(
-        "{} run(s): {} passed, {} failed; simulated {:.1} s in {:.2} s of wall time ({:.0}x)",
-        runs.len(),
-        runs.len() - failed.len(),
+        "{} run(s): {} passed, {} failed; simulated {:.1} s in {:.2} s of wall time ({:.0}x, {} job(s))",
+        ran,
+        ran - failed.len(),
         failed.len(),
         simulated_ms as f64 / 1000.0,
         wall,
-        simulated_ms as f64 / 1000.0 / wall
+        simulated_ms as f64 / 1000.0 / wall,
+        workers,
     );
+    if ran < jobs.len() {
+        println!(
+            "the budget ran out: {} of {} runs were made",
+            ran,
+            jobs.len()
+        );
+    }
+    if args.random || quiet {
+        let kinds: Vec<String> = faults_by_kind
+            .iter()
+            .map(|(kind, count)| format!("{kind} {count}"))
+            .collect();
+        println!("harness actions: {}", kinds.join(", "));
+        println!("invariant checks: {checks}");
+    }
     for (file, seed, reason) in &failed {
         println!("FAILED {} seed {seed}: {reason}", file.display());
         println!("  replay: {}", replay_command(file, *seed));
+    }
+    for (check, file, seed) in &shrunk {
+        println!(
+            "shrunk the failure of {check} to {}\n  replay: {}",
+            file.display(),
+            replay_command(file, *seed)
+        );
     }
     if failed.is_empty() {
         ExitCode::SUCCESS

@@ -248,6 +248,11 @@ pub fn watcher() -> Role {
                         if changed.is_ok() {
                             let state = *states.borrow_and_update();
                             env.emit(Event::new("client").with("state", format!("{state:?}")).with("session", format!("{:#x}", client.session_id())));
+                        } else {
+                            // The client is gone (its session ended): a new one, watched anew.
+                            // (Polling the closed channel again would spin without time passing.)
+                            session(&context, &mut client).await;
+                            states = client.watch_state();
                         }
                     }
                     _ = tokio::time::sleep(Duration::from_millis(50)) => {}

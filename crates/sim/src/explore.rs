@@ -159,11 +159,28 @@ pub fn random_faults(scenario: &Scenario, map: &ClusterMap, seed: u64) -> Vec<Fa
     faults
 }
 
-/// The scenario with `faults` as its timeline (then a full heal at 70%), judged by its `always`
-/// invariants only.
+/// The scenario with `faults` in its timeline instead of its own faults (its HTTP requests stay),
+/// then a full heal at 70%, judged by its `always` invariants only.
 pub fn with_faults(scenario: &Scenario, faults: &[Fault]) -> Scenario {
     let settle = at(scenario.duration.as_millis() as u64 * 7 / 10);
-    let mut timeline: Vec<Step> = faults.iter().flatten().cloned().collect();
+    // The scenario's own requests stay (a deployment to disturb); its own faults give way.
+    let mut timeline: Vec<Step> = scenario
+        .timeline
+        .iter()
+        .filter_map(|s| match &s.action {
+            // Under random faults an answer may rightly be 503 or none: the request stays as
+            // workload, its expected status goes.
+            Action::Http(http) => Some(Step {
+                at: s.at,
+                action: Action::Http(crate::scenario::HttpAction {
+                    expect_status: None,
+                    ..http.clone()
+                }),
+            }),
+            _ => None,
+        })
+        .collect();
+    timeline.extend(faults.iter().flatten().cloned());
     timeline.push(Step {
         at: settle,
         action: Action::Heal,

@@ -714,12 +714,17 @@ impl Invariant for NoOverscale {
 }
 
 /// Every status update a framework receives (`update task=T uuid=U` on a framework node) is one
-/// an agent made (`task_state task=T uuid=U`), received once, in the order the agent made them.
+/// an agent made (`task_state task=T uuid=U`), in the order the agent made them, and once, with
+/// the at-least-once exception Mesos makes: an update the agent has not seen acknowledged
+/// (`task_acked`) may reach a framework again after the framework restarted. An update the
+/// agent saw acknowledged never comes again.
 #[derive(Default)]
 struct UpdatesExactlyOnce {
     made: BTreeMap<String, Vec<String>>,
-    /// Per task: how far into `made` the framework has received.
-    received: BTreeMap<String, usize>,
+    /// Per task: how many of `made` the agent saw acknowledged (it acknowledges in order).
+    acked: BTreeMap<String, usize>,
+    /// Per (framework node, task): how far into `made` the framework has received.
+    received: BTreeMap<(String, String), usize>,
 }
 
 impl Invariant for UpdatesExactlyOnce {
@@ -728,6 +733,18 @@ impl Invariant for UpdatesExactlyOnce {
     }
 
     fn observe(&mut self, line: &TraceLine, view: &ClusterView) -> Result<(), String> {
+        if line.node == crate::trace::HARNESS && line.event.name == "restart" {
+            // A restarted framework knows nothing of what it received: everything not yet
+            // acknowledged at the agent may come again.
+            if let Some(node) = line.event.field("node") {
+                for ((framework, task), received) in self.received.iter_mut() {
+                    if framework == node {
+                        *received = (*received).min(self.acked.get(task).copied().unwrap_or(0));
+                    }
+                }
+            }
+            return Ok(());
+        }
         let (Some(task), Some(uuid)) = (line.event.field("task"), line.event.field("uuid")) else {
             return Ok(());
         };
@@ -736,6 +753,14 @@ impl Invariant for UpdatesExactlyOnce {
             return Ok(());
         }
         let role = view.map.role_of(&line.node);
+        if role == Some("agent") && line.event.name == "task_acked" {
+            let made = self.made.get(task).map(Vec::as_slice).unwrap_or_default();
+            if let Some(position) = made.iter().position(|u| u == uuid) {
+                let acked = self.acked.entry(task.to_string()).or_default();
+                *acked = (*acked).max(position + 1);
+            }
+            return Ok(());
+        }
         if role == Some("agent") && line.event.name == "task_state" {
             self.made
                 .entry(task.to_string())
@@ -753,7 +778,15 @@ impl Invariant for UpdatesExactlyOnce {
                 line.node
             ));
         };
-        let next = self.received.get(task).copied().unwrap_or(0);
+        let key = (line.node.clone(), task.to_string());
+        let next = self.received.get(&key).copied().unwrap_or(0);
+        let acked = self.acked.get(task).copied().unwrap_or(0);
+        if position < acked {
+            return Err(format!(
+                "{} received update {uuid} of task {task} (update {} of the task) after the agent saw it acknowledged",
+                line.node, position + 1
+            ));
+        }
         if position < next {
             return Err(format!(
                 "{} received update {uuid} of task {task} again (or out of order: it is update {} of the task, after {next})",
@@ -766,7 +799,7 @@ impl Invariant for UpdatesExactlyOnce {
                 line.node, position + 1, next + 1
             ));
         }
-        self.received.insert(task.to_string(), position + 1);
+        self.received.insert(key, position + 1);
         Ok(())
     }
 }

@@ -5,11 +5,13 @@
 //! only satisfies the seam's `Send` bounds). Time is tokio's paused clock, so a segment's arrival
 //! is a timer like any other and the runtime jumps straight from one event to the next.
 //!
-//! Faults, per directed link: *cut* (a segment sent across it is lost, and since TCP cannot skip a
-//! lost segment, the connection stalls for good in that direction, as a connection does that
-//! outlives its retransmission timeout; a connect across it is refused), *held* (segments wait, and
-//! arrive after the release in their order), and *loss* (a lost segment is retransmitted after an
-//! RTO of 200 ms, doubling per retry, so it arrives late but in order). A crashed host's unsent and
+//! Faults, per directed link: *cut* (a segment sent across it, or on its way when the cut came, is
+//! lost; TCP retransmits it after 1, 2, 4, ... RTOs of 200 ms, so it arrives at its first
+//! retransmission after the heal, and everything behind it waits; a connect across a cut is
+//! refused), *held* (segments wait, and arrive after the release in their order), and *loss* (a
+//! lost segment is retransmitted after an RTO, doubling per retry, so it arrives late but in
+//! order). Connections outlive any cut (Linux gives up only after ~15 minutes of retransmissions,
+//! longer than any scenario). A crashed host's unsent and
 //! in-flight segments are lost (power loss: no FIN, no RST); writing to a connection whose far end
 //! died while its host is back up fails with a reset, as the new incarnation answers with RST.
 
@@ -80,10 +82,25 @@ struct Backlog {
 }
 
 struct Segment {
-    /// When it arrives; `None` while its link is held.
+    /// When it arrives; `None` while its link is held or cut.
     at: Option<Instant>,
+    /// When it was lost to a cut: TCP retransmits it from then on, and the first retransmission
+    /// after the heal gets through.
+    lost_at: Option<Instant>,
     data: Bytes,
     fin: bool,
+}
+
+/// The first retransmission at or after `now` of a segment lost at `lost_at`: retransmissions
+/// come after 1, 2, 4, ... RTOs (Linux' backoff, each wait capped at 120 s).
+fn next_retransmission(lost_at: Instant, now: Instant) -> Instant {
+    let mut at = lost_at;
+    let mut wait = RTO;
+    while at < now {
+        at += wait;
+        wait = (wait * 2).min(Duration::from_secs(120));
+    }
+    at
 }
 
 /// One direction of a connection.
@@ -200,17 +217,19 @@ impl Network {
         }
     }
 
-    /// Cuts `from → to`: segments on their way are lost (their connections stall), later ones too.
+    /// Cuts `from → to`: segments on their way are lost, later ones too; TCP retransmits them, so
+    /// they arrive after the heal.
     pub fn cut(&self, from: &str, to: &str) {
         let mut world = self.world();
         world.cut.insert((from.to_string(), to.to_string()));
         let now = Instant::now();
         for pipe in world.pipes.values_mut() {
             if pipe.from.host == from && pipe.to.host == to {
-                let before = pipe.segments.len();
-                pipe.segments.retain(|s| s.at.is_some_and(|at| at <= now));
-                if pipe.segments.len() != before {
-                    pipe.stalled = true;
+                for segment in pipe.segments.iter_mut() {
+                    if segment.at.is_none_or(|at| at > now) {
+                        segment.at = None;
+                        segment.lost_at.get_or_insert(now);
+                    }
                 }
             }
         }
@@ -220,7 +239,7 @@ impl Network {
         self.world().held.insert((from.to_string(), to.to_string()));
     }
 
-    /// Ends every cut and hold; held segments leave now, in order.
+    /// Ends every cut and hold; held segments leave now, lost ones at their next retransmission.
     pub fn heal(&self) {
         let mut world = self.world();
         world.cut.clear();
@@ -262,37 +281,46 @@ impl Network {
 }
 
 impl World {
+    /// Ends every hold, and lets through what waits on a link that is no longer cut.
     fn release_all(&mut self) {
         self.held.clear();
         let now = Instant::now();
         let ids: Vec<u64> = self.pipes.keys().copied().collect();
         for id in ids {
-            let held = self.pipes[&id].segments.iter().any(|s| s.at.is_none());
-            if !held {
+            let pipe = &self.pipes[&id];
+            let link = (pipe.from.host.clone(), pipe.to.host.clone());
+            if self.cut.contains(&link) || pipe.segments.iter().all(|s| s.at.is_some()) {
                 continue;
             }
-            let (from, to) = {
-                let pipe = &self.pipes[&id];
-                (pipe.from.host.clone(), pipe.to.host.clone())
-            };
-            let mut times = Vec::new();
-            let count = self.pipes[&id]
+            let waiting: Vec<Option<Instant>> = pipe
                 .segments
                 .iter()
                 .filter(|s| s.at.is_none())
-                .count();
-            for _ in 0..count {
-                times.push(self.arrival(&from, &to, now));
+                .map(|s| s.lost_at)
+                .collect();
+            let mut times = Vec::new();
+            for lost_at in waiting {
+                let leaves = lost_at.map_or(now, |lost_at| next_retransmission(lost_at, now));
+                times.push(leaves + self.latency());
             }
             let pipe = self.pipes.get_mut(&id).expect("listed above");
             let mut times = times.into_iter();
-            for segment in pipe.segments.iter_mut().filter(|s| s.at.is_none()) {
-                let mut at = times.next().unwrap_or(now);
-                if let Some(last) = pipe.last_at {
+            let mut last: Option<Instant> = None;
+            // In order: nothing overtakes a segment that was waiting.
+            for segment in pipe.segments.iter_mut() {
+                let mut at = match segment.at {
+                    Some(at) => at,
+                    None => times.next().unwrap_or(now),
+                };
+                if let Some(last) = last {
                     at = at.max(last);
                 }
-                pipe.last_at = Some(at);
                 segment.at = Some(at);
+                segment.lost_at = None;
+                last = Some(at);
+            }
+            if last.is_some() {
+                pipe.last_at = last;
             }
             if let Some(w) = pipe.waker.take() {
                 w.wake();
@@ -390,23 +418,29 @@ impl World {
             return Ok(());
         }
         let link = (from.clone(), to.clone());
+        let cut = from != to && self.cut.contains(&link);
         let at = if from == to {
             Some(now)
-        } else if self.cut.contains(&link) {
-            self.pipes.get_mut(&id).expect("checked").stalled = true;
-            return Ok(());
-        } else if self.held.contains(&link) {
+        } else if cut || self.held.contains(&link) {
             None
         } else {
             Some(self.arrival(&from, &to, now))
         };
         let pipe = self.pipes.get_mut(&id).expect("checked");
+        // Behind a segment that waits, everything waits (TCP delivers in order).
+        let at = at.filter(|_| pipe.segments.iter().all(|s| s.at.is_some()));
         let at = at.map(|at| {
             let at = pipe.last_at.map_or(at, |last| at.max(last));
             pipe.last_at = Some(at);
             at
         });
-        pipe.segments.push_back(Segment { at, data, fin });
+        let lost_at = (cut && at.is_none()).then_some(now);
+        pipe.segments.push_back(Segment {
+            at,
+            lost_at,
+            data,
+            fin,
+        });
         if let Some(w) = pipe.waker.take() {
             w.wake();
         }

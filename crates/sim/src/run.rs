@@ -3,9 +3,12 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,7 +17,7 @@ use drover_core::{Env, Event};
 use tokio::sync::{mpsc, watch};
 use tokio::task::LocalSet;
 
-use crate::cluster::{ClusterMap, NodeContext, NodeSpec, Role, Roles, Shutdown};
+use crate::cluster::{ClusterMap, NodeContext, NodeResult, NodeSpec, Role, Roles, Shutdown};
 use crate::env::{sim_ms, IncarnationDisk, SimClock, SimDisk, TraceEvents};
 use crate::invariants::{self, ClusterView, Invariant, Pending};
 use crate::net::{Conditions, Network, Owner};
@@ -46,11 +49,26 @@ pub struct Outcome {
     /// The readable timeline: the harness's actions and the notable events.
     pub timeline: Vec<String>,
     pub simulated_ms: u64,
+    /// How many times an `always` invariant judged a trace line.
+    pub checks: u64,
 }
 
 impl Outcome {
     pub fn passed(&self) -> bool {
         self.failures.is_empty()
+    }
+
+    /// The harness's actions (faults, heals, requests) by kind, counted from the trace.
+    pub fn harness_actions(&self) -> BTreeMap<String, u64> {
+        let mut counts = BTreeMap::new();
+        for line in self.trace.lines() {
+            let mut words = line.split(' ');
+            if let (Some(_), Some(HARNESS), Some(kind)) = (words.next(), words.next(), words.next())
+            {
+                *counts.entry(kind.to_string()).or_default() += 1;
+            }
+        }
+        counts
     }
 }
 
@@ -251,6 +269,7 @@ async fn play(plan: Plan<'_>) -> Result<Outcome, ScenarioError> {
 
     let mut failures = Vec::new();
     let mut timeline = Vec::new();
+    let mut checks = 0u64;
     let mut next = 0;
     let end_ms = scenario.duration.as_millis() as u64;
     let news = trace.news();
@@ -272,6 +291,7 @@ async fn play(plan: Plan<'_>) -> Result<Outcome, ScenarioError> {
         }
         failures.append(&mut errors.borrow_mut());
         for line in trace.take_new() {
+            checks += always.len() as u64;
             harness.view.observe(&line);
             for invariant in &mut always {
                 if let Err(message) = invariant.observe(&line, &harness.view) {
@@ -372,7 +392,56 @@ async fn play(plan: Plan<'_>) -> Result<Outcome, ScenarioError> {
         trace: trace.render(),
         timeline,
         simulated_ms,
+        checks,
     })
+}
+
+/// Polls of one node at one simulated instant beyond which it is spinning: a task that is always
+/// ready (say, a loop on a closed channel) would otherwise hold the whole simulation at that
+/// instant forever. A burst of real work at one instant stays far below this.
+const LIVELOCK_POLLS: u64 = 2_000_000;
+
+/// Fails a node that keeps running without letting simulated time pass.
+struct Livelock<F> {
+    node: String,
+    inner: Pin<Box<F>>,
+    at: Option<tokio::time::Instant>,
+    polls: u64,
+}
+
+impl<F: Future<Output = NodeResult>> Livelock<F> {
+    fn guard(node: &str, inner: F) -> Self {
+        Livelock {
+            node: node.to_string(),
+            inner: Box::pin(inner),
+            at: None,
+            polls: 0,
+        }
+    }
+}
+
+impl<F: Future<Output = NodeResult>> Future for Livelock<F> {
+    type Output = NodeResult;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<NodeResult> {
+        let now = tokio::time::Instant::now();
+        if self.at == Some(now) {
+            self.polls += 1;
+            if self.polls > LIVELOCK_POLLS {
+                let message = format!(
+                    "{} livelocked: polled {} times at {} ms without letting time pass",
+                    self.node,
+                    self.polls,
+                    sim_ms()
+                );
+                return Poll::Ready(Err(message.into()));
+            }
+        } else {
+            self.at = Some(now);
+            self.polls = 0;
+        }
+        self.inner.as_mut().poll(cx)
+    }
 }
 
 /// The harness's client host, which sends the timeline's HTTP requests.
@@ -494,7 +563,8 @@ impl Harness {
         node.task = Some(tokio::task::spawn_local(async move {
             let local = node_set();
             // The role's future is made inside the set, so whatever it spawns belongs to it.
-            let result = local.run_until(async move { start(context).await }).await;
+            let node = local.run_until(async move { start(context).await });
+            let result = Livelock::guard(&node_name, node).await;
             if let Err(e) = result {
                 if owner.is_alive() {
                     errors.borrow_mut().push(Failure {
