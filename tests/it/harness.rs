@@ -51,6 +51,46 @@ fn test_roles() -> Roles {
                 Ok(())
             })
         }))
+        .with(Role::new("ticker", None, |context| {
+            // `tick n=N` every second of the node's own timers.
+            Box::pin(async move {
+                let mut interval = tokio::time::interval(Duration::from_secs(1));
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                for n in 0.. {
+                    interval.tick().await;
+                    context.env.emit(Event::new("tick").with("n", n));
+                }
+                Ok(())
+            })
+        }))
+        .with(Role::new("logger", None, |context| {
+            // Reports its files at boot, then appends one synced and one unsynced record to
+            // `log`, writes `meta` twice (both synced), and touches its disk every 100 ms.
+            Box::pin(async move {
+                let disk = context.env.disk();
+                let show = |v: Option<Bytes>| {
+                    v.map_or("none".to_string(), |b| {
+                        String::from_utf8_lossy(&b).into_owned()
+                    })
+                };
+                let log = show(disk.read("log").await?);
+                let meta = show(disk.read("meta").await?);
+                context
+                    .env
+                    .emit(Event::new("boot").with("log", log).with("meta", meta));
+                disk.append("log", Bytes::from_static(b"a")).await?;
+                disk.sync("log").await?;
+                disk.append("log", Bytes::from_static(b"bcde")).await?;
+                for value in [&b"v1"[..], &b"v2"[..]] {
+                    disk.write("meta", Bytes::from_static(value)).await?;
+                    disk.sync("meta").await?;
+                }
+                loop {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    disk.read("meta").await?;
+                }
+            })
+        }))
         .with(Role::new("stale-reader", None, |context| {
             // A register history no store can give: a completed write, then a read that misses it.
             Box::pin(async move {
@@ -339,5 +379,55 @@ fn a_random_schedule_that_breaks_an_invariant_shrinks_to_a_replayable_scenario()
     assert_eq!(
         failed_check(&outcome).as_deref(),
         Some("one_leader:fragile")
+    );
+}
+
+#[test]
+fn a_paused_node_runs_nothing_then_its_late_timers_fire() {
+    let outcome = run(
+        nodes("ticker", 1),
+        json!([{"at": "1500ms", "do": "pause", "node": "ticker-1", "for": "2s"}]),
+        json!({
+            // the tick due at 2 s comes when the pause ends, 1.5 s late
+            "eventually": [{"after": "3500ms", "by": "3500ms", "node": "ticker-1", "event": "tick n=2"}],
+            "never": [{"after": "1501ms", "by": "3499ms", "node": "ticker-1", "event": "tick"}]
+        }),
+    );
+    assert!(
+        outcome.passed(),
+        "{:?}\n{}",
+        outcome.failures,
+        outcome.trace
+    );
+}
+
+#[test]
+fn disk_faults_tear_a_record_lose_a_synced_write_and_fail_the_node() {
+    let outcome = run(
+        json!({"nodes": [{"role": "logger", "name": "torn"}, {"role": "logger", "name": "liar"},
+                         {"role": "logger", "name": "broken"}]}),
+        json!([
+            {"at": "1s", "do": "disk", "node": "torn", "fault": "torn"},
+            {"at": "1s", "do": "disk", "node": "liar", "fault": "lose_synced"},
+            {"at": "1s", "do": "disk", "node": "broken", "fault": "fail"},
+            {"at": "2s", "do": "crash", "node": "torn"},
+            {"at": "2s", "do": "crash", "node": "liar"},
+            {"at": "3s", "do": "restart", "node": "torn"},
+            {"at": "3s", "do": "restart", "node": "liar"}
+        ]),
+        json!({"eventually": [
+            // half of the unsynced `bcde` survived the crash
+            {"after": "3s", "by": "3s", "node": "torn", "event": "boot log=abc meta=v2"},
+            // the second synced write of `meta` is gone although its sync returned
+            {"after": "3s", "by": "3s", "node": "liar", "event": "boot log=a meta=v1"},
+            // a node whose disk fails stops (a crash, not a failed run)
+            {"by": "2s", "event": "crash node=broken cause=disk_error"}
+        ]}),
+    );
+    assert!(
+        outcome.passed(),
+        "{:?}\n{}",
+        outcome.failures,
+        outcome.trace
     );
 }

@@ -77,6 +77,8 @@ struct Session {
     framework_id: Option<String>,
     /// The master the stream is on, and the stream's id.
     stream: Option<((String, u16), String)>,
+    /// The latest uuid the application acknowledged per task.
+    acked: BTreeMap<String, String>,
 }
 
 /// A framework's connection to the master. Cheap to clone.
@@ -98,6 +100,7 @@ impl Driver {
         let session = Arc::new(Mutex::new(Session {
             framework_id: info.id.as_ref().map(|i| i.value.clone()),
             stream: None,
+            acked: BTreeMap::new(),
         }));
         let driver = Driver {
             env: env.clone(),
@@ -169,6 +172,9 @@ impl Driver {
         let (Some(uuid), Some(agent)) = (status.uuid.clone(), status.agent_id.clone()) else {
             return Ok(());
         };
+        self.session()
+            .acked
+            .insert(status.task_id.value.clone(), uuid.clone());
         let mut call = Driver::bare(CallType::Acknowledge);
         call.acknowledge = Some(v1::Acknowledge {
             agent_id: agent,
@@ -439,7 +445,16 @@ async fn subscribe(
                     if let Some(status) = event.update.as_ref().map(|u| &u.status) {
                         if let Some(uuid) = &status.uuid {
                             if delivered.get(&status.task_id.value) == Some(uuid) {
-                                let _ = driver.acknowledge(status).await;
+                                // A copy of an update already delivered: acknowledged again only
+                                // if the application acknowledged it (its ack may have been
+                                // lost). Otherwise the application still holds the first copy,
+                                // and acknowledging for it would let the agent forget an update
+                                // the application may never process.
+                                let acked =
+                                    driver.session().acked.get(&status.task_id.value) == Some(uuid);
+                                if acked {
+                                    let _ = driver.acknowledge(status).await;
+                                }
                                 continue;
                             }
                             delivered.insert(status.task_id.value.clone(), uuid.clone());

@@ -154,6 +154,7 @@ struct Job<'a> {
 /// What a job gave.
 struct Done {
     result: Result<Outcome, String>,
+    wall_s: f64,
 }
 
 pub fn main(args: SimArgs) -> ExitCode {
@@ -255,7 +256,13 @@ pub fn main(args: SimArgs) -> ExitCode {
                 let Some(job) = jobs.get(index) else {
                     return;
                 };
+                #[allow(
+                    clippy::disallowed_methods,
+                    reason = "the run's speed, never in a trace"
+                )]
+                let run_started = std::time::Instant::now();
                 let result = run_one(&job.scenario, job.seed);
+                let wall_s = run_started.elapsed().as_secs_f64().max(1e-9);
                 if !result.as_ref().is_ok_and(Outcome::passed) {
                     failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -267,7 +274,7 @@ pub fn main(args: SimArgs) -> ExitCode {
                     ));
                 }
                 if let Ok(mut slot) = results[index].lock() {
-                    *slot = Some(Done { result });
+                    *slot = Some(Done { result, wall_s });
                 }
             });
         }
@@ -317,7 +324,11 @@ pub fn main(args: SimArgs) -> ExitCode {
                 traces.push_str(&outcome.trace);
                 if outcome.passed() {
                     if !quiet {
-                        println!("PASSED {} seed {seed}", outcome.scenario);
+                        println!(
+                            "PASSED {} seed {seed} ({:.0}x real time)",
+                            outcome.scenario,
+                            outcome.simulated_ms as f64 / 1000.0 / done.wall_s
+                        );
                     }
                 } else {
                     let first = &outcome.failures[0];

@@ -308,6 +308,7 @@ async fn core(
                                 // Instances are stored before the ACCEPT launches them.
                                 if !ops.is_empty() && l.store.apply(&ops).await.is_err() {
                                     env.emit(Event::new("store_failed"));
+                                    env.emit(Event::new("deposed"));
                                     leading = None;
                                     let _ = abdicate.send(()).await;
                                     break;
@@ -369,6 +370,8 @@ async fn finish(
     if let Err(e) = l.store.apply(&fx.store).await {
         tracing::error!(error = %e, "store write failed: stepping down");
         env.emit(Event::new("store_failed"));
+        // It leads no more: say so, or the next leader would look like a second one.
+        env.emit(Event::new("deposed"));
         *leading = None;
         return false;
     }

@@ -13,6 +13,7 @@ use drover_core::env::{BoxFuture, Clock, Disk, EventSink};
 use drover_core::Event;
 
 use crate::net::Owner;
+use crate::scenario::DiskFault;
 use crate::trace::Trace;
 
 /// The wall-clock instant a simulation starts at: 2024-01-01T00:00:00Z.
@@ -53,6 +54,14 @@ pub struct DiskState {
     durable: BTreeMap<String, Bytes>,
     /// Mutations since the last sync of each path; `None` is a removal.
     pending: BTreeMap<String, Option<Bytes>>,
+    /// The latest append: its path, the length before it, and its length.
+    last_append: Option<(String, usize, usize)>,
+    /// The latest sync that changed something: its path and what was durable before.
+    last_sync: Option<(String, Option<Bytes>)>,
+    /// Faults armed for the next crash, and whether every operation fails now.
+    torn: bool,
+    lose_synced: bool,
+    failing: bool,
 }
 
 impl DiskState {
@@ -75,9 +84,58 @@ impl SimDisk {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// What a crash does: every unsynced mutation is gone.
+    /// What a crash does: every unsynced mutation is gone; with a torn write armed, the last
+    /// unsynced append survives half written; with a lying fsync armed, the last synced write is
+    /// gone too.
     pub fn lose_unsynced(&self) {
-        self.state().pending.clear();
+        let mut state = self.state();
+        if std::mem::take(&mut state.torn) {
+            if let Some((path, before, appended)) = state.last_append.clone() {
+                if let Some(Some(content)) = state.pending.get(&path).cloned() {
+                    let keep = (before + appended / 2).min(content.len());
+                    if keep > state.durable.get(&path).map_or(0, Bytes::len) {
+                        state.durable.insert(path, content.slice(..keep));
+                    }
+                }
+            }
+        }
+        if std::mem::take(&mut state.lose_synced) {
+            if let Some((path, previous)) = state.last_sync.take() {
+                match previous {
+                    Some(data) => state.durable.insert(path, data),
+                    None => state.durable.remove(&path),
+                };
+            }
+        }
+        state.pending.clear();
+        state.last_append = None;
+    }
+
+    /// Arms or applies a fault (see [`DiskFault`]).
+    pub fn fault(&self, fault: DiskFault) {
+        let mut state = self.state();
+        match fault {
+            DiskFault::Torn => state.torn = true,
+            DiskFault::LoseSynced => state.lose_synced = true,
+            DiskFault::Fail => state.failing = true,
+            DiskFault::Ok => {
+                state.failing = false;
+                state.torn = false;
+                state.lose_synced = false;
+            }
+        }
+    }
+
+    pub fn is_failing(&self) -> bool {
+        self.state().failing
+    }
+
+    fn failed<'a, T: Send + 'static>(&self) -> Option<BoxFuture<'a, io::Result<T>>> {
+        self.is_failing().then(|| {
+            ready(Err(io::Error::other(
+                "input/output error (simulated disk failure)",
+            )))
+        })
     }
 }
 
@@ -87,17 +145,27 @@ fn ready<T: Send + 'static>(value: T) -> BoxFuture<'static, T> {
 
 impl Disk for SimDisk {
     fn read<'a>(&'a self, path: &'a str) -> BoxFuture<'a, io::Result<Option<Bytes>>> {
+        if let Some(failed) = self.failed() {
+            return failed;
+        }
         ready(Ok(self.state().current(path)))
     }
 
     fn write<'a>(&'a self, path: &'a str, data: Bytes) -> BoxFuture<'a, io::Result<()>> {
+        if let Some(failed) = self.failed() {
+            return failed;
+        }
         self.state().pending.insert(path.to_string(), Some(data));
         ready(Ok(()))
     }
 
     fn append<'a>(&'a self, path: &'a str, data: Bytes) -> BoxFuture<'a, io::Result<()>> {
+        if let Some(failed) = self.failed() {
+            return failed;
+        }
         let mut state = self.state();
         let mut content = state.current(path).map(|b| b.to_vec()).unwrap_or_default();
+        state.last_append = Some((path.to_string(), content.len(), data.len()));
         content.extend_from_slice(&data);
         state
             .pending
@@ -106,18 +174,27 @@ impl Disk for SimDisk {
     }
 
     fn remove<'a>(&'a self, path: &'a str) -> BoxFuture<'a, io::Result<()>> {
+        if let Some(failed) = self.failed() {
+            return failed;
+        }
         self.state().pending.insert(path.to_string(), None);
         ready(Ok(()))
     }
 
     fn sync<'a>(&'a self, path: &'a str) -> BoxFuture<'a, io::Result<()>> {
+        if let Some(failed) = self.failed() {
+            return failed;
+        }
         let mut state = self.state();
+        let before = state.durable.get(path).cloned();
         match state.pending.remove(path) {
             Some(Some(data)) => {
                 state.durable.insert(path.to_string(), data);
+                state.last_sync = Some((path.to_string(), before));
             }
             Some(None) => {
                 state.durable.remove(path);
+                state.last_sync = Some((path.to_string(), before));
             }
             None => {}
         }
@@ -125,6 +202,9 @@ impl Disk for SimDisk {
     }
 
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, io::Result<Vec<String>>> {
+        if let Some(failed) = self.failed() {
+            return failed;
+        }
         let state = self.state();
         let mut names: Vec<String> = state
             .durable

@@ -1,7 +1,8 @@
 //! Random fault schedules, and shrinking a failing schedule to a minimal scenario.
 //!
 //! A schedule is drawn from a seed: a few faults (partitions, one-way cuts, crashes and stops with
-//! their restarts, clock skew, held messages, loss and latency bursts) in the first 60% of the run,
+//! their restarts, clock jumps, held messages, loss and latency bursts, paused nodes, torn writes
+//! at a crash, failing disks, session-expiry storms) in the first 60% of the run,
 //! then everything healed and restarted at 70%, so the cluster has time to settle. Only the
 //! scenario's `always` invariants judge a random run. When one fails, [`shrink`] removes faults
 //! while the same invariant still fails, and [`to_json`] writes what is left as a scenario file
@@ -16,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::cluster::{ClusterMap, Roles};
 use crate::run::{run, Outcome};
-use crate::scenario::{Action, Expect, Scenario, ScenarioError, Step};
+use crate::scenario::{Action, DiskFault, Expect, Scenario, ScenarioError, Step};
 
 /// One fault and the steps that undo it (they are kept or removed together when shrinking).
 pub type Fault = Vec<Step>;
@@ -43,120 +44,215 @@ pub fn random_faults(scenario: &Scenario, map: &ClusterMap, seed: u64) -> Vec<Fa
         let lasting = rng.random_range(500..8_000u64);
         let stop = (start + lasting).min(until);
         let node = nodes.choose(&mut rng).cloned().unwrap_or_default();
-        let fault = match rng.random_range(0..8u32) {
-            0 | 1 => {
-                let size = rng.random_range(1..nodes.len());
-                let group: Vec<String> = nodes.choose_multiple(&mut rng, size).cloned().collect();
-                vec![
-                    Step {
-                        at: at(start),
-                        action: Action::Partition {
-                            groups: vec![group, vec!["*".into()]],
-                        },
-                    },
-                    Step {
-                        at: at(stop),
-                        action: Action::Heal,
-                    },
-                ]
-            }
-            2 => {
-                let other = nodes
-                    .iter()
-                    .filter(|n| **n != node)
-                    .cloned()
-                    .collect::<Vec<_>>();
-                let to = other.choose(&mut rng).cloned().unwrap_or_default();
-                vec![
-                    Step {
-                        at: at(start),
-                        action: Action::PartitionOneway {
-                            from: vec![node],
-                            to: vec![to],
-                        },
-                    },
-                    Step {
-                        at: at(stop),
-                        action: Action::Heal,
-                    },
-                ]
-            }
-            3 | 4 => vec![
-                Step {
-                    at: at(start),
-                    action: Action::Crash { node: node.clone() },
-                },
-                Step {
-                    at: at(stop),
-                    action: Action::Restart { node },
-                },
-            ],
-            5 => vec![
-                Step {
-                    at: at(start),
-                    action: Action::Stop { node: node.clone() },
-                },
-                Step {
-                    at: at(stop),
-                    action: Action::Restart { node },
-                },
-            ],
-            6 => {
-                let by_ms = rng.random_range(-5_000..5_000i64);
-                vec![Step {
-                    at: at(start),
-                    action: Action::Skew { node, by_ms },
-                }]
-            }
-            _ => match rng.random_range(0..3u32) {
-                0 => {
+        let kind = rng.random_range(0..12u32);
+        let fault = match kind {
+            8..=11 => other_fault(kind, &mut rng, map, &node, start, stop, until),
+            _ => match kind {
+                0 | 1 => {
                     let size = rng.random_range(1..nodes.len());
                     let group: Vec<String> =
                         nodes.choose_multiple(&mut rng, size).cloned().collect();
                     vec![
                         Step {
                             at: at(start),
-                            action: Action::Hold {
+                            action: Action::Partition {
                                 groups: vec![group, vec!["*".into()]],
                             },
                         },
                         Step {
-                            at: at(stop.min(start + 3_000)),
-                            action: Action::Release,
+                            at: at(stop),
+                            action: Action::Heal,
                         },
                     ]
                 }
-                1 => vec![
+                2 => {
+                    let other = nodes
+                        .iter()
+                        .filter(|n| **n != node)
+                        .cloned()
+                        .collect::<Vec<_>>();
+                    let to = other.choose(&mut rng).cloned().unwrap_or_default();
+                    vec![
+                        Step {
+                            at: at(start),
+                            action: Action::PartitionOneway {
+                                from: vec![node],
+                                to: vec![to],
+                            },
+                        },
+                        Step {
+                            at: at(stop),
+                            action: Action::Heal,
+                        },
+                    ]
+                }
+                3 | 4 => vec![
                     Step {
                         at: at(start),
-                        action: Action::Loss {
-                            rate: rng.random_range(0.01..0.05),
-                        },
+                        action: Action::Crash { node: node.clone() },
                     },
                     Step {
                         at: at(stop),
-                        action: Action::Loss { rate: base_loss },
+                        action: Action::Restart { node },
                     },
                 ],
-                _ => vec![
+                5 => vec![
                     Step {
                         at: at(start),
-                        action: Action::Latency {
-                            max_ms: rng.random_range(20..200),
-                        },
+                        action: Action::Stop { node: node.clone() },
                     },
                     Step {
                         at: at(stop),
-                        action: Action::Latency {
-                            max_ms: base_latency,
-                        },
+                        action: Action::Restart { node },
                     },
                 ],
+                6 => {
+                    let by_ms = rng.random_range(-5_000..5_000i64);
+                    vec![Step {
+                        at: at(start),
+                        action: Action::Skew { node, by_ms },
+                    }]
+                }
+                _ => match rng.random_range(0..3u32) {
+                    0 => {
+                        let size = rng.random_range(1..nodes.len());
+                        let group: Vec<String> =
+                            nodes.choose_multiple(&mut rng, size).cloned().collect();
+                        vec![
+                            Step {
+                                at: at(start),
+                                action: Action::Hold {
+                                    groups: vec![group, vec!["*".into()]],
+                                },
+                            },
+                            Step {
+                                at: at(stop.min(start + 3_000)),
+                                action: Action::Release,
+                            },
+                        ]
+                    }
+                    1 => vec![
+                        Step {
+                            at: at(start),
+                            action: Action::Loss {
+                                rate: rng.random_range(0.01..0.05),
+                            },
+                        },
+                        Step {
+                            at: at(stop),
+                            action: Action::Loss { rate: base_loss },
+                        },
+                    ],
+                    _ => vec![
+                        Step {
+                            at: at(start),
+                            action: Action::Latency {
+                                max_ms: rng.random_range(20..200),
+                            },
+                        },
+                        Step {
+                            at: at(stop),
+                            action: Action::Latency {
+                                max_ms: base_latency,
+                            },
+                        },
+                    ],
+                },
             },
         };
         faults.push(fault);
     }
     faults
+}
+
+/// The faults beyond the network's and the process's basic ones: a paused node, a torn write at
+/// a crash, a failing disk, and a session-expiry storm (every node of a role cut off from coord
+/// for longer than a session lives, so all their sessions expire at once).
+fn other_fault(
+    kind: u32,
+    rng: &mut ChaCha8Rng,
+    map: &ClusterMap,
+    node: &str,
+    start: u64,
+    stop: u64,
+    until: u64,
+) -> Fault {
+    let node = node.to_string();
+    let step = |ms: u64, action: Action| Step { at: at(ms), action };
+    match kind {
+        8 => vec![step(
+            start,
+            Action::Pause {
+                node,
+                for_ms: rng.random_range(500..8_000u64),
+            },
+        )],
+        9 => vec![
+            step(
+                start,
+                Action::Disk {
+                    node: node.clone(),
+                    fault: DiskFault::Torn,
+                },
+            ),
+            step(stop, Action::Crash { node: node.clone() }),
+            step((stop + 1_000).min(until), Action::Restart { node }),
+        ],
+        10 => vec![
+            step(
+                start,
+                Action::Disk {
+                    node: node.clone(),
+                    fault: DiskFault::Fail,
+                },
+            ),
+            step(
+                stop,
+                Action::Disk {
+                    node: node.clone(),
+                    fault: DiskFault::Ok,
+                },
+            ),
+            step((stop + 1_000).min(until), Action::Restart { node }),
+        ],
+        _ => {
+            let roles: Vec<&str> = {
+                let mut roles: Vec<&str> = map
+                    .nodes
+                    .iter()
+                    .map(|n| n.role.as_str())
+                    .filter(|r| *r != "coord")
+                    .collect();
+                roles.dedup();
+                roles
+            };
+            match (roles.choose(rng), map.of_role("coord").is_empty()) {
+                (Some(role), false) => {
+                    // Longer than the longest session timeout the roles negotiate (20 s).
+                    let end = (start + 25_000).min(until.max(start + 1));
+                    vec![
+                        step(
+                            start,
+                            Action::Partition {
+                                groups: vec![
+                                    vec![format!("role:{role}")],
+                                    vec!["role:coord".into()],
+                                ],
+                            },
+                        ),
+                        step(end, Action::Heal),
+                    ]
+                }
+                _ => vec![step(
+                    start,
+                    Action::Pause {
+                        node,
+                        for_ms: rng.random_range(500..8_000u64),
+                    },
+                )],
+            }
+        }
+    }
 }
 
 /// The scenario with `faults` in its timeline instead of its own faults (its HTTP requests stay),
@@ -270,6 +366,12 @@ fn action_json(step: &Step) -> Value {
         Action::Skew { node, by_ms } => {
             json!({"at": at, "do": "skew", "node": node, "by": format!("{by_ms:+}ms")})
         }
+        Action::Pause { node, for_ms } => {
+            json!({"at": at, "do": "pause", "node": node, "for": format!("{for_ms}ms")})
+        }
+        Action::Disk { node, fault } => {
+            json!({"at": at, "do": "disk", "node": node, "fault": fault})
+        }
         Action::Latency { max_ms } => json!({"at": at, "do": "latency", "max_ms": max_ms}),
         Action::Loss { rate } => json!({"at": at, "do": "loss", "rate": rate}),
         Action::Http(h) => {
@@ -327,7 +429,6 @@ pub fn to_json(scenario: &Scenario) -> Value {
     json!({
         "name": scenario.name,
         "seed": scenario.seed,
-        "tick_ms": scenario.tick_ms,
         "duration": duration_text(scenario.duration),
         "cluster": scenario.cluster,
         "timeline": scenario.timeline.iter().map(action_json).collect::<Vec<_>>(),

@@ -18,7 +18,6 @@ pub struct Scenario {
     /// The file it came from (`body_file` paths are relative to its folder).
     pub file: PathBuf,
     pub seed: u64,
-    pub tick_ms: u64,
     pub duration: Duration,
     pub cluster: Cluster,
     pub timeline: Vec<Step>,
@@ -125,7 +124,18 @@ pub enum Action {
     Restart {
         node: String,
     },
-    /// Shifts a node's wall clock.
+    /// The node runs nothing for `for_ms` (a stopped VM, a long GC pause), then resumes with all
+    /// its timers late; the network keeps delivering to it meanwhile.
+    Pause {
+        node: String,
+        for_ms: u64,
+    },
+    /// A fault of the node's disk, through the Disk seam.
+    Disk {
+        node: String,
+        fault: DiskFault,
+    },
+    /// Makes a node's wall clock jump (forward or backward); monotonic time does not jump.
     Skew {
         node: String,
         by_ms: i64,
@@ -281,8 +291,6 @@ struct RawScenario {
     name: String,
     #[serde(default = "default_seed")]
     seed: u64,
-    #[serde(default = "default_tick_ms")]
-    tick_ms: u64,
     #[serde(deserialize_with = "duration")]
     duration: Duration,
     cluster: Cluster,
@@ -293,10 +301,6 @@ struct RawScenario {
 }
 
 fn default_seed() -> u64 {
-    1
-}
-
-fn default_tick_ms() -> u64 {
     1
 }
 
@@ -331,6 +335,40 @@ struct NodeStep {
     #[serde(deserialize_with = "duration")]
     at: Duration,
     node: String,
+}
+
+/// What a `disk` step does to a node's disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiskFault {
+    /// At the node's next crash, its last append that was not synced survives half written
+    /// (a torn record).
+    Torn,
+    /// At the node's next crash, its last synced write is lost too (fsync lied).
+    LoseSynced,
+    /// Every disk operation fails with an I/O error until `ok`.
+    Fail,
+    /// The disk works again (and nothing is armed).
+    Ok,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PauseStep {
+    #[serde(deserialize_with = "duration")]
+    at: Duration,
+    node: String,
+    #[serde(rename = "for", deserialize_with = "duration")]
+    for_: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiskStep {
+    #[serde(deserialize_with = "duration")]
+    at: Duration,
+    node: String,
+    fault: DiskFault,
 }
 
 #[derive(Deserialize)]
@@ -378,7 +416,7 @@ struct HttpStep {
 }
 
 const ACTIONS: &str =
-    "partition, heal, hold, release, crash, stop, restart, skew, latency, loss, http";
+    "partition, heal, hold, release, crash, stop, restart, pause, skew, disk, latency, loss, http";
 
 /// Reads and validates a scenario file.
 pub fn load(file: &Path) -> Result<Scenario, ScenarioError> {
@@ -424,12 +462,6 @@ pub fn parse(file: &Path, value: Value) -> Result<Scenario, ScenarioError> {
         ));
     }
     let raw: RawScenario = typed(file, "", value)?;
-    if raw.tick_ms == 0 || raw.tick_ms > 1000 {
-        return Err(error(
-            "tick_ms".into(),
-            format!("expected 1 to 1000 ms, found {}", raw.tick_ms),
-        ));
-    }
     if raw.duration.is_zero() {
         return Err(error(
             "duration".into(),
@@ -514,6 +546,26 @@ pub fn parse(file: &Path, value: Value) -> Result<Scenario, ScenarioError> {
                     _ => Action::Restart { node },
                 };
                 Step { at: s.at, action }
+            }
+            "pause" => {
+                let s: PauseStep = typed(file, &path, fields)?;
+                Step {
+                    at: s.at,
+                    action: Action::Pause {
+                        node: s.node,
+                        for_ms: s.for_.as_millis() as u64,
+                    },
+                }
+            }
+            "disk" => {
+                let s: DiskStep = typed(file, &path, fields)?;
+                Step {
+                    at: s.at,
+                    action: Action::Disk {
+                        node: s.node,
+                        fault: s.fault,
+                    },
+                }
             }
             "skew" => {
                 let s: SkewStep = typed(file, &path, fields)?;
@@ -641,7 +693,6 @@ pub fn parse(file: &Path, value: Value) -> Result<Scenario, ScenarioError> {
         name: raw.name,
         file: file.to_path_buf(),
         seed: raw.seed,
-        tick_ms: raw.tick_ms,
         duration: raw.duration,
         cluster: raw.cluster,
         timeline,

@@ -3,7 +3,7 @@
 //!
 //! Three implementations: `mesos` (`live::mesos`, a process: `sh -c` in its own process group),
 //! `docker` (`live::docker`, a container through the engine's API) and `sim` ([`sim`], a simulated
-//! process inside turmoil). The agent holds them as `Arc<dyn Containerizer>` and never names the
+//! process inside the simulator). The agent holds them as `Arc<dyn Containerizer>` and never names the
 //! live ones, so the same agent code runs live and simulated.
 
 pub mod live;

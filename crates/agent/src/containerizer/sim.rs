@@ -1,4 +1,4 @@
-//! The `sim` containerizer: a simulated process, Env only, so it runs inside turmoil.
+//! The `sim` containerizer: a simulated process, Env only, so it runs inside the simulator.
 //!
 //! The task's shell command is read as a [`SimProgram`]: `sleep N` runs N seconds, then the task
 //! ends with its `exit N` code (FINISHED for 0, FAILED otherwise); anything else runs until

@@ -2,8 +2,8 @@
 //!
 //! Roles hold an [`Env`] and never reach for `tokio::net`, `std::fs`, the system clock or a thread
 //! RNG themselves. The live implementation (`live`) talks to the operating system; the simulated one
-//! lives in `drover-sim` and runs on turmoil. Monotonic time is `tokio::time` in both worlds
-//! (turmoil virtualises it); wall time comes from [`Env::unix_ms`].
+//! lives in `drover-sim`. Monotonic time is `tokio::time` in both worlds (the simulator
+//! pauses its clock); wall time comes from [`Env::unix_ms`].
 
 pub mod live;
 mod spawn;
@@ -70,7 +70,7 @@ impl fmt::Debug for Listener {
     }
 }
 
-/// Wall-clock time. Monotonic time is `tokio::time`, which turmoil virtualises.
+/// Wall-clock time. Monotonic time is `tokio::time`, which the simulator virtualises.
 pub trait Clock: Send + Sync + 'static {
     /// Milliseconds since the Unix epoch, as this node sees them (simulation: with its skew).
     fn unix_ms(&self) -> u64;
