@@ -1,5 +1,6 @@
 //! The simulator's promise: the same scenario and seed give the same trace, byte for byte, in this
-//! process and in another one; another seed gives another run.
+//! process and in another one; another seed gives another run. Each scenario's trace at its own
+//! seed is an insta snapshot under `tests/it/snapshots/`.
 
 use std::process::Command;
 
@@ -33,6 +34,9 @@ fn every_scenario_replays_byte_for_byte() {
         let second = drover_sim::run(&scenario, &roles, scenario.seed).unwrap();
         simulated_ms += first.simulated_ms + second.simulated_ms;
         assert!(first.passed(), "{}: {:?}", file.display(), first.failures);
+        // The trace at the scenario's own seed is pinned: a change in behaviour shows as a diff
+        // to review (`cargo insta review`), and one that breaks replay fails here.
+        insta::assert_snapshot!(scenario.name.clone(), first.trace);
         assert!(
             first.trace.lines().count() > 10,
             "{}: trace too short",

@@ -33,7 +33,7 @@ pub struct SimArgs {
     #[arg(long)]
     random: bool,
     /// Where `--random` writes minimal failing scenarios.
-    #[arg(long, default_value = ".")]
+    #[arg(long, default_value = "target/shrunk")]
     out: PathBuf,
     /// Runs this many seeds at once (each run stays single-threaded and deterministic: its trace
     /// is the same whatever the number of jobs). Default: the machine's cores.
@@ -139,11 +139,20 @@ fn minimize(
     Ok(file)
 }
 
-fn replay_command(file: &Path, seed: u64) -> String {
-    format!("drover sim {} --seed {seed}", file.display())
+fn replay_command(file: &Path, seed: u64, random: bool) -> String {
+    let random = if random { " --random" } else { "" };
+    format!("drover sim {} --seed {seed}{random}", file.display())
 }
 
-/// One run to make: a scenario (made random from the seed with `--random`) and a seed.
+/// The runs to make: every seed of every scenario, seed-major (so a budget that runs out has
+/// covered every scenario alike), each made only when a worker takes it.
+struct Plan<'a> {
+    scenarios: &'a [Scenario],
+    maps: Vec<Option<drover_sim::cluster::ClusterMap>>,
+    seeds: Vec<Option<u64>>,
+}
+
+/// One run: a scenario (made random from the seed with `--random`) and a seed.
 struct Job<'a> {
     base: &'a Scenario,
     seed: u64,
@@ -151,9 +160,44 @@ struct Job<'a> {
     faults: Vec<drover_sim::explore::Fault>,
 }
 
-/// What a job gave.
+impl<'a> Plan<'a> {
+    fn len(&self) -> usize {
+        self.scenarios.len() * self.seeds.len()
+    }
+
+    fn job(&self, index: usize) -> Job<'a> {
+        let n = self.scenarios.len();
+        let base = &self.scenarios[index % n];
+        let seed = self.seeds[index / n].unwrap_or(base.seed);
+        let (scenario, faults) = match &self.maps[index % n] {
+            Some(map) => {
+                let faults = drover_sim::explore::random_faults(base, map, seed);
+                (drover_sim::explore::with_faults(base, &faults), faults)
+            }
+            None => (base.clone(), Vec::new()),
+        };
+        Job {
+            base,
+            seed,
+            scenario,
+            faults,
+        }
+    }
+}
+
+/// What a run gave, kept small: a sweep holds one per run.
 struct Done {
-    result: Result<Outcome, String>,
+    index: usize,
+    file: PathBuf,
+    seed: u64,
+    name: String,
+    failure: Option<(String, String)>,
+    simulated_ms: u64,
+    checks: u64,
+    actions: std::collections::BTreeMap<String, u64>,
+    /// Kept only when asked for (`--trace`) or printed (a few runs).
+    trace: Option<String>,
+    timeline: Option<Vec<String>>,
     wall_s: f64,
 }
 
@@ -183,48 +227,40 @@ pub fn main(args: SimArgs) -> ExitCode {
     if bad {
         return ExitCode::from(2);
     }
-    let mut jobs = Vec::new();
+    let mut maps = Vec::new();
     for base in &scenarios {
-        let seeds: Vec<u64> = match (&args.seeds, args.seed) {
-            (Some(range), _) => range.clone().collect(),
-            (None, Some(seed)) => vec![seed],
-            (None, None) => vec![base.seed],
-        };
-        let map = if args.random {
+        if args.random {
             match drover_sim::cluster::ClusterMap::plan(base, &crate::roles()) {
-                Ok(map) => Some(map),
+                Ok(map) => maps.push(Some(map)),
                 Err(e) => {
                     eprintln!("error: {e}");
                     return ExitCode::from(2);
                 }
             }
         } else {
-            None
-        };
-        for seed in seeds {
-            let (scenario, faults) = match &map {
-                Some(map) => {
-                    let faults = drover_sim::explore::random_faults(base, map, seed);
-                    (drover_sim::explore::with_faults(base, &faults), faults)
-                }
-                None => (base.clone(), Vec::new()),
-            };
-            jobs.push(Job {
-                base,
-                seed,
-                scenario,
-                faults,
-            });
+            maps.push(None);
         }
     }
-    let many = jobs.len() > 1;
+    let seeds: Vec<Option<u64>> = match (&args.seeds, args.seed) {
+        (Some(range), _) => range.clone().map(Some).collect(),
+        (None, Some(seed)) => vec![Some(seed)],
+        (None, None) => vec![None],
+    };
+    let plan = Plan {
+        scenarios: &scenarios,
+        maps,
+        seeds,
+    };
+    let total = plan.len();
+    let many = total > 1;
     let quiet = many && args.seeds.is_some();
+    let keep_traces = args.trace.is_some();
     let workers = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .clamp(1, jobs.len().max(1));
+        .clamp(1, total.max(1));
     let progress = if quiet {
-        let bar = ProgressBar::new(jobs.len() as u64);
+        let bar = ProgressBar::new(total as u64);
         bar.set_style(
             ProgressStyle::with_template("{bar:40} {pos}/{len} runs, {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -240,8 +276,7 @@ pub fn main(args: SimArgs) -> ExitCode {
     let started = std::time::Instant::now();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failures = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<Done>>> =
-        jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let results: std::sync::Mutex<Vec<Done>> = std::sync::Mutex::new(Vec::new());
     #[allow(
         clippy::disallowed_methods,
         reason = "independent runs on their own threads; each run is single-threaded inside"
@@ -253,9 +288,10 @@ pub fn main(args: SimArgs) -> ExitCode {
                     return;
                 }
                 let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(job) = jobs.get(index) else {
+                if index >= total {
                     return;
-                };
+                }
+                let job = plan.job(index);
                 #[allow(
                     clippy::disallowed_methods,
                     reason = "the run's speed, never in a trace"
@@ -263,7 +299,44 @@ pub fn main(args: SimArgs) -> ExitCode {
                 let run_started = std::time::Instant::now();
                 let result = run_one(&job.scenario, job.seed);
                 let wall_s = run_started.elapsed().as_secs_f64().max(1e-9);
-                if !result.as_ref().is_ok_and(Outcome::passed) {
+                let mut done = Done {
+                    index,
+                    file: job.scenario.file.clone(),
+                    seed: job.seed,
+                    name: job.scenario.name.clone(),
+                    failure: None,
+                    simulated_ms: 0,
+                    checks: 0,
+                    actions: Default::default(),
+                    trace: None,
+                    timeline: None,
+                    wall_s,
+                };
+                match result {
+                    Ok(outcome) => {
+                        done.simulated_ms = outcome.simulated_ms;
+                        done.checks = outcome.checks;
+                        done.actions = outcome.harness_actions();
+                        done.failure = outcome.failures.first().map(|f| {
+                            (
+                                f.check.clone(),
+                                format!("{} at {} ms: {}", f.check, f.at_ms, f.message),
+                            )
+                        });
+                        if !quiet {
+                            done.timeline = Some(if args.verbose {
+                                outcome.trace.lines().map(str::to_string).collect()
+                            } else {
+                                outcome.timeline
+                            });
+                        }
+                        if keep_traces {
+                            done.trace = Some(outcome.trace);
+                        }
+                    }
+                    Err(reason) => done.failure = Some(("run".into(), reason)),
+                }
+                if done.failure.is_some() {
                     failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 if let Some(bar) = &progress {
@@ -273,8 +346,8 @@ pub fn main(args: SimArgs) -> ExitCode {
                         failures.load(std::sync::atomic::Ordering::Relaxed)
                     ));
                 }
-                if let Ok(mut slot) = results[index].lock() {
-                    *slot = Some(Done { result, wall_s });
+                if let Ok(mut all) = results.lock() {
+                    all.push(done);
                 }
             });
         }
@@ -283,66 +356,52 @@ pub fn main(args: SimArgs) -> ExitCode {
         bar.finish_and_clear();
     }
     let wall = started.elapsed().as_secs_f64().max(1e-9);
+    let mut done = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    done.sort_by_key(|d| d.index);
     let mut traces = String::new();
     let mut failed = Vec::new();
     let mut simulated_ms = 0u64;
-    let mut ran = 0usize;
+    let ran = done.len();
     let mut faults_by_kind: std::collections::BTreeMap<String, u64> = Default::default();
     let mut checks = 0u64;
-    let mut to_shrink: std::collections::BTreeMap<PathBuf, (usize, String)> = Default::default();
-    for (index, (job, slot)) in jobs.iter().zip(&results).enumerate() {
-        let Some(done) = slot.lock().ok().and_then(|mut s| s.take()) else {
-            continue;
-        };
-        ran += 1;
-        let (scenario, seed) = (&job.scenario, job.seed);
-        match done.result {
-            Ok(outcome) => {
-                simulated_ms += outcome.simulated_ms;
-                checks += outcome.checks;
-                for (kind, count) in outcome.harness_actions() {
-                    *faults_by_kind.entry(kind).or_default() += count;
-                }
+    let mut to_shrink: std::collections::BTreeMap<usize, (usize, String)> = Default::default();
+    for run in &done {
+        simulated_ms += run.simulated_ms;
+        checks += run.checks;
+        for (kind, count) in &run.actions {
+            *faults_by_kind.entry(kind.clone()).or_default() += count;
+        }
+        if let Some(timeline) = &run.timeline {
+            println!("== {} ({}) seed {}", run.name, run.file.display(), run.seed);
+            for line in timeline {
+                println!("  {line}");
+            }
+        }
+        if let Some(trace) = &run.trace {
+            if many {
+                traces.push_str(&format!("# {} seed {}\n", run.file.display(), run.seed));
+            }
+            traces.push_str(trace);
+        }
+        match &run.failure {
+            None => {
                 if !quiet {
                     println!(
-                        "== {} ({}) seed {seed}",
-                        outcome.scenario,
-                        scenario.file.display()
+                        "PASSED {} seed {} ({:.0}x real time)",
+                        run.name,
+                        run.seed,
+                        run.simulated_ms as f64 / 1000.0 / run.wall_s
                     );
-                    let lines: Vec<&str> = if args.verbose {
-                        outcome.trace.lines().collect()
-                    } else {
-                        outcome.timeline.iter().map(String::as_str).collect()
-                    };
-                    for line in lines {
-                        println!("  {line}");
-                    }
-                }
-                if many {
-                    traces.push_str(&format!("# {} seed {seed}\n", scenario.file.display()));
-                }
-                traces.push_str(&outcome.trace);
-                if outcome.passed() {
-                    if !quiet {
-                        println!(
-                            "PASSED {} seed {seed} ({:.0}x real time)",
-                            outcome.scenario,
-                            outcome.simulated_ms as f64 / 1000.0 / done.wall_s
-                        );
-                    }
-                } else {
-                    let first = &outcome.failures[0];
-                    let reason =
-                        format!("{} at {} ms: {}", first.check, first.at_ms, first.message);
-                    failed.push((scenario.file.clone(), seed, reason));
-                    if args.random {
-                        to_shrink
-                            .entry(job.base.file.clone())
-                            .or_insert((index, first.check.clone()));
-                    }
                 }
             }
-            Err(reason) => failed.push((scenario.file.clone(), seed, reason)),
+            Some((check, reason)) => {
+                failed.push((run.file.clone(), run.seed, reason.clone()));
+                if args.random && check != "run" {
+                    to_shrink
+                        .entry(run.index % scenarios.len())
+                        .or_insert((run.index, check.clone()));
+                }
+            }
         }
     }
     if let Some(path) = &args.trace {
@@ -355,7 +414,7 @@ pub fn main(args: SimArgs) -> ExitCode {
     // The first failure of each scenario, shrunk to a minimal scenario file.
     let mut shrunk = Vec::new();
     for (index, check) in to_shrink.values() {
-        let job = &jobs[*index];
+        let job = plan.job(*index);
         match minimize(job.base, job.faults.clone(), job.seed, check, &args.out) {
             Ok(file) => shrunk.push((check.clone(), file, job.seed)),
             Err(e) => eprintln!("error: shrinking failed: {e}"),
@@ -371,12 +430,8 @@ pub fn main(args: SimArgs) -> ExitCode {
         simulated_ms as f64 / 1000.0 / wall,
         workers,
     );
-    if ran < jobs.len() {
-        println!(
-            "the budget ran out: {} of {} runs were made",
-            ran,
-            jobs.len()
-        );
+    if ran < total {
+        println!("the budget ran out: {ran} of {total} runs were made");
     }
     if args.random || quiet {
         let kinds: Vec<String> = faults_by_kind
@@ -388,13 +443,13 @@ pub fn main(args: SimArgs) -> ExitCode {
     }
     for (file, seed, reason) in &failed {
         println!("FAILED {} seed {seed}: {reason}", file.display());
-        println!("  replay: {}", replay_command(file, *seed));
+        println!("  replay: {}", replay_command(file, *seed, args.random));
     }
     for (check, file, seed) in &shrunk {
         println!(
             "shrunk the failure of {check} to {}\n  replay: {}",
             file.display(),
-            replay_command(file, *seed)
+            replay_command(file, *seed, false)
         );
     }
     if failed.is_empty() {

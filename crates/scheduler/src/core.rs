@@ -554,9 +554,36 @@ impl Scheduler {
         }
         for mut i in loaded.instances {
             i.launched_ms = now_ms;
-            s.instances.insert(i.task_id.clone(), i);
+            let task = i.task_id.clone();
+            let started = i.started_at.is_some();
+            s.instances.insert(task.clone(), i);
+            // A new leader checks the health of instances that already run, as Marathon does
+            // after a failover: without it, a step waiting for them to be healthy never ends.
+            if started {
+                s.start_health_checks(&task, now_ms);
+            }
         }
         s
+    }
+
+    /// Starts the scheduler-side health checks of a running instance (grace period from now).
+    fn start_health_checks(&mut self, task: &str, now_ms: u64) {
+        let Some(i) = self.instances.get(task) else {
+            return;
+        };
+        let Some(app_def) = self.root.app(&PathId::parse(&i.app)) else {
+            return;
+        };
+        let states: Vec<HealthState> = app_def
+            .health_checks
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| scheduler_side(c))
+            .map(|(n, c)| HealthState::new(task, n, c, now_ms))
+            .collect();
+        if !states.is_empty() {
+            self.health.insert(task.to_string(), states);
+        }
     }
 
     /// The wall clock of the Env, Unix ms.
@@ -988,24 +1015,22 @@ impl Scheduler {
             i.state != status.state || (status.healthy.is_some() && i.healthy != status.healthy);
         if status.state == TaskState::TaskRunning && i.started_at.is_none() {
             i.started_at = Some(unix);
-            if let Some(app_def) = self.root.app(&PathId::parse(&i.app)) {
-                let states: Vec<HealthState> = app_def
-                    .health_checks
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| scheduler_side(c))
-                    .map(|(n, c)| HealthState::new(&task, n, c, now_ms))
-                    .collect();
-                if !states.is_empty() {
-                    self.health.insert(task.clone(), states);
-                }
-            }
+            self.start_health_checks(&task, now_ms);
         }
+        let Some(i) = self.instances.get_mut(&task) else {
+            return;
+        };
         if let Some(h) = status.healthy {
             i.healthy = Some(h);
         }
         let app = PathId::parse(&i.app);
         i.state = status.state;
+        if i.kill_requested && !status.state.is_terminal() && status.state != TaskState::TaskUnknown
+        {
+            // Still alive although its kill was asked for: that kill was lost (say, with a master
+            // that went down), so ask again, as Marathon's kill service retries.
+            fx.calls.push(kill_call(&task, &i.agent_id));
+        }
         if changed {
             self.env.emit(
                 Event::new("task")

@@ -216,6 +216,7 @@ fn other_fault(
             step((stop + 1_000).min(until), Action::Restart { node }),
         ],
         _ => {
+            // Nodes are planned role by role, so neighbours share a role.
             let roles: Vec<&str> = {
                 let mut roles: Vec<&str> = map
                     .nodes

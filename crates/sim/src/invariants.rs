@@ -114,6 +114,7 @@ pub const ALWAYS: &[&str] = &[
     "updates_exactly_once",
     "dependency_order",
     "no_overscale",
+    "deployments_finish",
 ];
 
 /// Builds the invariant `name` (one of [`ALWAYS`]).
@@ -141,6 +142,9 @@ pub fn always(name: &str) -> Result<Box<dyn Invariant>, String> {
     }
     if name == "no_overscale" {
         return Ok(Box::new(NoOverscale::default()));
+    }
+    if name == "deployments_finish" {
+        return Ok(Box::new(DeploymentsFinish::default()));
     }
     if name == "acked_writes_survive" {
         return Ok(Box::new(AckedWritesSurvive::default()));
@@ -824,5 +828,78 @@ impl Invariant for UpdatesExactlyOnce {
         }
         self.received.insert(key, position + 1);
         Ok(())
+    }
+}
+
+/// Liveness: every deployment a scheduler started (`deployment id=D`) has ended by the end of the
+/// run (`deployment_done id=D` or `deployment_canceled id=D`, from whichever scheduler leads by
+/// then). A run must leave time after its last fault for the cluster to settle (random schedules
+/// heal everything at 70% of the run).
+///
+/// A deployment whose leader then failed a store write may never have been stored (its request
+/// got no 201): it counts again only once a scheduler reports progress on it.
+#[derive(Default)]
+struct DeploymentsFinish {
+    /// id → (when it started, the scheduler that started it).
+    open: BTreeMap<String, (u64, String)>,
+    uncertain: BTreeMap<String, (u64, String)>,
+}
+
+impl Invariant for DeploymentsFinish {
+    fn name(&self) -> &str {
+        "deployments_finish"
+    }
+
+    fn observe(&mut self, line: &TraceLine, view: &ClusterView) -> Result<(), String> {
+        if view.map.role_of(&line.node) != Some("scheduler") {
+            return Ok(());
+        }
+        if line.event.name == "store_failed" {
+            let node = &line.node;
+            let lost: Vec<String> = self
+                .open
+                .iter()
+                .filter(|(_, (_, by))| by == node)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in lost {
+                if let Some(entry) = self.open.remove(&id) {
+                    self.uncertain.insert(id, entry);
+                }
+            }
+            return Ok(());
+        }
+        let Some(id) = line.event.field("id") else {
+            return Ok(());
+        };
+        match line.event.name.as_str() {
+            "deployment" => {
+                self.open
+                    .entry(id.to_string())
+                    .or_insert((line.at_ms, line.node.clone()));
+            }
+            "deployment_step" => {
+                if let Some(entry) = self.uncertain.remove(id) {
+                    self.open
+                        .insert(id.to_string(), (entry.0, line.node.clone()));
+                }
+            }
+            "deployment_done" | "deployment_canceled" => {
+                self.open.remove(id);
+                self.uncertain.remove(id);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        match self.open.iter().next() {
+            Some((id, (since, _))) => Err(format!(
+                "deployment {id} (started at {since} ms) never finished ({} open at the end)",
+                self.open.len()
+            )),
+            None => Ok(()),
+        }
     }
 }
