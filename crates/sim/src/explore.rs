@@ -26,6 +26,12 @@ fn at(ms: u64) -> Duration {
     Duration::from_millis(ms)
 }
 
+/// Some of the nodes (at least one, not all), for one side of a partition or hold.
+fn random_group(rng: &mut ChaCha8Rng, nodes: &[String]) -> Vec<String> {
+    let size = rng.random_range(1..nodes.len());
+    nodes.choose_multiple(rng, size).cloned().collect()
+}
+
 /// Draws a fault schedule for `scenario`'s cluster from `seed`.
 pub fn random_faults(scenario: &Scenario, map: &ClusterMap, seed: u64) -> Vec<Fault> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_fa17);
@@ -47,117 +53,111 @@ pub fn random_faults(scenario: &Scenario, map: &ClusterMap, seed: u64) -> Vec<Fa
         let kind = rng.random_range(0..12u32);
         let fault = match kind {
             8..=11 => other_fault(kind, &mut rng, map, &node, start, stop, until),
-            _ => match kind {
-                0 | 1 => {
-                    let size = rng.random_range(1..nodes.len());
-                    let group: Vec<String> =
-                        nodes.choose_multiple(&mut rng, size).cloned().collect();
+            0 | 1 => {
+                let group = random_group(&mut rng, &nodes);
+                vec![
+                    Step {
+                        at: at(start),
+                        action: Action::Partition {
+                            groups: vec![group, vec!["*".into()]],
+                        },
+                    },
+                    Step {
+                        at: at(stop),
+                        action: Action::Heal,
+                    },
+                ]
+            }
+            2 => {
+                let other = nodes
+                    .iter()
+                    .filter(|n| **n != node)
+                    .cloned()
+                    .collect::<Vec<_>>();
+                let to = other.choose(&mut rng).cloned().unwrap_or_default();
+                vec![
+                    Step {
+                        at: at(start),
+                        action: Action::PartitionOneway {
+                            from: vec![node],
+                            to: vec![to],
+                        },
+                    },
+                    Step {
+                        at: at(stop),
+                        action: Action::Heal,
+                    },
+                ]
+            }
+            3 | 4 => vec![
+                Step {
+                    at: at(start),
+                    action: Action::Crash { node: node.clone() },
+                },
+                Step {
+                    at: at(stop),
+                    action: Action::Restart { node },
+                },
+            ],
+            5 => vec![
+                Step {
+                    at: at(start),
+                    action: Action::Stop { node: node.clone() },
+                },
+                Step {
+                    at: at(stop),
+                    action: Action::Restart { node },
+                },
+            ],
+            6 => {
+                let by_ms = rng.random_range(-5_000..5_000i64);
+                vec![Step {
+                    at: at(start),
+                    action: Action::Skew { node, by_ms },
+                }]
+            }
+            _ => match rng.random_range(0..3u32) {
+                0 => {
+                    let group = random_group(&mut rng, &nodes);
                     vec![
                         Step {
                             at: at(start),
-                            action: Action::Partition {
+                            action: Action::Hold {
                                 groups: vec![group, vec!["*".into()]],
                             },
                         },
                         Step {
-                            at: at(stop),
-                            action: Action::Heal,
+                            at: at(stop.min(start + 3_000)),
+                            action: Action::Release,
                         },
                     ]
                 }
-                2 => {
-                    let other = nodes
-                        .iter()
-                        .filter(|n| **n != node)
-                        .cloned()
-                        .collect::<Vec<_>>();
-                    let to = other.choose(&mut rng).cloned().unwrap_or_default();
-                    vec![
-                        Step {
-                            at: at(start),
-                            action: Action::PartitionOneway {
-                                from: vec![node],
-                                to: vec![to],
-                            },
-                        },
-                        Step {
-                            at: at(stop),
-                            action: Action::Heal,
-                        },
-                    ]
-                }
-                3 | 4 => vec![
+                1 => vec![
                     Step {
                         at: at(start),
-                        action: Action::Crash { node: node.clone() },
+                        action: Action::Loss {
+                            rate: rng.random_range(0.01..0.05),
+                        },
                     },
                     Step {
                         at: at(stop),
-                        action: Action::Restart { node },
+                        action: Action::Loss { rate: base_loss },
                     },
                 ],
-                5 => vec![
+                _ => vec![
                     Step {
                         at: at(start),
-                        action: Action::Stop { node: node.clone() },
+                        action: Action::Latency {
+                            max_ms: rng.random_range(20..200),
+                        },
                     },
                     Step {
                         at: at(stop),
-                        action: Action::Restart { node },
+                        action: Action::Latency {
+                            max_ms: base_latency,
+                        },
                     },
                 ],
-                6 => {
-                    let by_ms = rng.random_range(-5_000..5_000i64);
-                    vec![Step {
-                        at: at(start),
-                        action: Action::Skew { node, by_ms },
-                    }]
-                }
-                _ => match rng.random_range(0..3u32) {
-                    0 => {
-                        let size = rng.random_range(1..nodes.len());
-                        let group: Vec<String> =
-                            nodes.choose_multiple(&mut rng, size).cloned().collect();
-                        vec![
-                            Step {
-                                at: at(start),
-                                action: Action::Hold {
-                                    groups: vec![group, vec!["*".into()]],
-                                },
-                            },
-                            Step {
-                                at: at(stop.min(start + 3_000)),
-                                action: Action::Release,
-                            },
-                        ]
-                    }
-                    1 => vec![
-                        Step {
-                            at: at(start),
-                            action: Action::Loss {
-                                rate: rng.random_range(0.01..0.05),
-                            },
-                        },
-                        Step {
-                            at: at(stop),
-                            action: Action::Loss { rate: base_loss },
-                        },
-                    ],
-                    _ => vec![
-                        Step {
-                            at: at(start),
-                            action: Action::Latency {
-                                max_ms: rng.random_range(20..200),
-                            },
-                        },
-                        Step {
-                            at: at(stop),
-                            action: Action::Latency {
-                                max_ms: base_latency,
-                            },
-                        },
-                    ],
-                },
             },
         };
         faults.push(fault);

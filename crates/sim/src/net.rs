@@ -104,6 +104,8 @@ fn next_retransmission(lost_at: Instant, now: Instant) -> Instant {
 }
 
 /// One direction of a connection.
+/// Arrival times never decrease along a pipe, so the segments that wait (held, or lost to a cut)
+/// are always a suffix: whether any waits is whether the last one does.
 struct Pipe {
     from: Owner,
     to: Owner,
@@ -280,6 +282,12 @@ impl Network {
     }
 }
 
+impl Pipe {
+    fn waiting(&self) -> bool {
+        self.segments.back().is_some_and(|s| s.at.is_none())
+    }
+}
+
 impl World {
     /// Ends every hold, and lets through what waits on a link that is no longer cut.
     fn release_all(&mut self) {
@@ -289,7 +297,7 @@ impl World {
         for id in ids {
             let pipe = &self.pipes[&id];
             let link = (pipe.from.host.clone(), pipe.to.host.clone());
-            if self.cut.contains(&link) || pipe.segments.iter().all(|s| s.at.is_some()) {
+            if self.cut.contains(&link) || !pipe.waiting() {
                 continue;
             }
             let waiting: Vec<Option<Instant>> = pipe
@@ -428,7 +436,7 @@ impl World {
         };
         let pipe = self.pipes.get_mut(&id).expect("checked");
         // Behind a segment that waits, everything waits (TCP delivers in order).
-        let at = at.filter(|_| pipe.segments.iter().all(|s| s.at.is_some()));
+        let at = at.filter(|_| !pipe.waiting());
         let at = at.map(|at| {
             let at = pipe.last_at.map_or(at, |last| at.max(last));
             pipe.last_at = Some(at);
