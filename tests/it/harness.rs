@@ -25,6 +25,35 @@ fn test_roles() -> Roles {
         }
     };
     Roles::new()
+        .with(Role::new("scheduler", Some(8080), |context| {
+            // A stand-in that acknowledges every change with a deployment: `/v2/apps/keep`'s
+            // deployment finishes 100 ms later, `/v2/apps/lose`'s never does.
+            Box::pin(async move {
+                let env = context.env.clone();
+                let http = env
+                    .bind(std::net::SocketAddr::from(([0, 0, 0, 0], 8080)))
+                    .await?;
+                let answer = move |id: &'static str, done: bool| {
+                    let env = env.clone();
+                    move || async move {
+                        if done {
+                            drover_core::env::spawn(async move {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                env.emit(Event::new("deployment_done").with("id", id));
+                            });
+                        }
+                        axum::Json(json!({"deploymentId": id, "version": "v"}))
+                    }
+                };
+                let router = axum::Router::new()
+                    .route("/v2/apps/keep", axum::routing::put(answer("d-kept", true)))
+                    .route("/v2/apps/lose", axum::routing::put(answer("d-lost", false)));
+                let mut shutdown = context.shutdown.clone();
+                drover_core::http::serve(http, router, async move { shutdown.requested().await })
+                    .await?;
+                Ok(())
+            })
+        }))
         .with(Role::new("claimant", None, claim(true)))
         .with(Role::new("ranked", None, claim(false)))
         .with(Role::new("disk", None, |context| {
@@ -339,6 +368,31 @@ fn acked_writes_survive_names_the_lost_write() {
     assert_eq!(
         outcome.failures[0].message,
         "stale-reader-1 read k at version 0 (called at 10 ms), but version 1 was acknowledged to stale-reader-1 at 5 ms"
+    );
+}
+
+#[test]
+fn acked_changes_survive_names_the_acknowledged_change_never_carried_out() {
+    let change = |path: &str| json!([{"at": "1s", "do": "http", "node": "scheduler-1", "method": "PUT", "path": path}]);
+    let expect = json!({"always": ["acked_changes_survive"]});
+    let kept = run(
+        nodes("scheduler", 1),
+        change("/v2/apps/keep"),
+        expect.clone(),
+    );
+    assert!(kept.passed(), "{:?}", kept.failures);
+    let lost = run(nodes("scheduler", 1), change("/v2/apps/lose"), expect);
+    assert_eq!(lost.failures.len(), 1, "{:?}", lost.failures);
+    assert_eq!(lost.failures[0].check, "acked_changes_survive");
+    assert!(
+        lost.failures[0]
+            .message
+            .starts_with("PUT /v2/apps/lose on scheduler-1 (200) was acknowledged at 1")
+            && lost.failures[0]
+                .message
+                .contains("deployment d-lost, which no scheduler ever finished"),
+        "{}",
+        lost.failures[0].message
     );
 }
 

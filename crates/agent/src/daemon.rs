@@ -1079,7 +1079,8 @@ impl Core {
             return;
         }
         self.leader = leader;
-        if self.link.target() != self.leader.as_ref() {
+        // Any link was made to an earlier leader (maybe a dead master at the same address).
+        if self.link.target().is_some() || self.leader.is_some() {
             if self.link.connected() {
                 self.env
                     .emit(Event::new("master_lost").with("reason", "new_leader"));
@@ -1112,7 +1113,7 @@ impl Core {
         let now = Instant::now();
         match &self.link {
             Link::Idle { retry_at } if *retry_at <= now => {
-                if let Some((host, port)) = self.leader.clone() {
+                if let Some((host, port)) = self.leader.clone().map(|found| found.endpoint) {
                     let env = self.env.clone();
                     let timeout = self.config.connect_timeout;
                     let target = (host.clone(), port);

@@ -12,8 +12,17 @@ use tokio::task::JoinHandle;
 
 use crate::config::MasterLocator;
 
-/// Where the leading master is (`None`: no leader known).
-pub type Leader = Option<(String, u16)>;
+/// The leading master (`None`: no leader known).
+pub type Leader = Option<Found>;
+
+/// A leading master: where it is, and which master it is. A master restarted at the same address
+/// is another leader (another id): the link to its predecessor is dead even if the address is not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub endpoint: (String, u16),
+    /// The master's id from its `MasterInfo` (empty for a fixed `--master HOST:PORT`).
+    pub id: String,
+}
 
 /// Re-read the leader this often even without a watch firing (a watch lost with a session is
 /// then noticed).
@@ -40,7 +49,10 @@ impl Detector {
     pub fn start(env: &Env, locator: &MasterLocator, session_timeout: Duration) -> Detector {
         match locator {
             MasterLocator::Direct { host, port } => {
-                let (sender, leader) = watch::channel(Some((host.clone(), *port)));
+                let (sender, leader) = watch::channel(Some(Found {
+                    endpoint: (host.clone(), *port),
+                    id: String::new(),
+                }));
                 Detector {
                     leader,
                     _fixed: Some(sender),
@@ -80,9 +92,9 @@ async fn follow(env: Env, config: ClientConfig, path: String, sender: watch::Sen
             true
         });
         if changed {
-            let shown = leader
-                .as_ref()
-                .map_or("none".to_string(), |(host, port)| format!("{host}:{port}"));
+            let shown = leader.as_ref().map_or("none".to_string(), |found| {
+                format!("{}:{}", found.endpoint.0, found.endpoint.1)
+            });
             env.emit(Event::new("master_detected").with("master", shown));
         }
     };
@@ -118,7 +130,10 @@ async fn follow(env: Env, config: ClientConfig, path: String, sender: watch::Sen
             match client.get_data(&format!("{path}/{name}")).await {
                 Ok((data, _)) => match MasterInfo::decode(&data) {
                     Ok(info) => {
-                        found = Some(info.endpoint());
+                        found = Some(Found {
+                            endpoint: info.endpoint(),
+                            id: info.id.clone(),
+                        });
                         break;
                     }
                     Err(e) => {

@@ -469,6 +469,9 @@ async fn run(
                     let _ = state.send(State::Closed);
                     return;
                 }
+                if session.id != 0 {
+                    fail_calls(&mut backlog);
+                }
                 tokio::time::sleep(Duration::from_millis(if next % count == 0 {
                     500
                 } else {
@@ -494,6 +497,10 @@ async fn run(
                     disconnected_since = tokio::time::Instant::now();
                 }
                 let _ = state.send(State::Connecting);
+                drain_closed(&mut commands, &mut backlog);
+                if session.id != 0 {
+                    fail_calls(&mut backlog);
+                }
             }
             End::Expired => {
                 finish(
@@ -546,6 +553,22 @@ fn finish(
             Command::Close { done } => {
                 let _ = done.send(());
             }
+        }
+    }
+}
+
+/// Fails the calls waiting for a connection with `ConnectionLoss`, as ZooKeeper's clients do
+/// when a session's connection breaks or an attempt to reconnect fails: a request never waits
+/// across a disconnection for a session the servers may already have expired (a leader that
+/// lost touch learns it at once instead of acting later on a dead session). Requests made
+/// before the session's first handshake wait for it.
+fn fail_calls(backlog: &mut VecDeque<Command>) {
+    for command in std::mem::take(backlog) {
+        match command {
+            Command::Call { reply, .. } => {
+                let _ = reply.send(Err(ErrorCode::ConnectionLoss));
+            }
+            close @ Command::Close { .. } => backlog.push_back(close),
         }
     }
 }

@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use drover_coord::client::{Client, ClientConfig, CreateMode};
 use drover_coord::proto::ErrorCode;
-use drover_coord::recipes::{self, Candidacy, Standing};
+use drover_coord::recipes;
 use drover_core::agent_proto::{AgentMessage, MasterMessage, Registration};
 use drover_core::env::{Listener, Stream};
 use drover_core::frame::{decode_message, encode_message, FrameCodec};
@@ -93,7 +93,10 @@ enum Input {
         registry: BTreeMap<String, RegistryEntry>,
         store: RegistryStore,
     },
-    Deposed,
+    /// Leadership ended: stop acting as leader, then say so through `done`.
+    Deposed {
+        done: oneshot::Sender<()>,
+    },
     AgentRegister {
         conn: u64,
         registration: Registration,
@@ -243,6 +246,7 @@ pub async fn serve(
     let info = MasterInfo::new(&id, &config.hostname, config.port);
     let (inputs, receiver) = mpsc::channel(1024);
     let zk_client = Arc::new(Mutex::new(None));
+    let (abdicate, abdicate_rx) = mpsc::channel(4);
     let shared = Shared {
         inputs: inputs.clone(),
         info: info.clone(),
@@ -266,6 +270,7 @@ pub async fn serve(
                 info.clone(),
                 inputs.clone(),
                 zk_client,
+                abdicate_rx,
             ));
         }
         None => {
@@ -281,7 +286,7 @@ pub async fn serve(
         }
     }
     drop(inputs);
-    core(env, config.tuning, info, receiver, shutdown).await;
+    core(env, config.tuning, info, receiver, abdicate, shutdown).await;
     http.abort();
     Ok(())
 }
@@ -292,6 +297,7 @@ async fn core(
     tuning: Tuning,
     info: MasterInfo,
     mut inputs: mpsc::Receiver<Input>,
+    abdicate: mpsc::Sender<()>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let start = tokio::time::Instant::now();
@@ -342,6 +348,14 @@ async fn core(
                 if let Err(e) = store.write(&write, &all).await {
                     tracing::warn!(agent = %write.agent_id, error = %e, "registry write failed");
                     env.emit(Event::new("registry_write_failed"));
+                    if matches!(store, RegistryStore::Coord { .. }) {
+                        // As Mesos' registrar aborts the master: a leader that cannot record
+                        // its agents steps down, and the next one starts from the registry.
+                        env.emit(Event::new("deposed"));
+                        leader = None;
+                        let _ = abdicate.try_send(());
+                        break;
+                    }
                 }
             }
         }
@@ -377,11 +391,12 @@ fn handle(
                 store,
             ));
         }
-        Input::Deposed => {
+        Input::Deposed { done } => {
             if leader.take().is_some() {
                 env.emit(Event::new("deposed"));
                 tracing::warn!("no longer the leading master");
             }
+            let _ = done.send(());
         }
         Input::AgentRegister {
             conn,
@@ -456,92 +471,75 @@ fn handle(
 
 // ---------------------------------------------------------------- leader election
 
-/// Campaigns for leadership through coord, for as long as the master runs. A master that loses
-/// its coord connection stops leading at once (its session may expire while it cannot tell).
+/// The master's side of the leader campaign (`drover_coord::recipes::campaign` under the
+/// `--zk` path, in Mesos' layout).
+struct Contender {
+    zk: ZkUrl,
+    inputs: mpsc::Sender<Input>,
+    /// The campaign's session, for leader lookups by the HTTP handlers.
+    shared_client: Arc<Mutex<Option<Client>>>,
+    abdicate: mpsc::Receiver<()>,
+}
+
+impl recipes::Contender for Contender {
+    fn session(&mut self, client: &Client) {
+        if let Ok(mut slot) = self.shared_client.lock() {
+            *slot = Some(client.clone());
+        }
+    }
+
+    async fn lead(&mut self, client: &Client, term: u64) -> bool {
+        // A request to abdicate made under an earlier leadership is spent.
+        while self.abdicate.try_recv().is_ok() {}
+        let store = RegistryStore::Coord {
+            client: client.clone(),
+            path: self.zk.path.clone(),
+        };
+        let Ok(registry) = store.load().await else {
+            return false;
+        };
+        let elected = Input::Elected {
+            term,
+            registry,
+            store,
+        };
+        self.inputs.send(elected).await.is_ok()
+    }
+
+    async fn step_down(&mut self) {
+        recipes::confirm_step_down(&self.inputs, |done| Input::Deposed { done }).await;
+    }
+
+    async fn abdicated(&mut self) {
+        recipes::abdication(&mut self.abdicate).await;
+    }
+
+    fn finished(&self) -> bool {
+        self.inputs.is_closed()
+    }
+}
+
+/// Campaigns for leadership for as long as the master runs.
 async fn campaign(
     env: Env,
     zk: ZkUrl,
     info: MasterInfo,
     inputs: mpsc::Sender<Input>,
     shared_client: Arc<Mutex<Option<Client>>>,
+    abdicate: mpsc::Receiver<()>,
 ) {
+    let Ok(config) = ClientConfig::from_hosts(&zk.hosts) else {
+        return;
+    };
     let data = serde_json::to_vec(&info).unwrap_or_default();
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        let Ok(config) = ClientConfig::from_hosts(&zk.hosts) else {
-            return;
-        };
-        let client = Client::start(env.clone(), config);
-        if let Ok(mut slot) = shared_client.lock() {
-            *slot = Some(client.clone());
-        }
-        if client.wait_connected().await.is_ok() {
-            backoff = Duration::from_millis(500);
-            if let Ok(candidacy) = Candidacy::enter(&client, &zk.path, &data).await {
-                let term = candidacy
-                    .path
-                    .rsplit('/')
-                    .next()
-                    .and_then(recipes::sequence_of)
-                    .unwrap_or(0);
-                run_candidacy(&client, &zk, &candidacy, term, &inputs).await;
-                let _ = inputs.send(Input::Deposed).await;
-            }
-        }
-        client.close().await;
-        if inputs.is_closed() {
-            return;
-        }
-        let jitter = env.rng().next_u64() % 500;
-        tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
-        backoff = (backoff * 2).min(Duration::from_secs(10));
-    }
-}
-
-/// Until the candidacy ends: waits its turn, then leads while the session is connected.
-async fn run_candidacy(
-    client: &Client,
-    zk: &ZkUrl,
-    candidacy: &Candidacy,
-    term: u64,
-    inputs: &mpsc::Sender<Input>,
-) {
-    let mut state = client.watch_state();
-    loop {
-        match candidacy.standing(client).await {
-            Ok(Standing::Leader) => {
-                let store = RegistryStore::Coord {
-                    client: client.clone(),
-                    path: zk.path.clone(),
-                };
-                let Ok(registry) = store.load().await else {
-                    return;
-                };
-                let elected = Input::Elected {
-                    term,
-                    registry,
-                    store,
-                };
-                if inputs.send(elected).await.is_err() {
-                    return;
-                }
-                let _ = state
-                    .wait_for(|s| *s != drover_coord::client::State::Connected)
-                    .await;
-                return;
-            }
-            Ok(Standing::Waiting {
-                predecessor_gone, ..
-            }) => {
-                tokio::select! {
-                    biased;
-                    _ = state.wait_for(|s| *s != drover_coord::client::State::Connected) => return,
-                    _ = predecessor_gone => {}
-                }
-            }
-            Err(_) => return,
-        }
-    }
+    let group = zk.path.clone();
+    let mut contender = Contender {
+        zk,
+        inputs,
+        shared_client,
+        abdicate,
+    };
+    recipes::campaign(env, config, &group, &data, &mut contender).await;
 }
 
 /// The leader's `MasterInfo`, looked up in coord.

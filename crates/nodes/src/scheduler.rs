@@ -35,6 +35,9 @@ pub struct SchedulerArgs {
     /// Implicit reconciliation with the master every this many ms.
     #[arg(long, default_value_t = 600_000)]
     pub reconciliation_interval: u64,
+    /// A kill no terminal state answered within this many ms is sent again.
+    #[arg(long, default_value_t = 10_000)]
+    pub kill_retry_timeout: u64,
 }
 
 /// Reads `--master`: a `zk://` URL or `HOST:PORT`.
@@ -80,6 +83,7 @@ pub async fn main(
         tuning: Tuning {
             launch_timeout_ms: args.task_launch_timeout,
             reconcile_interval_ms: args.reconciliation_interval,
+            kill_retry_ms: args.kill_retry_timeout,
             ..Tuning::default()
         },
     };

@@ -68,6 +68,13 @@ pub enum StoreOp {
     Delete { key: String },
 }
 
+/// The first and the longest wait before tasks a reconciliation left unanswered are asked for again.
+const RECONCILE_RETRY_MS: u64 = 5_000;
+const RECONCILE_RETRY_MAX_MS: u64 = 60_000;
+
+/// How long instances wait without an offer before REVIVE is sent again.
+const REVIVE_REPEAT_MS: u64 = 5_000;
+
 #[derive(Clone, Debug)]
 pub struct Tuning {
     /// A task not RUNNING this long after its launch is killed (Marathon's `task_launch_timeout`).
@@ -81,6 +88,9 @@ pub struct Tuning {
     /// At most this many launches per `launch_token_interval_ms` (Marathon's launch tokens).
     pub launch_tokens: u32,
     pub launch_token_interval_ms: u64,
+    /// A kill not answered by a terminal state within this long is sent again (Marathon's
+    /// `kill_retry_timeout`): a kill, or its answer, can be lost with a connection or a master.
+    pub kill_retry_ms: u64,
 }
 
 impl Default for Tuning {
@@ -92,6 +102,7 @@ impl Default for Tuning {
             decline_unfit_ms: 5_000,
             launch_tokens: 1_000,
             launch_token_interval_ms: 1_000,
+            kill_retry_ms: 10_000,
         }
     }
 }
@@ -474,6 +485,16 @@ pub struct Scheduler {
     pub health: BTreeMap<String, Vec<HealthState>>,
     /// Launches left in the current token interval, and when it began (monotonic ms).
     tokens: (u32, u64),
+    /// When each kill not yet answered was last sent (monotonic ms; a new leader sends the kills
+    /// it loads at its first tick).
+    kills_sent: BTreeMap<String, u64>,
+    /// When offers were last asked for (REVIVE) and last received (monotonic ms).
+    last_revive_ms: u64,
+    last_offer_ms: u64,
+    /// Tasks asked for by the current reconciliation that no update answered yet, and when to
+    /// ask again (monotonic ms) with the current back-off.
+    unreconciled: BTreeSet<String>,
+    reconcile_retry: (u64, u64),
 }
 
 /// A health probe the daemon should run now.
@@ -547,6 +568,11 @@ impl Scheduler {
             group_versions: BTreeMap::new(),
             health: BTreeMap::new(),
             tokens: (0, 0),
+            kills_sent: BTreeMap::new(),
+            last_revive_ms: 0,
+            last_offer_ms: 0,
+            unreconciled: BTreeSet::new(),
+            reconcile_retry: (0, RECONCILE_RETRY_MS),
         };
         s.tokens = (s.tuning.launch_tokens, now_ms);
         for d in loaded.deployments {
@@ -984,6 +1010,7 @@ impl Scheduler {
             return;
         }
         i.kill_requested = true;
+        self.kills_sent.remove(task_id);
         let agent = i.agent_id.clone();
         fx.store.push(instance_put(i));
         self.counters.killed += 1;
@@ -996,6 +1023,7 @@ impl Scheduler {
     pub fn update(&mut self, status: &v1::TaskStatus, now_ms: u64, fx: &mut Effects) {
         self.counters.updates += 1;
         let task = status.task_id.value.clone();
+        self.unreconciled.remove(&task);
         let unix = self.env.unix_ms();
         let Some(i) = self.instances.get_mut(&task) else {
             // Not ours (or long forgotten): a live one is killed, Marathon's "unknown task".
@@ -1145,6 +1173,33 @@ impl Scheduler {
         }
     }
 
+    /// Sends again the kills that no terminal state answered within `kill_retry_ms` (a kill is
+    /// first seen here at the tick after it was sent; a leader's loaded kills are also sent again
+    /// when reconciliation reports their tasks alive).
+    pub fn retry_kills(&mut self, now_ms: u64, fx: &mut Effects) {
+        let instances = &self.instances;
+        self.kills_sent.retain(|task, _| {
+            instances
+                .get(task)
+                .is_some_and(|i| i.kill_requested && !i.state.is_terminal())
+        });
+        for i in instances.values() {
+            if !i.kill_requested || i.state.is_terminal() {
+                continue;
+            }
+            let sent = self.kills_sent.entry(i.task_id.clone()).or_insert(now_ms);
+            if now_ms >= *sent + self.tuning.kill_retry_ms {
+                *sent = now_ms;
+                self.env.emit(
+                    Event::new("kill_retry")
+                        .with("app", &i.app)
+                        .with("task", &i.task_id),
+                );
+                fx.calls.push(kill_call(&i.task_id, &i.agent_id));
+            }
+        }
+    }
+
     /// Kills tasks stuck before RUNNING beyond the launch timeout.
     pub fn expire_launches(&mut self, now_ms: u64, fx: &mut Effects) {
         let stuck: Vec<String> = self
@@ -1167,19 +1222,43 @@ impl Scheduler {
     }
 
     /// Explicit reconciliation of every known task, then the master's implicit answer.
-    pub fn reconcile_calls(&self) -> Vec<Call> {
+    /// Starts a reconciliation: every known task is asked for by id, and the ones the master
+    /// does not answer (it says nothing of an agent still recovering) are asked for again with a
+    /// back-off (5 s doubling to 60 s) until each has an answer, Mesos' reconciliation algorithm.
+    pub fn reconcile_calls(&mut self, now_ms: u64) -> Vec<Call> {
+        self.unreconciled = self.instances.keys().cloned().collect();
+        self.reconcile_retry = (now_ms + RECONCILE_RETRY_MS, RECONCILE_RETRY_MS);
+        vec![self.explicit_reconcile(), bare(CallType::Reconcile)]
+    }
+
+    fn explicit_reconcile(&self) -> Call {
         let mut explicit = bare(CallType::Reconcile);
         explicit.reconcile = Some(v1::Reconcile {
             tasks: self
-                .instances
-                .values()
+                .unreconciled
+                .iter()
+                .filter_map(|task| self.instances.get(task))
                 .map(|i| v1::ReconcileTask {
                     task_id: Id::new(i.task_id.clone()),
                     agent_id: (!i.agent_id.is_empty()).then(|| Id::new(i.agent_id.clone())),
                 })
                 .collect(),
         });
-        vec![explicit, bare(CallType::Reconcile)]
+        explicit
+    }
+
+    /// Asks again for the tasks no reconciliation answer has come for yet.
+    pub fn retry_reconciliation(&mut self, now_ms: u64, fx: &mut Effects) {
+        let instances = &self.instances;
+        self.unreconciled
+            .retain(|task| instances.contains_key(task));
+        let (at, backoff) = self.reconcile_retry;
+        if self.unreconciled.is_empty() || now_ms < at {
+            return;
+        }
+        let backoff = (backoff * 2).min(RECONCILE_RETRY_MAX_MS);
+        self.reconcile_retry = (now_ms + backoff, backoff);
+        fx.calls.push(self.explicit_reconcile());
     }
 
     // ------------------------------------------------------------ convergence
@@ -1286,14 +1365,25 @@ impl Scheduler {
         let new_work = queue.keys().any(|id| !self.queue.contains_key(id));
         self.queue = queue;
         self.advance_deployments(fx);
-        if new_work && !self.suppressed {
-            fx.calls.push(bare(CallType::Revive));
-        }
-        if !self.queue.is_empty() && self.suppressed {
+        if (new_work && !self.suppressed) || (!self.queue.is_empty() && self.suppressed) {
             self.suppressed = false;
-            fx.calls.push(bare(CallType::Revive));
+            self.revive(now_ms, fx);
         }
-        let _ = now_ms;
+    }
+
+    fn revive(&mut self, now_ms: u64, fx: &mut Effects) {
+        self.last_revive_ms = now_ms;
+        fx.calls.push(bare(CallType::Revive));
+    }
+
+    /// While instances wait and no offer came for `REVIVE_REPEAT_MS` since the last REVIVE,
+    /// asks again, as Marathon repeats its revives: a REVIVE can be lost with a connection, and
+    /// offers declined for long stay away until one arrives.
+    pub fn repeat_revive(&mut self, now_ms: u64, fx: &mut Effects) {
+        let quiet_since = self.last_revive_ms.max(self.last_offer_ms);
+        if self.launch_ready && !self.queue.is_empty() && now_ms >= quiet_since + REVIVE_REPEAT_MS {
+            self.revive(now_ms, fx);
+        }
     }
 
     /// Moves each deployment past the steps that are done.
@@ -1374,6 +1464,7 @@ impl Scheduler {
     /// and the call (an ACCEPT with LAUNCH, or a DECLINE) to send once they are stored.
     pub fn offers(&mut self, offers: &[v1::Offer], now_ms: u64) -> Vec<(Vec<StoreOp>, Call)> {
         let mut out = Vec::new();
+        self.last_offer_ms = now_ms;
         if now_ms >= self.tokens.1 + self.tuning.launch_token_interval_ms {
             self.tokens = (self.tuning.launch_tokens, now_ms);
         }

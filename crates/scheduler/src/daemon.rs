@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use drover_coord::client::{Client, ClientConfig};
 use drover_coord::proto::{Acl, ErrorCode, MultiResult, Op};
-use drover_coord::recipes::{self, Candidacy, Standing};
+use drover_coord::recipes;
 use drover_core::v1::{self, CallType, EventType, FrameworkInfo, Id};
 use drover_core::{Env, Event};
 use drover_master::client::{Driver, DriverEvent, Locator};
@@ -80,7 +80,10 @@ enum Input {
         store: Store,
         loaded: Loaded,
     },
-    Deposed,
+    /// Leadership ended: stop acting as leader, then say so through `done`.
+    Deposed {
+        done: oneshot::Sender<()>,
+    },
     Api {
         f: ApiFn,
         reply: oneshot::Sender<Option<Reply>>,
@@ -157,7 +160,7 @@ pub async fn serve(
 struct Leading {
     scheduler: Scheduler,
     store: Store,
-    driver: Driver,
+    outbox: Outbox,
     driver_events: mpsc::Receiver<DriverEvent>,
     ready_at: Option<u64>,
     last_reconcile: u64,
@@ -205,18 +208,20 @@ async fn core(
                             ..FrameworkInfo::default()
                         };
                         let (driver, driver_events) = Driver::start(env.clone(), config.master.clone(), info);
-                        leading = Some(Leading { scheduler, store, driver, driver_events, ready_at: None, last_reconcile: now(), pending: None });
+                        let outbox = Outbox::start(driver);
+                        leading = Some(Leading { scheduler, store, outbox, driver_events, ready_at: None, last_reconcile: now(), pending: None });
                     }
-                    Input::Deposed => {
+                    Input::Deposed { done } => {
                         if leading.take().is_some() {
                             env.emit(Event::new("deposed"));
                             tracing::warn!("no longer the leading scheduler");
                         }
+                        let _ = done.send(());
                     }
                     Input::Abdicate => {
                         if leading.take().is_some() {
                             env.emit(Event::new("deposed"));
-                            let _ = abdicate.send(()).await;
+                            let _ = abdicate.try_send(());
                         }
                     }
                     Input::Api { f, reply } => {
@@ -228,7 +233,7 @@ async fn core(
                         l.scheduler.converge(now(), &mut fx);
                         if !finish(&env, &mut leading, fx, &events).await {
                             let _ = reply.send(Some(Reply::json(503, json!({"message": "the scheduler lost its store; try again"}))));
-                            let _ = abdicate.send(()).await;
+                            let _ = abdicate.try_send(());
                             continue;
                         }
                         let _ = reply.send(Some(answer));
@@ -257,7 +262,7 @@ async fn core(
                         l.scheduler.framework_id = Some(framework_id);
                         l.scheduler.launch_ready = false;
                         l.ready_at = Some(now() + RECONCILE_WAIT_MS);
-                        fx.calls.extend(l.scheduler.reconcile_calls());
+                        fx.calls.extend(l.scheduler.reconcile_calls(now()));
                         l.last_reconcile = now();
                     }
                     DriverEvent::Disconnected => {
@@ -289,12 +294,12 @@ async fn core(
                                 l.scheduler.converge(now(), &mut fx);
                                 // Stored before acknowledged: an update is never lost.
                                 if !finish(&env, &mut leading, fx, &events).await {
-                                    let _ = abdicate.send(()).await;
+                                    let _ = abdicate.try_send(());
                                     continue;
                                 }
                                 if let Some(l) = leading.as_ref() {
                                     for status in &statuses {
-                                        let _ = l.driver.acknowledge(status).await;
+                                        l.outbox.send(Outgoing::Acknowledge(status.clone()));
                                     }
                                 }
                                 continue;
@@ -310,10 +315,10 @@ async fn core(
                                     env.emit(Event::new("store_failed"));
                                     env.emit(Event::new("deposed"));
                                     leading = None;
-                                    let _ = abdicate.send(()).await;
+                                    let _ = abdicate.try_send(());
                                     break;
                                 }
-                                let _ = l.driver.call(call).await;
+                                l.outbox.send(Outgoing::Call(call));
                             }
                             continue;
                         }
@@ -348,12 +353,59 @@ async fn core(
                     fx.calls.push(crate::core::bare(CallType::Reconcile));
                 }
                 l.scheduler.expire_launches(t, &mut fx);
+                l.scheduler.retry_kills(t, &mut fx);
+                l.scheduler.repeat_revive(t, &mut fx);
+                l.scheduler.retry_reconciliation(t, &mut fx);
                 l.scheduler.converge(t, &mut fx);
             }
         }
         if !finish(&env, &mut leading, fx, &events).await {
-            let _ = abdicate.send(()).await;
+            let _ = abdicate.try_send(());
         }
+    }
+}
+
+/// What the leader sends the master.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "moved once through a channel, not stored"
+)]
+enum Outgoing {
+    Call(v1::Call),
+    Acknowledge(v1::TaskStatus),
+}
+
+/// The leader's calls to the master, made in order by a task of their own, so the core never
+/// waits on the master: a call across a partition would hold it for the HTTP timeout, deaf to
+/// its own step-down while a successor takes over. Dropped with the leadership, and with it the
+/// calls not yet made: a deposed scheduler sends nothing more.
+struct Outbox {
+    calls: mpsc::UnboundedSender<Outgoing>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Outbox {
+    fn start(driver: Driver) -> Outbox {
+        let (calls, mut queue) = mpsc::unbounded_channel();
+        let task = drover_core::env::spawn(async move {
+            while let Some(outgoing) = queue.recv().await {
+                let _ = match outgoing {
+                    Outgoing::Call(call) => driver.call(call).await,
+                    Outgoing::Acknowledge(status) => driver.acknowledge(&status).await,
+                };
+            }
+        });
+        Outbox { calls, task }
+    }
+
+    fn send(&self, outgoing: Outgoing) {
+        let _ = self.calls.send(outgoing);
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -376,7 +428,7 @@ async fn finish(
         return false;
     }
     for call in fx.calls {
-        let _ = l.driver.call(call).await;
+        l.outbox.send(Outgoing::Call(call));
     }
     for event in fx.events {
         let _ = events.send(event);
@@ -628,122 +680,88 @@ pub async fn read_app_version(
 
 // ---------------------------------------------------------------- leader election
 
-/// Campaigns for leadership under `<path>/leader`, for as long as the scheduler runs; keeps
-/// `leader` (who leads, `host:port`) current.
+/// The scheduler's side of the leader campaign (`drover_coord::recipes::campaign` under
+/// `<path>/leader`); keeps `leader` (who leads, `host:port`) current.
+struct Contender {
+    me: String,
+    zk_path: String,
+    inputs: mpsc::Sender<Input>,
+    leader: Arc<Mutex<Option<String>>>,
+    abdicate: mpsc::Receiver<()>,
+}
+
+impl Contender {
+    fn set_leader(&self, who: Option<String>) {
+        if let Ok(mut l) = self.leader.lock() {
+            *l = who;
+        }
+    }
+}
+
+impl recipes::Contender for Contender {
+    async fn lead(&mut self, client: &Client, term: u64) -> bool {
+        // A request to abdicate made under an earlier leadership is spent.
+        while self.abdicate.try_recv().is_ok() {}
+        self.set_leader(Some(self.me.clone()));
+        let (store, loaded) = match Store::load(client.clone(), &self.zk_path).await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load the scheduler's state");
+                return false;
+            }
+        };
+        let elected = Input::Elected {
+            term,
+            store,
+            loaded,
+        };
+        self.inputs.send(elected).await.is_ok()
+    }
+
+    async fn follow(&mut self, client: &Client, leader: &str) {
+        let who = client
+            .get_data(leader)
+            .await
+            .ok()
+            .map(|(d, _)| String::from_utf8_lossy(&d).into_owned());
+        self.set_leader(who);
+    }
+
+    async fn step_down(&mut self) {
+        recipes::confirm_step_down(&self.inputs, |done| Input::Deposed { done }).await;
+        self.set_leader(None);
+    }
+
+    async fn abdicated(&mut self) {
+        recipes::abdication(&mut self.abdicate).await;
+    }
+
+    fn finished(&self) -> bool {
+        self.inputs.is_closed()
+    }
+}
+
+/// Campaigns for leadership for as long as the scheduler runs.
 async fn campaign(
     env: Env,
     config: Config,
     inputs: mpsc::Sender<Input>,
     leader: Arc<Mutex<Option<String>>>,
-    mut abdicate: mpsc::Receiver<()>,
+    abdicate: mpsc::Receiver<()>,
 ) {
-    use rand::RngCore;
+    let Ok(client_config) = ClientConfig::from_hosts(&config.zk.hosts) else {
+        return;
+    };
     let me = format!("{}:{}", config.hostname, config.port);
     let group = format!("{}/leader", config.zk.path);
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        let Ok(client_config) = ClientConfig::from_hosts(&config.zk.hosts) else {
-            return;
-        };
-        let client = Client::start(env.clone(), client_config);
-        if client.wait_connected().await.is_ok() && client.ensure_path(&group).await.is_ok() {
-            backoff = Duration::from_millis(500);
-            if let Ok(candidacy) = Candidacy::enter(&client, &group, me.as_bytes()).await {
-                run_candidacy(
-                    &client,
-                    &config,
-                    &candidacy,
-                    &inputs,
-                    &leader,
-                    &mut abdicate,
-                )
-                .await;
-                let _ = inputs.send(Input::Deposed).await;
-                let _ = client.delete(&candidacy.path, -1).await;
-            }
-        }
-        client.close().await;
-        if let Ok(mut l) = leader.lock() {
-            *l = None;
-        }
-        if inputs.is_closed() {
-            return;
-        }
-        let jitter = env.rng().next_u64() % 500;
-        tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
-        backoff = (backoff * 2).min(Duration::from_secs(10));
-    }
-}
-
-async fn run_candidacy(
-    client: &Client,
-    config: &Config,
-    candidacy: &Candidacy,
-    inputs: &mpsc::Sender<Input>,
-    leader: &Arc<Mutex<Option<String>>>,
-    abdicate: &mut mpsc::Receiver<()>,
-) {
-    let mut state = client.watch_state();
-    let connected = drover_coord::client::State::Connected;
-    loop {
-        match candidacy.standing(client).await {
-            Ok(Standing::Leader) => {
-                if let Ok(mut l) = leader.lock() {
-                    *l = Some(format!("{}:{}", config.hostname, config.port));
-                }
-                let (store, loaded) = match Store::load(client.clone(), &config.zk.path).await {
-                    Ok(loaded) => loaded,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot load the scheduler's state");
-                        return;
-                    }
-                };
-                let term = candidacy
-                    .path
-                    .rsplit('/')
-                    .next()
-                    .and_then(recipes::sequence_of)
-                    .unwrap_or(0);
-                if inputs
-                    .send(Input::Elected {
-                        term,
-                        store,
-                        loaded,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                tokio::select! {
-                    biased;
-                    _ = state.wait_for(|s| *s != connected) => {}
-                    _ = abdicate.recv() => {}
-                }
-                return;
-            }
-            Ok(Standing::Waiting {
-                leader: leader_path,
-                predecessor_gone,
-            }) => {
-                let who = client
-                    .get_data(&leader_path)
-                    .await
-                    .ok()
-                    .map(|(d, _)| String::from_utf8_lossy(&d).into_owned());
-                if let Ok(mut l) = leader.lock() {
-                    *l = who;
-                }
-                tokio::select! {
-                    biased;
-                    _ = state.wait_for(|s| *s != connected) => return,
-                    _ = abdicate.recv() => return,
-                    _ = predecessor_gone => {}
-                }
-            }
-            Err(_) => return,
-        }
-    }
+    let mut contender = Contender {
+        me: me.clone(),
+        zk_path: config.zk.path.clone(),
+        inputs,
+        leader,
+        abdicate,
+    };
+    recipes::campaign(env, client_config, &group, me.as_bytes(), &mut contender).await;
 }
 
 /// Who leads, by asking coord (for `/v2/leader` on a follower whose view may be stale).

@@ -2,7 +2,7 @@
 //! (`eventually`). Checkers read the trace line by line, next to the harness's own view of the
 //! cluster (which nodes run, which links are cut, who claims to lead).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use drover_core::Event;
 
@@ -115,6 +115,7 @@ pub const ALWAYS: &[&str] = &[
     "dependency_order",
     "no_overscale",
     "deployments_finish",
+    "acked_changes_survive",
 ];
 
 /// Builds the invariant `name` (one of [`ALWAYS`]).
@@ -145,6 +146,9 @@ pub fn always(name: &str) -> Result<Box<dyn Invariant>, String> {
     }
     if name == "deployments_finish" {
         return Ok(Box::new(DeploymentsFinish::default()));
+    }
+    if name == "acked_changes_survive" {
+        return Ok(Box::new(AckedChangesSurvive::default()));
     }
     if name == "acked_writes_survive" {
         return Ok(Box::new(AckedWritesSurvive::default()));
@@ -235,7 +239,7 @@ impl Invariant for OneLeader {
 /// cut came may read, when it resumes, what reached its socket before the cut: not a crossing.
 struct NoDeliveryAcrossPartition {
     margin_ms: u64,
-    /// Per node, when its latest pause ends.
+    /// Per node, when its latest pause started and when it ends.
     paused_until: BTreeMap<String, (u64, u64)>,
 }
 
@@ -252,8 +256,13 @@ impl Invariant for NoDeliveryAcrossPartition {
                     .field("for_ms")
                     .and_then(|f| f.parse::<u64>().ok()),
             ) {
+                // A pause of a paused node replaces its end, not its start.
+                let start = match self.paused_until.get(node) {
+                    Some((start, end)) if line.at_ms <= *end => *start,
+                    _ => line.at_ms,
+                };
                 self.paused_until
-                    .insert(node.to_string(), (line.at_ms, line.at_ms + for_ms));
+                    .insert(node.to_string(), (start, line.at_ms + for_ms));
             }
             return Ok(());
         }
@@ -836,8 +845,9 @@ impl Invariant for UpdatesExactlyOnce {
 /// then). A run must leave time after its last fault for the cluster to settle (random schedules
 /// heal everything at 70% of the run).
 ///
-/// A deployment whose leader then failed a store write may never have been stored (its request
-/// got no 201): it counts again only once a scheduler reports progress on it.
+/// A deployment whose leader then failed a store write, or crashed, may never have been stored
+/// (its request got no 201): it counts again only once a scheduler reports progress on it.
+/// `acked_changes_survive` holds the acknowledged ones to the stricter rule.
 #[derive(Default)]
 struct DeploymentsFinish {
     /// id → (when it started, the scheduler that started it).
@@ -851,11 +861,15 @@ impl Invariant for DeploymentsFinish {
     }
 
     fn observe(&mut self, line: &TraceLine, view: &ClusterView) -> Result<(), String> {
-        if view.map.role_of(&line.node) != Some("scheduler") {
+        // A scheduler that crashed may have died with the deployment's store write in flight.
+        let crashed = (line.node == crate::trace::HARNESS && line.event.name == "crash")
+            .then(|| line.event.field("node"))
+            .flatten();
+        if crashed.is_none() && view.map.role_of(&line.node) != Some("scheduler") {
             return Ok(());
         }
-        if line.event.name == "store_failed" {
-            let node = &line.node;
+        if line.event.name == "store_failed" || crashed.is_some() {
+            let node = crashed.unwrap_or(&line.node);
             let lost: Vec<String> = self
                 .open
                 .iter()
@@ -898,6 +912,67 @@ impl Invariant for DeploymentsFinish {
             Some((id, (since, _))) => Err(format!(
                 "deployment {id} (started at {since} ms) never finished ({} open at the end)",
                 self.open.len()
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A Marathon change the client was told succeeded (a 200/201 answer naming a deployment) is never
+/// lost across scheduler and coord failovers: some scheduler carries its deployment out, or a
+/// later change cancels it (`deployment_done` / `deployment_canceled`), by the end of the run.
+/// Unlike `deployments_finish`, a failed store write is no excuse: the answer came after the
+/// write, so the change was stored.
+#[derive(Default)]
+struct AckedChangesSurvive {
+    /// Deployment id → when the client got the answer, and the request.
+    acked: BTreeMap<String, (u64, String)>,
+    /// Deployments already done or canceled (an answer can arrive after its deployment ended).
+    ended: BTreeSet<String>,
+}
+
+impl Invariant for AckedChangesSurvive {
+    fn name(&self) -> &str {
+        "acked_changes_survive"
+    }
+
+    fn observe(&mut self, line: &TraceLine, view: &ClusterView) -> Result<(), String> {
+        if line.node == crate::run::CLIENT && line.event.name == "http" {
+            if let Some(id) = line.event.field("deployment") {
+                if !self.ended.contains(id) {
+                    let request = format!(
+                        "{} {} on {} ({})",
+                        line.event.field("method").unwrap_or("?"),
+                        line.event.field("path").unwrap_or("?"),
+                        line.event.field("node").unwrap_or("?"),
+                        line.event.field("status").unwrap_or("?"),
+                    );
+                    self.acked.insert(id.to_string(), (line.at_ms, request));
+                }
+            }
+            return Ok(());
+        }
+        if view.map.role_of(&line.node) != Some("scheduler") {
+            return Ok(());
+        }
+        if matches!(
+            line.event.name.as_str(),
+            "deployment_done" | "deployment_canceled"
+        ) {
+            if let Some(id) = line.event.field("id") {
+                self.acked.remove(id);
+                self.ended.insert(id.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        match self.acked.iter().next() {
+            Some((id, (at, request))) => Err(format!(
+                "{request} was acknowledged at {at} ms with deployment {id}, which no scheduler \
+                 ever finished or canceled ({} such at the end)",
+                self.acked.len()
             )),
             None => Ok(()),
         }

@@ -514,9 +514,28 @@ async fn send(env: &Env, request: &Request) -> Event {
     };
     let timeout = Duration::from_secs(10);
     match drover_core::http::request(env, &http.node, request.port, req, timeout).await {
-        Ok(response) => event.with("status", response.status().as_u16()),
+        Ok(response) => {
+            let event = event.with("status", response.status().as_u16());
+            match deployment_of(&response) {
+                Some(id) => event.with("deployment", id),
+                None => event,
+            }
+        }
         Err(e) => event.with("status", "none").with("error", error_kind(&e)),
     }
+}
+
+/// The deployment a successful Marathon answer started: `deploymentId` (PUT, DELETE, groups,
+/// restarts) or the first of `deployments` (POST /v2/apps answers with the app).
+fn deployment_of(response: &http::Response<Bytes>) -> Option<String> {
+    if !response.status().is_success() {
+        return None;
+    }
+    let body: serde_json::Value = serde_json::from_slice(response.body()).ok()?;
+    let id = body
+        .get("deploymentId")
+        .or_else(|| body.get("deployments")?.get(0)?.get("id"))?;
+    Some(id.as_str()?.to_string())
 }
 
 /// A node of the run: what survives its crashes, and its current incarnation.

@@ -289,6 +289,10 @@ fn signed_ms<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D
 #[serde(deny_unknown_fields)]
 struct RawScenario {
     name: String,
+    /// What the scenario shows and where it came from (for readers; the runner ignores it).
+    #[serde(default)]
+    #[allow(dead_code, reason = "documentation inside the file")]
+    about: Option<String>,
     #[serde(default = "default_seed")]
     seed: u64,
     #[serde(deserialize_with = "duration")]
