@@ -4,6 +4,7 @@ mod cli;
 mod coord_live;
 mod determinism;
 mod harness;
+mod live_parity;
 mod mesos_live;
 mod scheduler_live;
 mod wire_zk;

@@ -142,8 +142,11 @@ pub fn role() -> Role {
             };
             let mut config = AgentConfig::new(&context.name, master, resources);
             config.attributes = context.attributes.clone().unwrap_or_default();
-            let containerizers: Vec<Arc<dyn Containerizer>> =
-                vec![Arc::new(SimContainerizer::new(context.env.clone()))];
+            let containerizers: Vec<Arc<dyn Containerizer>> = match &context.live_dir {
+                // Live (`drover node`), tasks are real processes under the node's directory.
+                Some(dir) => vec![Arc::new(MesosContainerizer::new(dir))],
+                None => vec![Arc::new(SimContainerizer::new(context.env.clone()))],
+            };
             drover_agent::run(context.env.clone(), config, containerizers, async move {
                 context.shutdown.requested().await
             })

@@ -6,7 +6,9 @@ mod agent;
 mod bench;
 mod coord;
 mod framework;
+mod live;
 mod master;
+mod node;
 mod scheduler;
 mod sim;
 mod up;
@@ -25,6 +27,10 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Append every event the daemon records (`leader term=3`, `task_state ...`: what the
+    /// simulator traces) to this file as JSON lines, `{"unix_ms", "node", "event"}`.
+    #[arg(long, global = true)]
+    events: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -39,6 +45,9 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Run a Marathon-compatible scheduler (the `/v2` REST API), a framework on the master.
     Scheduler(scheduler::SchedulerArgs),
+    /// Run one node of a scenario's cluster live, with the role code the simulator runs (what
+    /// `drover sim --live` starts in each container).
+    Node(node::NodeArgs),
     /// Run a whole local cluster in this process: coord, master, two agents and the scheduler.
     Up(up::UpArgs),
     /// Measure drover against a reference in the same run.
@@ -70,6 +79,20 @@ fn init_logging() {
         .try_init();
 }
 
+/// The multi-threaded runtime live daemons run on; None (and a message) if it cannot start.
+fn live_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
 /// Runs a live daemon's future on a multi-threaded runtime until it ends or Ctrl-C.
 fn run_daemon<F>(
     daemon: impl FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> F,
@@ -78,17 +101,27 @@ where
     F: std::future::Future<Output = anyhow::Result<()>>,
 {
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = live_runtime() else {
+        return ExitCode::FAILURE;
     };
+    // Ctrl-C, or SIGTERM (`docker stop`, systemd, `kill`): stop gracefully.
     let shutdown = Box::pin(async {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("stopping");
     });
@@ -103,6 +136,12 @@ where
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(path) = &cli.events {
+        if let Err(e) = drover_core::env::live::write_events_to(path) {
+            eprintln!("error: --events {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
     match cli.command {
         Command::Sim(args) => sim::main(args),
         Command::Coord(args) => run_daemon(|shutdown| coord::main(args, shutdown)),
@@ -110,6 +149,7 @@ pub fn main() -> ExitCode {
         Command::Agent(args) => run_daemon(|shutdown| agent::main(args, shutdown)),
         Command::Scheduler(args) => run_daemon(|shutdown| scheduler::main(args, shutdown)),
         Command::Up(args) => run_daemon(|shutdown| up::main(args, shutdown)),
+        Command::Node(args) => run_daemon(|shutdown| node::main(args, shutdown)),
         Command::Bench(args) => run_daemon(|_| bench::main(args)),
     }
 }

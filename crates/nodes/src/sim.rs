@@ -42,6 +42,10 @@ pub struct SimArgs {
     /// Stops starting runs after this much wall time (`90s`, `10m`), and reports how many ran.
     #[arg(long, value_parser = parse_budget)]
     budget: Option<std::time::Duration>,
+    /// Play each scenario against real daemons instead: every node a `drover node` in a Docker
+    /// container of its own, the faults done for real, the same invariants judging.
+    #[arg(long, conflicts_with_all = ["random", "seeds", "seed", "jobs", "budget"])]
+    live: bool,
 }
 
 fn parse_budget(text: &str) -> Result<std::time::Duration, String> {
@@ -226,6 +230,9 @@ pub fn main(args: SimArgs) -> ExitCode {
     }
     if bad {
         return ExitCode::from(2);
+    }
+    if args.live {
+        return live_main(&args, &files, &scenarios);
     }
     let mut maps = Vec::new();
     for base in &scenarios {
@@ -456,5 +463,60 @@ pub fn main(args: SimArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// `drover sim --live`: each scenario against real daemons in containers, one after the other.
+fn live_main(args: &SimArgs, files: &[PathBuf], scenarios: &[Scenario]) -> ExitCode {
+    let Some(runtime) = crate::live_runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let mut failed = 0;
+    for (file, scenario) in files.iter().zip(scenarios) {
+        println!("== {} ({}) live", scenario.name, file.display());
+        let started = tokio::time::Instant::now();
+        let run = match runtime.block_on(crate::live::run(scenario)) {
+            Ok(run) => run,
+            Err(e) => {
+                eprintln!(
+                    "error: {}: the live run could not be made: {e}",
+                    file.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+        let outcome = &run.outcome;
+        let lines = if args.verbose {
+            outcome.trace.lines().map(str::to_string).collect()
+        } else {
+            outcome.timeline.clone()
+        };
+        for line in lines {
+            println!("  {line}");
+        }
+        if let Some(path) = &args.trace {
+            if let Err(e) = std::fs::write(path, &outcome.trace) {
+                eprintln!("error: cannot write {}: {e}", path.display());
+            }
+        }
+        for step in &run.skipped {
+            println!("  SKIPPED live: {step}");
+        }
+        let wall = started.elapsed().as_secs_f64();
+        match outcome.failures.first() {
+            None => println!("PASSED {} live ({wall:.1} s of wall time)", scenario.name),
+            Some(f) => {
+                failed += 1;
+                println!(
+                    "FAILED {} live: {} at {} ms: {} ({wall:.1} s of wall time)",
+                    scenario.name, f.check, f.at_ms, f.message
+                );
+            }
+        }
+    }
+    if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }

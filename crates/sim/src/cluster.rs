@@ -27,6 +27,10 @@ pub struct NodeContext {
     pub resources: Option<Resources>,
     pub attributes: Option<String>,
     pub shutdown: Shutdown,
+    /// Where a node run live (`drover node`, what `drover sim --live` starts) keeps its files;
+    /// `None` in the simulator. A role that must differ live (the agent runs real processes)
+    /// looks here.
+    pub live_dir: Option<std::path::PathBuf>,
 }
 
 /// Resolves when the node is asked to stop gracefully.

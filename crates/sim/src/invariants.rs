@@ -81,6 +81,28 @@ impl ClusterView {
         ))
     }
 
+    /// Resolves groups of selectors; `*` in a group stands for every node named in no other group.
+    pub fn resolve_groups(&self, groups: &[Vec<String>]) -> Result<Vec<Vec<String>>, String> {
+        let mut named = Vec::new();
+        for selector in groups.iter().flatten().filter(|s| *s != "*") {
+            named.extend(self.resolve(selector, &[])?);
+        }
+        let mut out = Vec::new();
+        for group in groups {
+            let mut nodes: Vec<String> = Vec::new();
+            for selector in group {
+                let except: &[String] = if selector == "*" { &named } else { &[] };
+                for node in self.resolve(selector, except)? {
+                    if !nodes.contains(&node) {
+                        nodes.push(node);
+                    }
+                }
+            }
+            out.push(nodes);
+        }
+        Ok(out)
+    }
+
     /// Checks a selector's form without needing the run (leaders are only known while it runs).
     pub fn check_selector(&self, selector: &str) -> Result<(), String> {
         match selector.strip_prefix("leader:") {

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod env;
 pub mod explore;
 pub mod invariants;
+pub mod judge;
 pub mod linearizability;
 pub mod net;
 pub mod probe;

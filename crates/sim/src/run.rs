@@ -19,16 +19,14 @@ use tokio::task::LocalSet;
 
 use crate::cluster::{ClusterMap, NodeContext, NodeResult, NodeSpec, Role, Roles, Shutdown};
 use crate::env::{sim_ms, IncarnationDisk, SimClock, SimDisk, TraceEvents};
-use crate::invariants::{self, ClusterView, Invariant, Pending};
+use crate::invariants::ClusterView;
+use crate::judge::Judge;
 use crate::net::{Conditions, Network, Owner};
 use crate::scenario::{Action, HttpAction, Scenario, ScenarioError};
-use crate::trace::{Trace, TraceLine, HARNESS};
+use crate::trace::{Trace, HARNESS};
 
 /// The host the harness sends its HTTP requests from.
 pub const CLIENT: &str = "client";
-
-/// Events worth a line in the readable timeline (besides the harness's own and the client's).
-const NOTABLE: &[&str] = &["leader", "boot", "exit", "peer_up", "peer_down", "error"];
 
 /// A broken expectation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,65 +78,12 @@ struct Request {
 
 /// Runs `scenario` with `seed`. Errors are scenario problems found before the run starts.
 pub fn run(scenario: &Scenario, roles: &Roles, seed: u64) -> Result<Outcome, ScenarioError> {
-    let map = ClusterMap::plan(scenario, roles)?;
-    let view = ClusterView::new(map.clone());
+    let judge = Judge::new(scenario, roles)?;
     let error = |path: String, message: String| ScenarioError {
         file: scenario.file.clone(),
         path,
         message,
     };
-    let mut always: Vec<Box<dyn Invariant>> = Vec::new();
-    for (i, name) in scenario.expect.always.iter().enumerate() {
-        always.push(invariants::always(name).map_err(|m| error(format!("expect.always[{i}]"), m))?);
-    }
-    let mut pending = Vec::new();
-    for (index, e) in scenario.expect.eventually.iter().enumerate() {
-        if let Some(node) = &e.node {
-            view.check_selector(node)
-                .map_err(|m| error(format!("expect.eventually[{index}].node"), m))?;
-        }
-        pending.push(Pending {
-            index,
-            pattern: Event::parse(&e.event).unwrap_or_else(|| Event::new("unparsable")),
-            node: e.node.clone(),
-            after_ms: e.after.map_or(0, |d| d.as_millis() as u64),
-            by_ms: e.by.as_millis() as u64,
-            met_at: None,
-        });
-    }
-    let mut forbidden = Vec::new();
-    for (index, never) in scenario.expect.never.iter().enumerate() {
-        if let Some(node) = &never.node {
-            view.check_selector(node)
-                .map_err(|m| error(format!("expect.never[{index}].node"), m))?;
-        }
-        let pattern = Event::parse(&never.event).unwrap_or_else(|| Event::new("unparsable"));
-        let after_ms = never.after.map_or(0, |d| d.as_millis() as u64);
-        let by_ms = never.by.map_or(u64::MAX, |d| d.as_millis() as u64);
-        forbidden.push((index, pattern, never.node.clone(), after_ms, by_ms));
-    }
-    let mut http_ports = BTreeMap::new();
-    for (i, step) in scenario.timeline.iter().enumerate() {
-        let path = format!("timeline[{i}]");
-        for selector in selectors(&step.action) {
-            view.check_selector(selector)
-                .map_err(|m| error(path.clone(), m))?;
-        }
-        if let Action::Http(http) = &step.action {
-            let role = map.role_of(&http.node).and_then(|r| roles.get(r));
-            let port = http.port.or(role.and_then(|r| r.http_port));
-            let port = port.ok_or_else(|| {
-                error(
-                    format!("{path}.node"),
-                    format!(
-                        "expected a node that serves HTTP (or a `port`), found {:?}",
-                        http.node
-                    ),
-                )
-            })?;
-            http_ports.insert(i, port);
-        }
-    }
 
     // One single-threaded runtime with a paused clock runs every node: each node incarnation is
     // a LocalSet of its own inside it, and time jumps from one timer (a node's, a segment's
@@ -161,12 +106,7 @@ pub fn run(scenario: &Scenario, roles: &Roles, seed: u64) -> Result<Outcome, Sce
         scenario,
         roles,
         seed,
-        map,
-        view,
-        always,
-        pending,
-        forbidden,
-        http_ports,
+        judge,
     };
     let outcome = local.block_on(&runtime, play(plan));
     drop(local);
@@ -183,19 +123,12 @@ fn node_set() -> LocalSet {
     local
 }
 
-type Forbidden = (usize, Event, Option<String>, u64, u64);
-
 /// What `run` checked and prepared before the simulation starts.
 struct Plan<'a> {
     scenario: &'a Scenario,
     roles: &'a Roles,
     seed: u64,
-    map: ClusterMap,
-    view: ClusterView,
-    always: Vec<Box<dyn Invariant>>,
-    pending: Vec<Pending>,
-    forbidden: Vec<Forbidden>,
-    http_ports: BTreeMap<usize, u16>,
+    judge: Judge<'a>,
 }
 
 async fn play(plan: Plan<'_>) -> Result<Outcome, ScenarioError> {
@@ -203,13 +136,10 @@ async fn play(plan: Plan<'_>) -> Result<Outcome, ScenarioError> {
         scenario,
         roles,
         seed,
-        map,
-        view,
-        mut always,
-        mut pending,
-        forbidden,
-        http_ports,
+        mut judge,
     } = plan;
+    let map = judge.map().clone();
+    let http_ports = judge.http_ports.clone();
     crate::env::start_clock();
     let start = tokio::time::Instant::now();
     let conditions = Conditions {
@@ -253,7 +183,6 @@ async fn play(plan: Plan<'_>) -> Result<Outcome, ScenarioError> {
         seed,
         cluster,
         errors: errors.clone(),
-        view,
         nodes,
         trace: trace.clone(),
         requests: Some(client),
@@ -263,9 +192,6 @@ async fn play(plan: Plan<'_>) -> Result<Outcome, ScenarioError> {
         harness.start(&spec.name);
     }
 
-    let mut failures = Vec::new();
-    let mut timeline = Vec::new();
-    let mut checks = 0u64;
     let mut next = 0;
     let end_ms = scenario.duration.as_millis() as u64;
     let news = trace.news();
@@ -276,12 +202,8 @@ async fn play(plan: Plan<'_>) -> Result<Outcome, ScenarioError> {
             .get(next)
             .filter(|s| s.at.as_millis() as u64 <= now_ms)
         {
-            if let Err(message) = harness.apply(next, &step.action, now_ms) {
-                failures.push(Failure {
-                    at_ms: now_ms,
-                    check: format!("timeline[{next}]"),
-                    message,
-                });
+            if let Err(message) = harness.apply(&mut judge.view, next, &step.action, now_ms) {
+                judge.fail(now_ms, format!("timeline[{next}]"), message);
             }
             next += 1;
         }
@@ -289,68 +211,21 @@ async fn play(plan: Plan<'_>) -> Result<Outcome, ScenarioError> {
         for exit in exits {
             if exit.disk_failed {
                 harness.kill(&exit.node, true);
-                harness.view.down.insert(exit.node.clone());
+                judge.view.down.insert(exit.node.clone());
                 let event = Event::new("crash")
                     .with("node", &exit.node)
                     .with("cause", "disk_error");
                 harness.record(exit.at_ms, event);
             } else {
-                failures.push(Failure {
-                    at_ms: exit.at_ms,
-                    check: "node".into(),
-                    message: format!("{} failed: {}", exit.node, exit.message),
-                });
+                let message = format!("{} failed: {}", exit.node, exit.message);
+                judge.fail(exit.at_ms, "node", message);
             }
         }
         for line in trace.take_new() {
-            checks += always.len() as u64;
-            harness.view.observe(&line);
-            for invariant in &mut always {
-                if let Err(message) = invariant.observe(&line, &harness.view) {
-                    failures.push(Failure {
-                        at_ms: line.at_ms,
-                        check: invariant.name().to_string(),
-                        message,
-                    });
-                }
-            }
-            for p in &mut pending {
-                p.observe(&line, &harness.view);
-            }
-            for (index, pattern, node, after_ms, by_ms) in &forbidden {
-                let in_window = (*after_ms..=*by_ms).contains(&line.at_ms);
-                let node_ok = node.as_ref().is_none_or(|s| {
-                    harness
-                        .view
-                        .resolve(s, &[])
-                        .is_ok_and(|n| n.contains(&line.node))
-                });
-                if in_window && node_ok && line.event.matches(pattern) {
-                    failures.push(Failure {
-                        at_ms: line.at_ms,
-                        check: format!("expect.never[{index}]"),
-                        message: format!("{} recorded `{}`", line.node, line.event),
-                    });
-                }
-            }
-            check_http(&line, scenario, &mut failures);
-            if line.node == HARNESS
-                || line.node == CLIENT
-                || NOTABLE.contains(&line.event.name.as_str())
-            {
-                timeline.push(line.to_string());
-            }
+            judge.observe(&line);
         }
-        for p in &pending {
-            if p.met_at.is_none() && now_ms > p.by_ms {
-                failures.push(Failure {
-                    at_ms: now_ms,
-                    check: format!("expect.eventually[{}]", p.index),
-                    message: format!("never saw {}", p.describe()),
-                });
-            }
-        }
-        if now_ms >= end_ms || !failures.is_empty() {
+        judge.overdue(now_ms);
+        if now_ms >= end_ms || judge.failed() {
             break;
         }
         // Sleep until the next thing the harness must do: a timeline step, an expectation's
@@ -359,8 +234,8 @@ async fn play(plan: Plan<'_>) -> Result<Outcome, ScenarioError> {
         if let Some(step) = scenario.timeline.get(next) {
             wake_ms = wake_ms.min(step.at.as_millis() as u64);
         }
-        for p in pending.iter().filter(|p| p.met_at.is_none()) {
-            wake_ms = wake_ms.min(p.by_ms + 1);
+        if let Some(deadline) = judge.next_deadline() {
+            wake_ms = wake_ms.min(deadline);
         }
         let wake = start + Duration::from_millis(wake_ms.max(now_ms));
         tokio::select! {
@@ -371,41 +246,7 @@ async fn play(plan: Plan<'_>) -> Result<Outcome, ScenarioError> {
     }
     let simulated_ms = crate::env::sim_ms();
     harness.stop_all();
-    if failures.is_empty() {
-        for invariant in &mut always {
-            if let Err(message) = invariant.finish() {
-                failures.push(Failure {
-                    at_ms: simulated_ms,
-                    check: invariant.name().to_string(),
-                    message,
-                });
-            }
-        }
-    }
-    if failures.is_empty() {
-        for p in pending.iter().filter(|p| p.met_at.is_none()) {
-            failures.push(Failure {
-                at_ms: simulated_ms,
-                check: format!("expect.eventually[{}]", p.index),
-                message: format!("never saw {}", p.describe()),
-            });
-        }
-    }
-    for failure in &failures {
-        timeline.push(format!(
-            "{} FAILED {}: {}",
-            failure.at_ms, failure.check, failure.message
-        ));
-    }
-    Ok(Outcome {
-        scenario: scenario.name.clone(),
-        seed,
-        failures,
-        trace: trace.render(),
-        timeline,
-        simulated_ms,
-        checks,
-    })
+    Ok(judge.finish(seed, simulated_ms, trace.render()))
 }
 
 /// Polls of one node at one simulated instant beyond which it is spinning: a task that is always
@@ -527,7 +368,7 @@ async fn send(env: &Env, request: &Request) -> Event {
 
 /// The deployment a successful Marathon answer started: `deploymentId` (PUT, DELETE, groups,
 /// restarts) or the first of `deployments` (POST /v2/apps answers with the app).
-fn deployment_of(response: &http::Response<Bytes>) -> Option<String> {
+pub fn deployment_of(response: &http::Response<Bytes>) -> Option<String> {
     if !response.status().is_success() {
         return None;
     }
@@ -567,7 +408,6 @@ struct Harness {
     seed: u64,
     cluster: Arc<ClusterMap>,
     errors: Rc<RefCell<Vec<Exit>>>,
-    view: ClusterView,
     nodes: BTreeMap<String, Node>,
     trace: Trace,
     requests: Option<mpsc::UnboundedSender<Request>>,
@@ -611,6 +451,7 @@ impl Harness {
             resources: node.spec.resources.clone(),
             attributes: node.spec.attributes.clone(),
             shutdown: Shutdown(node.shutdown.subscribe()),
+            live_dir: None,
         };
         let errors = self.errors.clone();
         let news = self.trace.news();
@@ -667,40 +508,23 @@ impl Harness {
         }
     }
 
-    /// Resolves groups of selectors; `*` in a group stands for every node named in no other group.
-    fn resolve_groups(&self, groups: &[Vec<String>]) -> Result<Vec<Vec<String>>, String> {
-        let mut named = Vec::new();
-        for selector in groups.iter().flatten().filter(|s| *s != "*") {
-            named.extend(self.view.resolve(selector, &[])?);
-        }
-        let mut out = Vec::new();
-        for group in groups {
-            let mut nodes: Vec<String> = Vec::new();
-            for selector in group {
-                let except: &[String] = if selector == "*" { &named } else { &[] };
-                for node in self.view.resolve(selector, except)? {
-                    if !nodes.contains(&node) {
-                        nodes.push(node);
-                    }
-                }
-            }
-            out.push(nodes);
-        }
-        Ok(out)
-    }
-
-    fn cut(&mut self, from: &str, to: &str, now_ms: u64) {
+    fn cut(&mut self, view: &mut ClusterView, from: &str, to: &str, now_ms: u64) {
         self.network.cut(from, to);
-        self.view
-            .cuts
+        view.cuts
             .entry((from.to_string(), to.to_string()))
             .or_insert(now_ms);
     }
 
-    fn apply(&mut self, index: usize, action: &Action, now_ms: u64) -> Result<(), String> {
+    fn apply(
+        &mut self,
+        view: &mut ClusterView,
+        index: usize,
+        action: &Action,
+        now_ms: u64,
+    ) -> Result<(), String> {
         match action {
             Action::Partition { groups } | Action::Hold { groups } => {
-                let groups = self.resolve_groups(groups)?;
+                let groups = view.resolve_groups(groups)?;
                 let hold = matches!(action, Action::Hold { .. });
                 for (i, a) in groups.iter().enumerate() {
                     for b in groups.iter().skip(i + 1) {
@@ -710,8 +534,8 @@ impl Harness {
                                     self.network.hold(x, y);
                                     self.network.hold(y, x);
                                 } else {
-                                    self.cut(x, y, now_ms);
-                                    self.cut(y, x, now_ms);
+                                    self.cut(view, x, y, now_ms);
+                                    self.cut(view, y, x, now_ms);
                                 }
                             }
                         }
@@ -722,10 +546,10 @@ impl Harness {
                 self.record(now_ms, Event::new(name).with("groups", text.join("|")));
             }
             Action::PartitionOneway { from, to } => {
-                let groups = self.resolve_groups(&[from.clone(), to.clone()])?;
+                let groups = view.resolve_groups(&[from.clone(), to.clone()])?;
                 for x in &groups[0] {
                     for y in groups[1].iter().filter(|y| *y != x) {
-                        self.cut(x, y, now_ms);
+                        self.cut(view, x, y, now_ms);
                     }
                 }
                 let event = Event::new("partition")
@@ -735,7 +559,7 @@ impl Harness {
             }
             Action::Heal => {
                 self.network.heal();
-                self.view.cuts.clear();
+                view.cuts.clear();
                 self.record(now_ms, Event::new("heal"));
             }
             Action::Release => {
@@ -746,8 +570,8 @@ impl Harness {
             | Action::Stop { node }
             | Action::Restart { node }
             | Action::Skew { node, .. } => {
-                for name in self.view.resolve(node, &[])? {
-                    let running = !self.view.down.contains(&name);
+                for name in view.resolve(node, &[])? {
+                    let running = !view.down.contains(&name);
                     // crash and stop act on running nodes, restart on the others
                     if running == matches!(action, Action::Restart { .. }) {
                         continue;
@@ -755,12 +579,12 @@ impl Harness {
                     let event = match action {
                         Action::Crash { .. } => {
                             self.kill(&name, true);
-                            self.view.down.insert(name.clone());
+                            view.down.insert(name.clone());
                             Event::new("crash")
                         }
                         Action::Stop { .. } => {
                             self.nodes[&name].shutdown.send_replace(true);
-                            self.view.down.insert(name.clone());
+                            view.down.insert(name.clone());
                             Event::new("stop")
                         }
                         Action::Skew { by_ms, .. } => {
@@ -775,7 +599,7 @@ impl Harness {
                             // send_replace: the stopped incarnation's receivers may all be gone
                             self.nodes[&name].shutdown.send_replace(false);
                             self.start(&name);
-                            self.view.down.remove(&name);
+                            view.down.remove(&name);
                             Event::new("restart")
                         }
                     };
@@ -785,7 +609,7 @@ impl Harness {
                 }
             }
             Action::Pause { node, for_ms } => {
-                for name in self.view.resolve(node, &[])? {
+                for name in view.resolve(node, &[])? {
                     let until = tokio::time::Instant::now() + Duration::from_millis(*for_ms);
                     self.nodes[&name].paused_until.set(Some(until));
                     let event = Event::new("pause")
@@ -795,7 +619,7 @@ impl Harness {
                 }
             }
             Action::Disk { node, fault } => {
-                for name in self.view.resolve(node, &[])? {
+                for name in view.resolve(node, &[])? {
                     self.nodes[&name].disk.fault(*fault);
                     let fault = serde_json::to_value(fault)
                         .ok()
@@ -814,7 +638,7 @@ impl Harness {
                 self.record(now_ms, Event::new("loss").with("rate", rate));
             }
             Action::Http(http) => {
-                for node in self.view.resolve(&http.node, &[])? {
+                for node in view.resolve(&http.node, &[])? {
                     let mut action = http.clone();
                     action.node = node;
                     let event = Event::new("http")
@@ -837,59 +661,10 @@ impl Harness {
     }
 }
 
-fn error_kind(error: &drover_core::http::HttpError) -> &'static str {
+pub fn error_kind(error: &drover_core::http::HttpError) -> &'static str {
     match error {
         drover_core::http::HttpError::Connect { .. } => "connect",
         drover_core::http::HttpError::Request { .. } => "request",
         drover_core::http::HttpError::TimedOut { .. } => "timeout",
-    }
-}
-
-/// An HTTP answer with another status than the step expected is a failure.
-fn check_http(line: &TraceLine, scenario: &Scenario, failures: &mut Vec<Failure>) {
-    if line.node != CLIENT || line.event.name != "http" {
-        return;
-    }
-    let Some(index) = line
-        .event
-        .field("step")
-        .and_then(|s| s.parse::<usize>().ok())
-    else {
-        return;
-    };
-    let Some(Action::Http(http)) = scenario.timeline.get(index).map(|s| &s.action) else {
-        return;
-    };
-    if let Some(expected) = http.expect_status {
-        let status = line.event.field("status").unwrap_or("none");
-        if status != expected.to_string() {
-            failures.push(Failure {
-                at_ms: line.at_ms,
-                check: format!("timeline[{index}].expect_status"),
-                message: format!(
-                    "{} {} on {} answered {status}, expected {expected}",
-                    http.method,
-                    http.path,
-                    line.event.field("node").unwrap_or("?")
-                ),
-            });
-        }
-    }
-}
-
-fn selectors(action: &Action) -> Vec<&str> {
-    match action {
-        Action::Partition { groups } | Action::Hold { groups } => {
-            groups.iter().flatten().map(String::as_str).collect()
-        }
-        Action::PartitionOneway { from, to } => from.iter().chain(to).map(String::as_str).collect(),
-        Action::Crash { node }
-        | Action::Stop { node }
-        | Action::Restart { node }
-        | Action::Skew { node, .. }
-        | Action::Pause { node, .. }
-        | Action::Disk { node, .. } => vec![node.as_str()],
-        Action::Http(http) => vec![http.node.as_str()],
-        Action::Heal | Action::Release | Action::Latency { .. } | Action::Loss { .. } => vec![],
     }
 }

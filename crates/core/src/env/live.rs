@@ -81,20 +81,66 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn unix_ms(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
+        real_unix_ms()
+            .saturating_add_signed(CLOCK_OFFSET_MS.load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 
-/// Events go to the log.
+fn real_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Added to this process's wall clock: the live counterpart of the simulator's `skew`.
+static CLOCK_OFFSET_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// From now on, this process's wall clock is offset by the number of milliseconds in `path`
+/// (`-3000`, `2500`; absent or unreadable: 0), read again every 100 ms: the live runner skews a
+/// node by writing it.
+pub fn follow_clock_offset(path: PathBuf) {
+    std::thread::spawn(move || loop {
+        let offset = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| text.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        CLOCK_OFFSET_MS.store(offset, std::sync::atomic::Ordering::Relaxed);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    });
+}
+
+/// Events go to the log, and to the events file when one was asked for.
 pub struct LogEvents;
 
 impl EventSink for LogEvents {
     fn emit(&self, node: &str, event: &Event) {
         tracing::info!(target: "drover::event", "{node} {event}");
+        if let Some(file) = EVENTS_FILE.get() {
+            // Real time, not the node's (maybe skewed) clock: the trace is the harness's time.
+            let unix_ms = real_unix_ms();
+            let line =
+                serde_json::json!({"unix_ms": unix_ms, "node": node, "event": event.to_string()});
+            let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
+            // One write per line, straight to the kernel: a SIGKILL loses none of it.
+            let _ = std::io::Write::write_all(&mut *file, format!("{line}\n").as_bytes());
+        }
     }
+}
+
+static EVENTS_FILE: std::sync::OnceLock<std::sync::Mutex<std::fs::File>> =
+    std::sync::OnceLock::new();
+
+/// From now on, this process's events are also appended to `path` as JSON lines
+/// (`{"unix_ms": .., "node": .., "event": "name key=value .."}`): the live runner's trace.
+pub fn write_events_to(path: &Path) -> io::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    EVENTS_FILE
+        .set(std::sync::Mutex::new(file))
+        .map_err(|_| io::Error::other("the events file is already set"))
 }
 
 /// Files under a work directory. `write` replaces a file atomically (temporary file + rename);
