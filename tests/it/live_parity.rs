@@ -77,7 +77,7 @@ fn missing_tools() -> Vec<String> {
 }
 
 #[test]
-#[ignore = "five minutes of containers whose timings other tests' load would disturb: .ci/run runs it alone (cargo test --test it live_parity -- --ignored)"]
+#[ignore = "eight minutes of containers whose timings other tests' load would disturb: .ci/run runs it alone (cargo test --test it live_parity -- --ignored)"]
 fn scenarios_get_the_same_verdict_live_as_in_the_simulator() -> Result<(), String> {
     let missing = missing_tools();
     if !missing.is_empty() {
