@@ -27,9 +27,24 @@ const PARITY: &[(&str, bool, &str)] = &[
         "the same",
     ),
     (
+        "scenarios/coord-minority-cannot-write-majority-can.json",
+        true,
+        "the same",
+    ),
+    (
+        "scenarios/harness-partition-and-heal.json",
+        true,
+        "real HTTP to the probes",
+    ),
+    (
         "scenarios/master-leader-crash-while-tasks-run.json",
         true,
         "tasks are real processes in the agents' containers",
+    ),
+    (
+        "scenarios/master-agent-partitioned-is-unreachable-then-back.json",
+        true,
+        "the same",
     ),
     (
         "tests/live/broken-coord-leader-crash-forbids-a-new-leader.json",
