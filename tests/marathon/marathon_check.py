@@ -274,7 +274,21 @@ def run(check):
             raise Failed("tasks left: %s" % left)
         return None
 
+    def get_info():
+        info = c.get_info()
+        config = info.marathon_config
+        if info.name != "marathon" or not info.leader:
+            raise Failed("get_info: name %r, leader %r" % (info.name, info.leader))
+        if config is None or not str(config.master).startswith("zk://") or config.ha is not True:
+            raise Failed("get_info: marathon_config %r" % (config and config.to_json(),))
+        port = int(check.client.servers[0].rsplit(":", 1)[1].split("/")[0])
+        if info.http_config is None or info.http_config.http_port != port:
+            raise Failed("get_info: http_config %r, expected port %d" % (
+                info.http_config and info.http_config.to_json(), port))
+        return "leader %s, framework %s" % (info.leader, info.framework_id)
+
     for name, action in [
+        ("get_info", get_info),
         ("create_app", create_app),
         ("list_apps", list_apps),
         ("scale_app", scale_app),

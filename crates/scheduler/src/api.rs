@@ -287,7 +287,7 @@ async fn info(shared: &Shared) -> Reply {
                 "framework_name": c.framework_name,
                 "failover_timeout": 604800,
                 "hostname": c.hostname,
-                "http_port": c.port,
+                "ha": true,
                 "task_launch_timeout": c.tuning.launch_timeout_ms,
                 "reconciliation_interval": c.tuning.reconcile_interval_ms,
                 "decline_offer_duration": c.tuning.decline_idle_ms,
