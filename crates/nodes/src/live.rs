@@ -149,47 +149,14 @@ pub async fn run(scenario: &Scenario) -> Result<LiveRun, String> {
             let action = &step.action;
             let apply = async {
                 match action {
-                    Action::Partition { groups } => {
-                        let groups = judge.view.resolve_groups(groups)?;
-                        for (i, a) in groups.iter().enumerate() {
-                            for b in groups.iter().skip(i + 1) {
-                                for x in a {
-                                    for y in b.iter().filter(|y| *y != x) {
-                                        for (from, to) in [(x, y), (y, x)] {
-                                            firewall.cut(&nodes, from, to).await?;
-                                            judge
-                                                .view
-                                                .cuts
-                                                .entry((from.clone(), to.clone()))
-                                                .or_insert(now_ms);
-                                        }
-                                    }
-                                }
+                    Action::Partition { .. } | Action::PartitionOneway { .. } => {
+                        if let Some((links, event)) = judge.view.links(action)? {
+                            for (from, to) in &links {
+                                firewall.cut(&nodes, from, to).await?;
+                                judge.view.cut(from, to, now_ms);
                             }
+                            record(&mut fresh, HARNESS, event);
                         }
-                        let text: Vec<String> = groups.iter().map(|g| g.join(",")).collect();
-                        record(
-                            &mut fresh,
-                            HARNESS,
-                            Event::new("partition").with("groups", text.join("|")),
-                        );
-                    }
-                    Action::PartitionOneway { from, to } => {
-                        let groups = judge.view.resolve_groups(&[from.clone(), to.clone()])?;
-                        for x in &groups[0] {
-                            for y in groups[1].iter().filter(|y| *y != x) {
-                                firewall.cut(&nodes, x, y).await?;
-                                judge
-                                    .view
-                                    .cuts
-                                    .entry((x.clone(), y.clone()))
-                                    .or_insert(now_ms);
-                            }
-                        }
-                        let event = Event::new("partition")
-                            .with("from", groups[0].join(","))
-                            .with("to", groups[1].join(","));
-                        record(&mut fresh, HARNESS, event);
                     }
                     Action::Heal => {
                         firewall.heal(&nodes).await?;

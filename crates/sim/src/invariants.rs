@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use drover_core::Event;
 
 use crate::cluster::ClusterMap;
+use crate::scenario::Action;
 use crate::trace::TraceLine;
 
 /// What the harness knows of the cluster at a point of the run.
@@ -103,6 +104,55 @@ impl ClusterView {
         Ok(out)
     }
 
+    /// The directed links a `partition`, `hold` or one-way `partition` cuts (both ways between
+    /// every two groups; from `from` to `to`), and the harness event that reports it. `None` for
+    /// any other action. The simulator and the live runner cut exactly these.
+    pub fn links(&self, action: &Action) -> Result<Option<(Links, Event)>, String> {
+        let mut links = Vec::new();
+        let event = match action {
+            Action::Partition { groups } | Action::Hold { groups } => {
+                let groups = self.resolve_groups(groups)?;
+                for (i, a) in groups.iter().enumerate() {
+                    for b in groups.iter().skip(i + 1) {
+                        for x in a {
+                            for y in b.iter().filter(|y| *y != x) {
+                                links.push((x.clone(), y.clone()));
+                                links.push((y.clone(), x.clone()));
+                            }
+                        }
+                    }
+                }
+                let text: Vec<String> = groups.iter().map(|g| g.join(",")).collect();
+                let name = if matches!(action, Action::Hold { .. }) {
+                    "hold"
+                } else {
+                    "partition"
+                };
+                Event::new(name).with("groups", text.join("|"))
+            }
+            Action::PartitionOneway { from, to } => {
+                let groups = self.resolve_groups(&[from.clone(), to.clone()])?;
+                for x in &groups[0] {
+                    for y in groups[1].iter().filter(|y| *y != x) {
+                        links.push((x.clone(), y.clone()));
+                    }
+                }
+                Event::new("partition")
+                    .with("from", groups[0].join(","))
+                    .with("to", groups[1].join(","))
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some((links, event)))
+    }
+
+    /// Notes that the link `from` → `to` is cut from `now_ms` (kept if it already was).
+    pub fn cut(&mut self, from: &str, to: &str, now_ms: u64) {
+        self.cuts
+            .entry((from.to_string(), to.to_string()))
+            .or_insert(now_ms);
+    }
+
     /// Checks a selector's form without needing the run (leaders are only known while it runs).
     pub fn check_selector(&self, selector: &str) -> Result<(), String> {
         match selector.strip_prefix("leader:") {
@@ -112,6 +162,9 @@ impl ClusterView {
         }
     }
 }
+
+/// Directed links `(from, to)`.
+pub type Links = Vec<(String, String)>;
 
 /// A property checked on every line of the trace.
 pub trait Invariant {

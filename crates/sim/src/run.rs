@@ -508,13 +508,6 @@ impl Harness {
         }
     }
 
-    fn cut(&mut self, view: &mut ClusterView, from: &str, to: &str, now_ms: u64) {
-        self.network.cut(from, to);
-        view.cuts
-            .entry((from.to_string(), to.to_string()))
-            .or_insert(now_ms);
-    }
-
     fn apply(
         &mut self,
         view: &mut ClusterView,
@@ -523,38 +516,18 @@ impl Harness {
         now_ms: u64,
     ) -> Result<(), String> {
         match action {
-            Action::Partition { groups } | Action::Hold { groups } => {
-                let groups = view.resolve_groups(groups)?;
-                let hold = matches!(action, Action::Hold { .. });
-                for (i, a) in groups.iter().enumerate() {
-                    for b in groups.iter().skip(i + 1) {
-                        for x in a {
-                            for y in b.iter().filter(|y| *y != x) {
-                                if hold {
-                                    self.network.hold(x, y);
-                                    self.network.hold(y, x);
-                                } else {
-                                    self.cut(view, x, y, now_ms);
-                                    self.cut(view, y, x, now_ms);
-                                }
-                            }
-                        }
+            Action::Partition { .. } | Action::Hold { .. } | Action::PartitionOneway { .. } => {
+                let Some((links, event)) = view.links(action)? else {
+                    return Ok(());
+                };
+                for (from, to) in &links {
+                    if matches!(action, Action::Hold { .. }) {
+                        self.network.hold(from, to);
+                    } else {
+                        self.network.cut(from, to);
+                        view.cut(from, to, now_ms);
                     }
                 }
-                let text: Vec<String> = groups.iter().map(|g| g.join(",")).collect();
-                let name = if hold { "hold" } else { "partition" };
-                self.record(now_ms, Event::new(name).with("groups", text.join("|")));
-            }
-            Action::PartitionOneway { from, to } => {
-                let groups = view.resolve_groups(&[from.clone(), to.clone()])?;
-                for x in &groups[0] {
-                    for y in groups[1].iter().filter(|y| *y != x) {
-                        self.cut(view, x, y, now_ms);
-                    }
-                }
-                let event = Event::new("partition")
-                    .with("from", groups[0].join(","))
-                    .with("to", groups[1].join(","));
                 self.record(now_ms, event);
             }
             Action::Heal => {
