@@ -89,26 +89,24 @@ pub fn random_faults(scenario: &Scenario, map: &ClusterMap, seed: u64) -> Vec<Fa
                     },
                 ]
             }
-            3 | 4 => vec![
-                Step {
-                    at: at(start),
-                    action: Action::Crash { node: node.clone() },
-                },
-                Step {
-                    at: at(stop),
-                    action: Action::Restart { node },
-                },
-            ],
-            5 => vec![
-                Step {
-                    at: at(start),
-                    action: Action::Stop { node: node.clone() },
-                },
-                Step {
-                    at: at(stop),
-                    action: Action::Restart { node },
-                },
-            ],
+            3..=5 => {
+                // Crashes twice as often as graceful stops; a restart follows either.
+                let down = if kind == 5 {
+                    Action::Stop { node: node.clone() }
+                } else {
+                    Action::Crash { node: node.clone() }
+                };
+                vec![
+                    Step {
+                        at: at(start),
+                        action: down,
+                    },
+                    Step {
+                        at: at(stop),
+                        action: Action::Restart { node },
+                    },
+                ]
+            }
             6 => {
                 let by_ms = rng.random_range(-5_000..5_000i64);
                 vec![Step {
