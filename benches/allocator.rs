@@ -96,6 +96,7 @@ fn placement(agents: usize, tasks: usize) {
             agent_id: None,
             hostname: format!("agent-{a:05}"),
             port: 5051,
+            address: None,
             resources: "cpus:24;mem:4096;disk:4096;ports:[31000-32000]".into(),
             attributes: String::new(),
             tasks: vec![],

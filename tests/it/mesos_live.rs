@@ -141,6 +141,8 @@ impl Cluster {
             .map(|i| {
                 let port = free_port();
                 let work = dir.join(format!("agent-{i}"));
+                // A host name of its own, reached at --ip, as in Mesos.
+                let hostname = format!("od1000-{i}");
                 let args: Vec<String> = [
                     "agent",
                     "--ip",
@@ -148,7 +150,7 @@ impl Cluster {
                     "--port",
                     &port.to_string(),
                     "--hostname",
-                    "127.0.0.1",
+                    &hostname,
                     "--master",
                     &zk,
                     "--resources",
@@ -182,6 +184,34 @@ impl Cluster {
             registered,
             "the agents did not register: {}",
             cluster.logs()
+        );
+        // The master shows each agent by its host name, and reaches it at its address.
+        let state = cluster
+            .leader()
+            .and_then(|i| http_get(cluster.masters[i].port, "/master/state"))
+            .and_then(|(_, text)| {
+                text.split_once("\r\n\r\n")
+                    .map(|(_, body)| body.to_string())
+            })
+            .unwrap_or_default();
+        let state: serde_json::Value = serde_json::from_str(&state).unwrap_or_default();
+        let mut seen: Vec<(String, String)> = state["slaves"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                let pid = a["pid"].as_str().unwrap_or("");
+                let address = pid.split(['@', ':']).nth(1).unwrap_or("").to_string();
+                (a["hostname"].as_str().unwrap_or("").to_string(), address)
+            })
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            [("od1000-1", "127.0.0.1"), ("od1000-2", "127.0.0.1")]
+                .map(|(h, a)| (h.to_string(), a.to_string()))
+                .to_vec(),
+            "{state}"
         );
         cluster
     }
@@ -236,6 +266,12 @@ fn run_pymesos(master: &str) -> Result<(), String> {
     let ran = run_limited(cmd, "pymesos", 150)?;
     if ran.ok() {
         println!("{}", ran.stdout);
+        // The offers named each agent by its host name and its address.
+        for agent in ["od1000-1 at 127.0.0.1", "od1000-2 at 127.0.0.1"] {
+            if !ran.stdout.contains(agent) {
+                return Err(format!("no offer from {agent}:\n{}", ran.stdout));
+            }
+        }
         Ok(())
     } else {
         Err(ran.describe(&format!("pymesos_check.py {master}")))
@@ -331,6 +367,28 @@ fn the_master_answers_bad_requests_and_keeps_serving() {
     drop(master);
 }
 
+/// What the Docker test's agent leaves on the engine, removed when the test ends, however it ends:
+/// its containers (named after it; the agent is killed), then its tasks' network.
+struct DockerLeftovers {
+    agent_port: u16,
+    network: String,
+}
+
+impl Drop for DockerLeftovers {
+    fn drop(&mut self) {
+        let port = self.agent_port;
+        let _ = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!("docker ps -aq --filter name=drover-127.0.0.1_{port}- | xargs -r docker rm -f >/dev/null"),
+            ])
+            .status();
+        let _ = std::process::Command::new("docker")
+            .args(["network", "rm", &self.network])
+            .output();
+    }
+}
+
 /// A container task through a live master and agent (Docker containerizer, the real engine, a
 /// busybox image imported here since no registry is reachable), driven by drover's own v1
 /// client: the task sees `PORT0` and finishes; one whose image cannot be pulled fails with why.
@@ -360,6 +418,12 @@ async fn a_docker_task_runs_through_master_and_agent() -> Result<(), String> {
     .collect();
     let master = Daemon::start("master", master_port, dir.join("master"), &master_args);
     let agent_port = free_port();
+    // The tasks' network, the test's own: the agent makes it, the test removes it.
+    let network = format!("drover-test-mesos-{}", std::process::id());
+    let _left = DockerLeftovers {
+        agent_port,
+        network: network.clone(),
+    };
     let agent_args: Vec<String> = [
         "agent",
         "--ip",
@@ -374,6 +438,8 @@ async fn a_docker_task_runs_through_master_and_agent() -> Result<(), String> {
         "cpus:2;mem:1024;disk:1000;ports:[31000-31010]",
         "--containerizers",
         "mesos,docker",
+        "--docker-network",
+        &network,
         "--work-dir",
         dir.join("agent").to_str().unwrap_or_default(),
     ]
@@ -424,6 +490,7 @@ async fn a_docker_task_runs_through_master_and_agent() -> Result<(), String> {
         }
     };
     let mut launched = false;
+    let mut addresses: Vec<String> = Vec::new();
     let mut seen: std::collections::BTreeMap<String, Vec<(TaskState, String)>> = Default::default();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while seen
@@ -485,6 +552,15 @@ async fn a_docker_task_runs_through_master_and_agent() -> Result<(), String> {
             }
             EventType::Update => {
                 let status = event.update.ok_or("update without status")?.status;
+                if status.state == TaskState::TaskRunning {
+                    addresses.extend(
+                        status
+                            .container_status
+                            .as_ref()
+                            .map(|c| c.addresses())
+                            .unwrap_or_default(),
+                    );
+                }
                 seen.entry(status.task_id.value.clone())
                     .or_default()
                     .push((status.state, status.message.clone().unwrap_or_default()));
@@ -508,14 +584,13 @@ async fn a_docker_task_runs_through_master_and_agent() -> Result<(), String> {
         .unwrap_or((TaskState::TaskStaging, String::new()));
     assert_eq!(state, TaskState::TaskFailed, "{seen:?}");
     assert!(message.contains("drover-no-such-image:1"), "{message}");
+    // The running container's address on the agent's network came with its TASK_RUNNING.
+    assert_eq!(addresses.len(), 1, "{addresses:?}");
+    assert!(
+        addresses[0].parse::<std::net::Ipv4Addr>().is_ok(),
+        "{addresses:?}"
+    );
     drop(agent);
     drop(master);
-    // The agent was killed: remove what it left (its containers are named after it).
-    let _ = std::process::Command::new("sh")
-        .args([
-            "-c",
-            &format!("docker ps -aq --filter name=drover-127.0.0.1_{agent_port}- | xargs -r docker rm -f >/dev/null"),
-        ])
-        .status();
     Ok(())
 }

@@ -36,12 +36,18 @@ const SEED_IMAGE: &str = "ubuntu:16.04";
 /// while its fix is under way.
 const KNOWN_SCHEDULER_GAPS: &[&str] = &[];
 
+/// The Docker network of a test's cluster.
+fn network_of(name: &str) -> String {
+    format!("drover-test-{name}-{}", std::process::id())
+}
+
 /// `drover up` in its own process group, stopped (SIGINT, then SIGKILL) when dropped.
 struct Up {
     child: Option<Child>,
     dir: PathBuf,
     http_port: u16,
     agent_ports: [u16; 2],
+    name: String,
 }
 
 impl Up {
@@ -68,6 +74,8 @@ impl Up {
         if !docker {
             args.push("--no-docker".into());
         }
+        // A network of the test's own, which `up` makes for the tasks and removes at the end.
+        args.extend(["--docker-network".into(), network_of(name)]);
         let log = File::create(dir.join("log")).map_err(|e| e.to_string())?;
         let child = Command::new(env!("CARGO_BIN_EXE_drover"))
             .args(&args)
@@ -82,6 +90,7 @@ impl Up {
             dir,
             http_port: ports[4],
             agent_ports: [ports[2], ports[3]],
+            name: name.to_string(),
         };
         let ready = wait_until(READY_SECS, || {
             up.log().contains("the cluster is ready") || up.exited()
@@ -173,13 +182,13 @@ impl Up {
     /// on them).
     fn containers_left(&self) -> Vec<String> {
         let mut left = Vec::new();
-        for port in self.agent_ports {
+        for (i, port) in self.agent_ports.into_iter().enumerate() {
             let listed = Command::new("docker")
                 .args([
                     "ps",
                     "-aq",
                     "--filter",
-                    &format!("label=drover.agent=127.0.0.1:{port}"),
+                    &format!("label=drover.agent=od1000-{i}:{port}"),
                 ])
                 .output();
             if let Ok(listed) = listed {
@@ -255,6 +264,19 @@ impl Up {
                 "tasks outlived the cluster: containers {containers:?}, processes {processes:?}\n{}",
                 self.tail()
             ));
+        }
+        if docker {
+            let network = network_of(&self.name);
+            let left = Command::new("docker")
+                .args(["network", "inspect", &network])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if left {
+                let _ = Command::new("docker")
+                    .args(["network", "rm", &network])
+                    .output();
+                return Err(format!("the tasks' network {network} outlived the cluster"));
+            }
         }
         Ok(())
     }
@@ -358,13 +380,14 @@ fn check_order_and_spread(tasks: &[Value]) -> Result<(), String> {
             ));
         }
     }
-    // Both agents run on 127.0.0.1, so `host` is the same for all: the agent id tells them apart.
+    // What the seed's user looks at: each app's two instances on od1000-0 and od1000-1.
     for (app, tasks) in [("group1", &group1), ("group2", &group2)] {
-        let agents: std::collections::BTreeSet<&str> =
-            tasks.iter().filter_map(|t| t["slaveId"].as_str()).collect();
-        if agents.len() != 2 {
+        let hosts: std::collections::BTreeSet<&str> =
+            tasks.iter().filter_map(|t| t["host"].as_str()).collect();
+        let expected: std::collections::BTreeSet<&str> = ["od1000-0", "od1000-1"].into();
+        if hosts != expected {
             return Err(format!(
-                "{app}'s instances are not on two agents: {agents:?} ({tasks:?})"
+                "{app}'s instances are not on od1000-0 and od1000-1: {hosts:?} ({tasks:?})"
             ));
         }
     }
@@ -442,7 +465,8 @@ fn the_seed_groups_deploy_as_processes_without_docker() -> Result<(), String> {
     if let Some(environment) = environment {
         let environment = environment?;
         for expected in [
-            "HOST=127.0.0.1",
+            // Marathon's HOST: the agent's host name.
+            "HOST=od1000-",
             "MARATHON_APP_ID=/arm-demo/group1/ubuntu1",
             "PATH=",
         ] {

@@ -132,6 +132,7 @@ class CheckScheduler(Scheduler):
         self.refuse_seconds = refuse_seconds
         self.framework_id = None
         self.agents_seen = []  # agent ids offered, in order
+        self.agent_names = []  # "HOSTNAME at ADDRESS" of each, from its first offer
         self.tasks = {}  # task id -> TaskTrack
         self.ok_by_agent = {}  # agent id -> task id of its ok- task
         self.updates = 0
@@ -215,9 +216,13 @@ class CheckScheduler(Scheduler):
             with self.lock:
                 if agent not in self.agents_seen:
                     self.agents_seen.append(agent)
+                    # Mesos' offer names the agent's host and where it is reached (url).
+                    address = (offer.get("url") or {}).get("address") or {}
+                    self.agent_names.append("%s at %s" % (
+                        offer.get("hostname"), address.get("ip")))
                     if len(self.agents_seen) >= self.want_agents:
                         self.offers_check.ok(", ".join(
-                            self.agents_seen[:self.want_agents]))
+                            self.agent_names[:self.want_agents]))
                 resources = [dict(r) for r in offer.get("resources", [])]
                 to_launch = []
                 # An ok- task on each of the first --agents agents that offer.

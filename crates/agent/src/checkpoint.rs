@@ -169,6 +169,7 @@ mod tests {
             None,
             Some(Handle::Docker {
                 container: "abc".into(),
+                ip_addresses: vec!["172.18.0.5".into()],
             }),
             Some(Handle::Sim { start_ms: 5 }),
         ] {

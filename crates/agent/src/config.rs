@@ -93,6 +93,12 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
+    /// The address the agent is reached at when it listens on one (`--ip`), else `None` (it is
+    /// reached by its host name).
+    pub fn address(&self) -> Option<String> {
+        (!self.ip.is_unspecified()).then(|| self.ip.to_string())
+    }
+
     pub fn new(hostname: &str, master: MasterLocator, resources: Resources) -> AgentConfig {
         AgentConfig {
             hostname: hostname.to_string(),

@@ -659,6 +659,21 @@ impl Core {
     ) -> Result<(), AgentError> {
         let now = self.env.unix_ms();
         let uuid = self.uuid();
+        if matches!(state, TaskState::TaskFailed | TaskState::TaskError) {
+            // Why a task failed, where an operator reads the agent's log.
+            tracing::info!(
+                task = task_id,
+                why = message.as_deref().unwrap_or(""),
+                "task {}",
+                state_name(state)
+            );
+        }
+        let ip_addresses = self
+            .tasks
+            .get(task_id)
+            .and_then(|e| e.checkpoint.handle.as_ref())
+            .map(|h| h.ip_addresses().to_vec())
+            .unwrap_or_default();
         let update = StatusUpdate {
             task_id: task_id.to_string(),
             framework_id: framework_id.to_string(),
@@ -668,6 +683,7 @@ impl Core {
             reason: reason.map(str::to_string),
             timestamp_ms: now,
             healthy,
+            ip_addresses,
         };
         let send = self.manager.update(update, now);
         tracing::debug!(
@@ -784,7 +800,10 @@ impl Core {
         let handle = handle.clone();
         let tracker = HealthTracker::new(&check, self.monotonic_ms());
         let env = self.env.clone();
-        let host = self.config.hostname.clone();
+        let host = self
+            .config
+            .address()
+            .unwrap_or_else(|| self.config.hostname.clone());
         let events = self.events.clone();
         let id = task_id.to_string();
         let checker = drover_core::env::spawn_into(&mut self.runners, async move {
@@ -1157,6 +1176,7 @@ impl Core {
             agent_id: self.agent_id.clone(),
             hostname: self.config.hostname.clone(),
             port: self.port,
+            address: self.config.address(),
             resources: self.config.resources.to_string(),
             attributes: self.config.attributes.clone(),
             tasks,
@@ -1325,7 +1345,11 @@ impl Core {
         json!({
             "version": drover_core::v1::MESOS_VERSION,
             "id": agent_id,
-            "pid": format!("slave(1)@{}:{}", self.config.hostname, self.port),
+            "pid": format!(
+                "slave(1)@{}:{}",
+                self.config.address().unwrap_or_else(|| self.config.hostname.clone()),
+                self.port
+            ),
             "hostname": self.config.hostname,
             "port": self.port,
             "resources": resources_json(&self.config.resources),

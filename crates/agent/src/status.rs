@@ -168,6 +168,7 @@ mod tests {
             reason: None,
             timestamp_ms: u64::from(n),
             healthy: None,
+            ip_addresses: Vec::new(),
         }
     }
 

@@ -20,8 +20,10 @@ fn required() -> bool {
 
 #[tokio::test]
 async fn docker_tasks_run_fail_and_are_killed_and_found_again() {
+    // A network of the test's own: BRIDGE tasks join it (it is made at the first launch).
+    let network = format!("drover-test-agent-{}", std::process::id());
     let containerizer = match DockerContainerizer::connect("test-agent-docker").await {
-        Ok(c) => c,
+        Ok(c) => c.on_network(&network),
         Err(e) if !required() => return println!("skipped: {e}"),
         Err(e) => panic!("{e}"),
     };
@@ -70,6 +72,14 @@ async fn docker_tasks_run_fail_and_are_killed_and_found_again() {
         .launch(launch("sleeps", "sleep 300"))
         .await
         .unwrap();
+    assert!(containerizer.network_exists().await);
+    // A BRIDGE container has an address of its own on the network: what ipAddresses reports.
+    let addresses = containerizer.addresses(&sleeping).await;
+    assert_eq!(addresses.len(), 1, "{addresses:?}");
+    assert!(
+        addresses[0].parse::<std::net::Ipv4Addr>().is_ok(),
+        "{addresses:?}"
+    );
     let found = containerizer.ours().await.unwrap();
     let tasks: Vec<(&str, bool)> = found
         .iter()
@@ -109,4 +119,6 @@ async fn docker_tasks_run_fail_and_are_killed_and_found_again() {
         containerizer.remove(&found.container).await.unwrap();
     }
     assert!(containerizer.ours().await.unwrap().is_empty());
+    containerizer.remove_network().await;
+    assert!(!containerizer.network_exists().await);
 }

@@ -32,6 +32,10 @@ pub struct Registration {
     pub hostname: String,
     /// The agent's own HTTP port (`/state`).
     pub port: u16,
+    /// The address the agent is reached at (its `--ip`) when that is not its host name: the
+    /// host name is what users and constraints see, the address what probes connect to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
     /// Resources in Mesos' text form (`cpus:4;mem:8192;ports:[31000-32000]`).
     pub resources: String,
     /// Attributes in Mesos' text form (`rack:r1;zone:a`).
@@ -72,6 +76,10 @@ pub struct StatusUpdate {
     /// The task's health, when it has a health check the agent runs (Mesos' `TaskStatus.healthy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy: Option<bool>,
+    /// The task's own addresses (a container's on its network): Mesos'
+    /// `container_status.network_infos`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_addresses: Vec<String>,
 }
 
 /// Master to agent.
@@ -117,6 +125,7 @@ mod tests {
             reason: None,
             timestamp_ms: 5,
             healthy: Some(true),
+            ip_addresses: vec!["172.18.0.2".into()],
         });
         let frame = encode_message(&message).unwrap();
         assert_eq!(decode_message::<AgentMessage>(&frame).unwrap(), message);

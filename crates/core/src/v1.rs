@@ -555,6 +555,30 @@ pub struct Offer {
     pub attributes: Vec<Json>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allocation_info: Option<AllocationInfo>,
+    /// Where the agent is reached: its host name, its address and its port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<Url>,
+}
+
+/// Mesos' `URL`, as an offer carries the agent's: `{"scheme": "http", "address": {"hostname":
+/// "od1000-0", "ip": "10.0.0.5", "port": 5051}, "path": "/slave(1)"}`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Url {
+    pub scheme: String,
+    pub address: Address,
+    #[serde(default)]
+    pub path: String,
+}
+
+impl Offer {
+    /// Where the agent's tasks are reached: the offer's address, else its host name.
+    pub fn agent_address(&self) -> &str {
+        self.url
+            .as_ref()
+            .map(|u| u.address.ip.as_str())
+            .filter(|ip| !ip.is_empty())
+            .unwrap_or(&self.hostname)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -587,6 +611,64 @@ pub struct TaskStatus {
     pub uuid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy: Option<bool>,
+    /// The task's container's addresses, when it has its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_status: Option<ContainerStatus>,
+}
+
+/// Mesos' `ContainerStatus`: `{"network_infos": [{"ip_addresses": [{"protocol": "IPv4",
+/// "ip_address": "172.18.0.5"}]}]}`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct ContainerStatus {
+    #[serde(default)]
+    pub network_infos: Vec<NetworkInfo>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct NetworkInfo {
+    #[serde(default)]
+    pub ip_addresses: Vec<IpAddress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct IpAddress {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_address: Option<String>,
+}
+
+impl ContainerStatus {
+    /// One network with these addresses; `None` for none.
+    pub fn with_addresses(addresses: &[String]) -> Option<ContainerStatus> {
+        if addresses.is_empty() {
+            return None;
+        }
+        let ip_addresses = addresses
+            .iter()
+            .map(|ip| IpAddress {
+                protocol: Some(if ip.contains(':') { "IPv6" } else { "IPv4" }.into()),
+                ip_address: Some(ip.clone()),
+            })
+            .collect();
+        Some(ContainerStatus {
+            network_infos: vec![NetworkInfo {
+                ip_addresses,
+                name: None,
+            }],
+        })
+    }
+
+    /// Every address of every network.
+    pub fn addresses(&self) -> Vec<String> {
+        self.network_infos
+            .iter()
+            .flat_map(|n| n.ip_addresses.iter())
+            .filter_map(|a| a.ip_address.clone())
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -621,6 +703,7 @@ mod event_tests {
             timestamp: Some(1.5),
             uuid: Some("AAEC".into()),
             healthy: None,
+            container_status: None,
         };
         let json = serde_json::to_value(Event::update(status)).unwrap();
         assert_eq!(

@@ -90,6 +90,8 @@ pub struct RegistryWrite {
 
 struct Agent {
     hostname: String,
+    /// Where it is reached (its `--ip`); its host name when it gave none.
+    address: String,
     port: u16,
     resources: Resources,
     attributes: String,
@@ -306,6 +308,10 @@ impl Master {
             agent_id.to_string(),
             Agent {
                 hostname: registration.hostname.clone(),
+                address: registration
+                    .address
+                    .clone()
+                    .unwrap_or_else(|| registration.hostname.clone()),
                 port: registration.port,
                 resources: resources.clone(),
                 attributes: registration.attributes.clone(),
@@ -582,6 +588,7 @@ impl Master {
             timestamp: Some(update.timestamp_ms as f64 / 1000.0),
             uuid: Some(b64(&update.uuid)),
             healthy: update.healthy,
+            container_status: v1::ContainerStatus::with_addresses(&update.ip_addresses),
         };
         task.last_status = Some(TaskStatus {
             uuid: None,
@@ -762,6 +769,7 @@ impl Master {
             timestamp: Some(self.env.unix_ms() as f64 / 1000.0),
             uuid: None,
             healthy: None,
+            container_status: None,
         };
         task.last_status = Some(status.clone());
         if state.is_terminal() && !was_terminal {
@@ -790,6 +798,7 @@ impl Master {
             timestamp: Some(self.env.unix_ms() as f64 / 1000.0),
             uuid: None,
             healthy: None,
+            container_status: None,
         };
         self.send_event(&key.0, &Event::update(status));
     }
@@ -940,6 +949,7 @@ impl Master {
                 timestamp: Some(update.timestamp_ms as f64 / 1000.0),
                 uuid: Some(b64(&update.uuid)),
                 healthy: None,
+                container_status: None,
             };
             self.send_event(framework_id, &Event::update(status));
             self.counters.updates_forwarded += 1;
@@ -1235,6 +1245,7 @@ impl Master {
             timestamp: Some(self.env.unix_ms() as f64 / 1000.0),
             uuid: None,
             healthy: None,
+            container_status: None,
         };
         self.emit_task_update(&task.task_id.value, state);
         self.send_event(framework_id, &Event::update(status));
@@ -1271,6 +1282,7 @@ impl Master {
                     timestamp: Some(self.env.unix_ms() as f64 / 1000.0),
                     uuid: None,
                     healthy: None,
+                    container_status: None,
                 };
                 self.send_event(framework_id, &Event::update(status));
             }
@@ -1325,6 +1337,7 @@ impl Master {
                     timestamp: None,
                     uuid: None,
                     healthy: None,
+                    container_status: None,
                 })
         };
         if reconcile.tasks.is_empty() {
@@ -1378,6 +1391,7 @@ impl Master {
                         timestamp: Some(self.env.unix_ms() as f64 / 1000.0),
                         uuid: None,
                         healthy: None,
+                        container_status: None,
                     });
                 }
             }
@@ -1518,6 +1532,20 @@ impl Master {
                 .unwrap_or_else(|| "*".into());
             let attributes = attributes_json(&agent.attributes);
             let hostname = agent.hostname.clone();
+            let url = v1::Url {
+                scheme: "http".into(),
+                address: v1::Address {
+                    hostname: agent.hostname.clone(),
+                    // An address, or nothing when the agent is reached by its name.
+                    ip: agent
+                        .address
+                        .parse::<std::net::IpAddr>()
+                        .map(|_| agent.address.clone())
+                        .unwrap_or_default(),
+                    port: agent.port,
+                },
+                path: "/slave(1)".into(),
+            };
             let id = self.fresh_id("O");
             batches
                 .entry(allocation.framework.clone())
@@ -1530,6 +1558,7 @@ impl Master {
                     resources: v1::to_mesos(&allocation.resources, Some(&role)),
                     attributes,
                     allocation_info: Some(v1::AllocationInfo { role }),
+                    url: Some(url),
                 });
             self.offers.insert(
                 id,
@@ -1564,7 +1593,7 @@ impl Master {
                     "id": id,
                     "hostname": a.hostname,
                     "port": a.port,
-                    "pid": format!("slave(1)@{}:{}", a.hostname, a.port),
+                    "pid": format!("slave(1)@{}:{}", a.address, a.port),
                     "resources": resources_json(&a.resources),
                     "used_resources": resources_json(&used),
                     "attributes": attributes_map(&a.attributes),
@@ -1793,6 +1822,9 @@ fn status_json(s: &TaskStatus) -> Json {
     if let Some(healthy) = s.healthy {
         out["healthy"] = json!(healthy);
     }
+    if let Some(container) = &s.container_status {
+        out["container_status"] = json!(container);
+    }
     out
 }
 
@@ -1890,6 +1922,7 @@ mod tests {
             agent_id,
             hostname: "a1".into(),
             port: 5051,
+            address: None,
             resources: "cpus:2;mem:1024".into(),
             attributes: "rack:r1".into(),
             tasks,
@@ -1958,6 +1991,7 @@ mod tests {
                 reason: None,
                 timestamp_ms: 5,
                 healthy: None,
+                ip_addresses: Vec::new(),
             },
         );
     }
@@ -2004,7 +2038,7 @@ mod tests {
     }
 
     #[test]
-    fn health_reaches_the_framework_reconciliation_and_state() {
+    fn health_and_addresses_reach_the_framework_reconciliation_and_state() {
         let mut w = world(false);
         launch(&mut w, "t1");
         messages(&mut w.agent);
@@ -2019,6 +2053,7 @@ mod tests {
                 reason: Some("REASON_TASK_HEALTH_CHECK_STATUS_UPDATED".into()),
                 timestamp_ms: 5,
                 healthy: Some(false),
+                ip_addresses: vec!["172.18.0.7".into()],
             },
         );
         let got = events(&mut w.stream);
@@ -2026,6 +2061,10 @@ mod tests {
         assert_eq!(status.healthy, Some(false));
         let json = serde_json::to_value(&got[0]).unwrap();
         assert_eq!(json["update"]["status"]["healthy"], false);
+        // The container's address, in Mesos' shape.
+        let addresses = serde_json::json!({"network_infos": [{"ip_addresses": [
+            {"protocol": "IPv4", "ip_address": "172.18.0.7"}]}]});
+        assert_eq!(json["update"]["status"]["container_status"], addresses);
         let reconcile = call(
             serde_json::json!({"type": "RECONCILE", "framework_id": {"value": w.framework},
             "reconcile": {"tasks": []}}),
@@ -2038,8 +2077,16 @@ mod tests {
         let status = &got[0].update.as_ref().expect("update").status;
         assert_eq!(status.reason.as_deref(), Some("REASON_RECONCILIATION"));
         assert_eq!(status.healthy, Some(false));
+        assert_eq!(
+            status.container_status.as_ref().map(|c| c.addresses()),
+            Some(vec!["172.18.0.7".to_string()])
+        );
         let task = w.master.tasks.get(&(framework, "t1".to_string())).unwrap();
         assert_eq!(task_json("t1", task)["statuses"][0]["healthy"], false);
+        assert_eq!(
+            task_json("t1", task)["statuses"][0]["container_status"],
+            addresses
+        );
     }
 
     #[test]

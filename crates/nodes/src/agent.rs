@@ -49,6 +49,10 @@ pub struct AgentArgs {
     /// Which containerizers run tasks: `mesos` (processes), `docker`.
     #[arg(long, default_value = "mesos", value_delimiter = ',')]
     containerizers: Vec<String>,
+    /// The Docker network BRIDGE tasks join, made when missing, so that the containers of every
+    /// agent on this engine reach each other; their addresses are the tasks' `ipAddresses`.
+    #[arg(long, default_value = drover_agent::containerizer::live::docker::DEFAULT_NETWORK)]
+    docker_network: String,
     /// What a restarted agent does with the tasks it finds: `reconnect` (re-adopt them) or
     /// `cleanup` (kill them).
     #[arg(long, default_value = "reconnect")]
@@ -89,7 +93,8 @@ pub async fn main(
                 let label = format!("{hostname}:{}", args.port);
                 let docker = DockerContainerizer::connect(&label)
                     .await
-                    .map_err(|e| anyhow::anyhow!("--containerizers asks for docker, but {e}"))?;
+                    .map_err(|e| anyhow::anyhow!("--containerizers asks for docker, but {e}"))?
+                    .on_network(&args.docker_network);
                 containerizers.push(Arc::new(DockerTasks::new(docker)));
             }
             other => anyhow::bail!("--containerizers: expected mesos or docker, found {other:?}"),
@@ -142,11 +147,22 @@ pub fn role() -> Role {
             };
             let mut config = AgentConfig::new(&context.name, master, resources);
             config.attributes = context.attributes.clone().unwrap_or_default();
-            let containerizers: Vec<Arc<dyn Containerizer>> = match &context.live_dir {
-                // Live (`drover node`), tasks are real processes under the node's directory.
-                Some(dir) => vec![Arc::new(MesosContainerizer::new(dir))],
-                None => vec![Arc::new(SimContainerizer::new(context.env.clone()))],
-            };
+            let mut containerizers: Vec<Arc<dyn Containerizer>> = Vec::new();
+            match &context.live {
+                // Live (`drover node`), tasks are real processes under the node's directory,
+                // and real containers when the node reaches a Docker engine.
+                Some(live) => {
+                    containerizers.push(Arc::new(MesosContainerizer::new(&live.dir)));
+                    if let Some(label) = &live.docker_label {
+                        let mut docker = DockerContainerizer::connect(label).await?;
+                        if let Some(network) = &live.docker_network {
+                            docker = docker.on_network(network);
+                        }
+                        containerizers.push(Arc::new(DockerTasks::new(docker)));
+                    }
+                }
+                None => containerizers.push(Arc::new(SimContainerizer::new(context.env.clone()))),
+            }
             drover_agent::run(context.env.clone(), config, containerizers, async move {
                 context.shutdown.requested().await
             })

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use drover_sim::cluster::{ClusterMap, NodeContext, Shutdown};
+use drover_sim::cluster::{ClusterMap, Live, NodeContext, Shutdown};
 
 #[derive(clap::Args)]
 pub struct NodeArgs {
@@ -22,6 +22,19 @@ pub struct NodeArgs {
     /// (how the live runner does a scenario's `skew`).
     #[arg(long)]
     clock_offset_file: Option<PathBuf>,
+    /// An agent also runs `DOCKER` tasks, on the engine at `DOCKER_HOST` or the local socket,
+    /// labelling their containers `drover.agent=LABEL` (the live runner gives each run's agents
+    /// their own, and removes what carries it).
+    #[arg(long)]
+    docker_label: Option<String>,
+    /// The Docker network an agent's BRIDGE tasks join (made when missing).
+    #[arg(long)]
+    docker_network: Option<String>,
+    /// `name address` lines for every node of the cluster: the node listens at its own address
+    /// and reaches the others at theirs (nodes sharing one host, as `drover sim --live` runs them
+    /// without Docker). Without it, names are the resolver's (the Docker network's, say).
+    #[arg(long)]
+    address_book: Option<PathBuf>,
 }
 
 pub async fn main(
@@ -52,7 +65,16 @@ pub async fn main(
         .ok_or_else(|| anyhow::anyhow!("no role {:?} in this build", spec.role))?;
     std::fs::create_dir_all(&args.work_dir)
         .with_context(|| format!("create {}", args.work_dir.display()))?;
-    let env = drover_core::env::live::env(&spec.name, &args.work_dir, None);
+    let env = match &args.address_book {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--address-book {}", path.display()))?;
+            let book = drover_core::env::live::AddressBook::parse(&text, &spec.name)
+                .map_err(|e| anyhow::anyhow!("--address-book {}: {e}", path.display()))?;
+            drover_core::env::live::env_with_book(&spec.name, &args.work_dir, book)
+        }
+        None => drover_core::env::live::env(&spec.name, &args.work_dir, None),
+    };
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let context = NodeContext {
         env,
@@ -63,7 +85,11 @@ pub async fn main(
         resources: spec.resources.clone(),
         attributes: spec.attributes.clone(),
         shutdown: Shutdown(stopping),
-        live_dir: Some(args.work_dir.join("tasks")),
+        live: Some(Live {
+            dir: args.work_dir.join("tasks"),
+            docker_label: args.docker_label.clone(),
+            docker_network: args.docker_network.clone(),
+        }),
     };
     tracing::info!(node = %spec.name, role = %spec.role, "node starting");
     let mut node = (role.start)(context);

@@ -66,6 +66,10 @@ pub struct UpArgs {
     /// Run tasks as processes only, even when a Docker engine answers.
     #[arg(long)]
     pub no_docker: bool,
+    /// The Docker network the tasks' containers join (made when missing, and then removed at the
+    /// end): they reach each other by address across the agents.
+    #[arg(long, default_value = drover_agent::containerizer::live::docker::DEFAULT_NETWORK)]
+    pub docker_network: String,
     /// What every agent offers, Mesos' text form (default:
     /// `cpus:4;mem:8192;disk:100000;ports:[31000-31999]` for the first agent, the next thousand
     /// ports for the next, so the agents of this one host never hand out the same port).
@@ -106,6 +110,7 @@ struct Plan {
     /// The work dir was made for this run (and goes with it).
     temporary: bool,
     agents: Vec<AgentPlan>,
+    docker_network: String,
 }
 
 impl Plan {
@@ -157,6 +162,7 @@ impl Plan {
             work_dir,
             temporary,
             agents,
+            docker_network: args.docker_network.clone(),
         })
     }
 
@@ -194,16 +200,18 @@ impl Plan {
             &self.ip,
             "--port",
             &agent.port.to_string(),
-            // Tasks learn where they run from HOST: the address they can reach, not a name no
-            // resolver knows. The agent's name is its work dir (and what `up` prints).
+            // The seed's host names (od1000-0, od1000-1): what /master/state, offers, /v2/tasks
+            // and hostname constraints show; the agent is reached at --ip.
             "--hostname",
-            &self.ip,
+            &agent.name,
             "--master",
             &self.zk(agent::MASTER_ZK_PATH),
             "--resources",
             &agent.resources,
             "--containerizers",
             if docker { "mesos,docker" } else { "mesos" },
+            "--docker-network",
+            &self.docker_network,
             "--work-dir",
             &path_text(&agent.work_dir),
         ])
@@ -259,14 +267,18 @@ pub async fn main(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     let plan = Plan::of(&args)?;
     std::fs::create_dir_all(&plan.work_dir)
         .with_context(|| format!("create the work dir {}", plan.work_dir.display()))?;
-    let docker = if args.no_docker {
-        false
+    // With Docker: whether the tasks' network was there before (else `up` removes it at the end).
+    let (docker, had_network) = if args.no_docker {
+        (false, true)
     } else {
         match DockerContainerizer::connect("drover-up").await {
-            Ok(_) => true,
+            Ok(engine) => {
+                let engine = engine.on_network(&plan.docker_network);
+                (true, engine.network_exists().await)
+            }
             Err(e) => {
                 tracing::info!("tasks run as processes only: {e}");
-                false
+                (false, true)
             }
         }
     };
@@ -341,6 +353,14 @@ pub async fn main(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         );
     }
     while cleanups.join_next().await.is_some() {}
+    if !had_network {
+        if let Ok(engine) = DockerContainerizer::connect("drover-up").await {
+            engine
+                .on_network(&plan.docker_network)
+                .remove_network()
+                .await;
+        }
+    }
     if plan.temporary {
         let _ = std::fs::remove_dir_all(&plan.work_dir);
     }
@@ -453,7 +473,7 @@ async fn kill_tasks(ip: String, agent: AgentPlan, docker: bool) {
     let mesos: Arc<dyn Containerizer> = Arc::new(MesosContainerizer::new(&agent.work_dir));
     let docker: Option<Arc<dyn Containerizer>> = if docker {
         // The label the agent's Docker containerizer puts on its containers.
-        DockerContainerizer::connect(&format!("{ip}:{}", agent.port))
+        DockerContainerizer::connect(&format!("{}:{}", agent.name, agent.port))
             .await
             .ok()
             .map(|d| Arc::new(DockerTasks::new(d)) as Arc<dyn Containerizer>)

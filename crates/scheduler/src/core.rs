@@ -126,11 +126,18 @@ pub struct Instance {
     pub version: String,
     pub config: String,
     pub agent_id: String,
+    /// The agent's host name (what `/v2/tasks` shows and constraints match).
     pub host: String,
+    /// Where the agent is reached (the offer's address), for health probes; empty: `host`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub address: String,
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
     #[serde(default)]
     pub ports: Vec<u32>,
+    /// The task's own addresses (its container's), from its status updates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_addresses: Vec<String>,
     pub state: TaskState,
     /// Unix ms.
     pub staged_at: u64,
@@ -168,7 +175,10 @@ impl Instance {
             "slaveId": self.agent_id,
             "ports": self.ports,
             "servicePorts": [],
-            "ipAddresses": [],
+            "ipAddresses": self.ip_addresses.iter().map(|ip| json!({
+                "ipAddress": ip,
+                "protocol": if ip.contains(':') { "IPv6" } else { "IPv4" },
+            })).collect::<Vec<_>>(),
             "stagedAt": format_version(self.staged_at),
             "startedAt": self.started_at.map(format_version),
             "version": self.version,
@@ -1051,6 +1061,14 @@ impl Scheduler {
         if let Some(h) = status.healthy {
             i.healthy = Some(h);
         }
+        let addresses = status
+            .container_status
+            .as_ref()
+            .map(|c| c.addresses())
+            .unwrap_or_default();
+        if !addresses.is_empty() {
+            i.ip_addresses = addresses;
+        }
         let app = PathId::parse(&i.app);
         i.state = status.state;
         if i.kill_requested && !status.state.is_terminal() && status.state != TaskState::TaskUnknown
@@ -1071,7 +1089,7 @@ impl Scheduler {
                 json!({
                     "slaveId": i.agent_id, "taskId": task, "taskStatus": drover_master::core::state_name(status.state),
                     "message": status.message.clone().unwrap_or_default(), "appId": i.app, "host": i.host,
-                    "ports": i.ports, "ipAddresses": [], "version": i.version,
+                    "ports": i.ports, "ipAddresses": i.to_marathon_json()["ipAddresses"], "version": i.version,
                 }),
                 unix,
             );
@@ -1120,7 +1138,11 @@ impl Scheduler {
                     task_id: task.clone(),
                     index: state.check_index,
                     check: check.clone(),
-                    host: i.host.clone(),
+                    host: if i.address.is_empty() {
+                        i.host.clone()
+                    } else {
+                        i.address.clone()
+                    },
                     ports: i.ports.clone(),
                 });
             }
@@ -1550,8 +1572,13 @@ impl Scheduler {
                         config,
                         agent_id: offer.agent_id.value.clone(),
                         host: offer.hostname.clone(),
+                        address: Some(offer.agent_address())
+                            .filter(|a| *a != offer.hostname)
+                            .unwrap_or_default()
+                            .to_string(),
                         attributes: attributes.clone(),
                         ports: ports.clone(),
+                        ip_addresses: Vec::new(),
                         state: TaskState::TaskStaging,
                         staged_at: unix,
                         started_at: None,

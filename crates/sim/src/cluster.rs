@@ -27,10 +27,21 @@ pub struct NodeContext {
     pub resources: Option<Resources>,
     pub attributes: Option<String>,
     pub shutdown: Shutdown,
-    /// Where a node run live (`drover node`, what `drover sim --live` starts) keeps its files;
-    /// `None` in the simulator. A role that must differ live (the agent runs real processes)
-    /// looks here.
-    pub live_dir: Option<std::path::PathBuf>,
+    /// How a node run live (`drover node`, what `drover sim --live` starts) differs; `None` in
+    /// the simulator. A role that must differ live (the agent runs real tasks) looks here.
+    pub live: Option<Live>,
+}
+
+/// What a node run live has that a simulated one does not.
+#[derive(Clone, Debug, Default)]
+pub struct Live {
+    /// Where it keeps its files (an agent its tasks' sandboxes).
+    pub dir: std::path::PathBuf,
+    /// An agent runs `DOCKER` tasks on the engine it reaches, labelling their containers with
+    /// this (unique to the run, so a run finds and removes only its own); `None`: no Docker tasks.
+    pub docker_label: Option<String>,
+    /// The Docker network those tasks join (the agent's default when `None`).
+    pub docker_network: Option<String>,
 }
 
 /// Resolves when the node is asked to stop gracefully.

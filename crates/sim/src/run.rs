@@ -451,7 +451,7 @@ impl Harness {
             resources: node.spec.resources.clone(),
             attributes: node.spec.attributes.clone(),
             shutdown: Shutdown(node.shutdown.subscribe()),
-            live_dir: None,
+            live: None,
         };
         let errors = self.errors.clone();
         let news = self.trace.news();

@@ -22,6 +22,9 @@ pub struct Scenario {
     pub cluster: Cluster,
     pub timeline: Vec<Step>,
     pub expect: Expect,
+    /// What differs, or cannot be done, when the scenario runs against real daemons
+    /// (`drover sim --live` prints it with the verdict).
+    pub live: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, serde::Serialize)]
@@ -293,6 +296,9 @@ struct RawScenario {
     #[serde(default)]
     #[allow(dead_code, reason = "documentation inside the file")]
     about: Option<String>,
+    /// What differs live (see [`Scenario::live`]).
+    #[serde(default)]
+    live: Option<String>,
     #[serde(default = "default_seed")]
     seed: u64,
     #[serde(deserialize_with = "duration")]
@@ -701,6 +707,7 @@ pub fn parse(file: &Path, value: Value) -> Result<Scenario, ScenarioError> {
         cluster: raw.cluster,
         timeline,
         expect: raw.expect,
+        live: raw.live,
     })
 }
 

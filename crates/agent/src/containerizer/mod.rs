@@ -58,11 +58,22 @@ pub enum Handle {
     },
     Docker {
         container: String,
+        /// The container's addresses on its network (what `network_infos` reports).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ip_addresses: Vec<String>,
     },
     /// A simulated process that started at `start_ms` (the agent's wall clock).
-    Sim {
-        start_ms: u64,
-    },
+    Sim { start_ms: u64 },
+}
+
+impl Handle {
+    /// The task's own addresses, when it has some (a container on a network of its own).
+    pub fn ip_addresses(&self) -> &[String] {
+        match self {
+            Handle::Docker { ip_addresses, .. } => ip_addresses,
+            _ => &[],
+        }
+    }
 }
 
 /// Asks a running task to stop, with a grace period between SIGTERM and SIGKILL.

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -23,6 +23,19 @@ use super::{
 ///
 /// The RNG is seeded from the clock and the process id unless `seed` is given.
 pub fn env(node: &str, work_dir: impl Into<PathBuf>, seed: Option<u64>) -> Env {
+    build(node, work_dir.into(), seed, TokioNet::default())
+}
+
+/// A live Env whose network knows the cluster's names from `book` (nodes on one host, each at a
+/// loopback address of its own: `drover sim --live` without Docker).
+pub fn env_with_book(node: &str, work_dir: impl Into<PathBuf>, book: AddressBook) -> Env {
+    let net = TokioNet {
+        book: Some(Arc::new(book)),
+    };
+    build(node, work_dir.into(), None, net)
+}
+
+fn build(node: &str, work_dir: PathBuf, seed: Option<u64>, net: TokioNet) -> Env {
     let seed = seed.unwrap_or_else(|| {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -32,7 +45,7 @@ pub fn env(node: &str, work_dir: impl Into<PathBuf>, seed: Option<u64>) -> Env {
     });
     Env::new(EnvParts {
         node: node.to_string(),
-        net: Arc::new(TokioNet),
+        net: Arc::new(net),
         clock: Arc::new(SystemClock),
         disk: Arc::new(FileDisk::new(work_dir)),
         events: Arc::new(LogEvents),
@@ -40,8 +53,53 @@ pub fn env(node: &str, work_dir: impl Into<PathBuf>, seed: Option<u64>) -> Env {
     })
 }
 
-/// TCP through tokio.
-pub struct TokioNet;
+/// TCP through tokio; names are the resolver's unless an address book has them.
+#[derive(Default)]
+pub struct TokioNet {
+    book: Option<Arc<AddressBook>>,
+}
+
+/// The addresses of a cluster's nodes by name, and this node's own: a listener asked for every
+/// address (`0.0.0.0`) listens on the node's own only, so that nodes sharing one host each have
+/// their ports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AddressBook {
+    pub own: Option<IpAddr>,
+    pub names: BTreeMap<String, IpAddr>,
+}
+
+impl AddressBook {
+    /// Reads `name address` lines (blank lines and `#` comments skipped); `own` is this node's
+    /// name, which must be among them.
+    pub fn parse(text: &str, own: &str) -> Result<AddressBook, String> {
+        let mut book = AddressBook::default();
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            let (Some(name), Some(address), None) = (words.next(), words.next(), words.next())
+            else {
+                return Err(format!(
+                    "line {}: expected `name address`, found {line:?}",
+                    number + 1
+                ));
+            };
+            let address: IpAddr = address
+                .parse()
+                .map_err(|e| format!("line {}: {address:?}: {e}", number + 1))?;
+            book.names.insert(name.to_string(), address);
+        }
+        book.own = Some(
+            *book
+                .names
+                .get(own)
+                .ok_or_else(|| format!("no line names this node, {own:?}"))?,
+        );
+        Ok(book)
+    }
+}
 
 struct TokioListener(tokio::net::TcpListener);
 
@@ -62,6 +120,12 @@ impl Accept for TokioListener {
 impl Net for TokioNet {
     fn bind(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Listener>> {
         Box::pin(async move {
+            let mut addr = addr;
+            if let Some(own) = self.book.as_ref().and_then(|b| b.own) {
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(own);
+                }
+            }
             let listener = tokio::net::TcpListener::bind(addr).await?;
             Ok(Listener::new(TokioListener(listener)))
         })
@@ -69,7 +133,27 @@ impl Net for TokioNet {
 
     fn connect<'a>(&'a self, host: &'a str, port: u16) -> BoxFuture<'a, io::Result<Stream>> {
         Box::pin(async move {
-            let stream = tokio::net::TcpStream::connect((host, port)).await?;
+            let stream = match &self.book {
+                // From the node's own address, as a node on a host of its own would be seen.
+                Some(book) => {
+                    let to = match book.names.get(host) {
+                        Some(ip) => SocketAddr::new(*ip, port),
+                        None => tokio::net::lookup_host((host, port))
+                            .await?
+                            .next()
+                            .ok_or_else(|| io::Error::other(format!("{host}: no address")))?,
+                    };
+                    let socket = match to {
+                        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+                    };
+                    if let Some(own) = book.own.filter(|own| own.is_ipv4() == to.is_ipv4()) {
+                        socket.bind(SocketAddr::new(own, 0))?;
+                    }
+                    socket.connect(to).await?
+                }
+                None => tokio::net::TcpStream::connect((host, port)).await?,
+            };
             stream.set_nodelay(true)?;
             Ok(Box::new(stream) as Stream)
         })
@@ -325,6 +409,47 @@ impl Disk for FileDisk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_book_is_read_with_clear_errors() {
+        let book = AddressBook::parse(
+            "# the cluster\ncoord-1 127.0.9.1\n\nmaster-1 127.0.9.2\n",
+            "master-1",
+        )
+        .unwrap();
+        assert_eq!(book.own, Some("127.0.9.2".parse().unwrap()));
+        assert_eq!(book.names.len(), 2);
+        let missing = AddressBook::parse("coord-1 127.0.9.1", "agent-1").unwrap_err();
+        assert!(missing.contains("agent-1"), "{missing}");
+        let bad = AddressBook::parse("coord-1 127.0.9.1\nmaster-1 nowhere", "coord-1").unwrap_err();
+        assert!(bad.starts_with("line 2: \"nowhere\""), "{bad}");
+        let short = AddressBook::parse("coord-1", "coord-1").unwrap_err();
+        assert!(short.contains("expected `name address`"), "{short}");
+    }
+
+    /// Two nodes of one host listen on the same port, each at its own loopback address, and
+    /// reach each other by name from their own address.
+    #[tokio::test]
+    async fn nodes_of_one_host_listen_and_connect_by_name() {
+        let text = "a 127.0.9.1\nb 127.0.9.2\n";
+        let net = |own| TokioNet {
+            book: Some(Arc::new(AddressBook::parse(text, own).unwrap())),
+        };
+        let (a, b) = (net("a"), net("b"));
+        let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        let mut on_a = a.bind(any).await.unwrap();
+        let port = on_a.local_addr().unwrap().port();
+        assert_eq!(on_a.local_addr().unwrap().ip().to_string(), "127.0.9.1");
+        // The same port at b's address is free.
+        let on_b = b.bind(SocketAddr::new(any.ip(), port)).await.unwrap();
+        assert_eq!(
+            on_b.local_addr().unwrap().to_string(),
+            format!("127.0.9.2:{port}")
+        );
+        let _stream = b.connect("a", port).await.unwrap();
+        let (_, peer) = on_a.accept().await.unwrap();
+        assert_eq!(peer.ip().to_string(), "127.0.9.2");
+    }
 
     #[tokio::test]
     async fn file_disk_round_trip() {

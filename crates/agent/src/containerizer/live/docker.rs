@@ -21,6 +21,8 @@ use crate::containerizer::Exit;
 
 pub const AGENT_LABEL: &str = "drover.agent";
 pub const TASK_LABEL: &str = "drover.task";
+/// On a network an agent made: the agent that made it.
+pub const NETWORK_LABEL: &str = "drover.network";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Network {
@@ -62,21 +64,125 @@ pub struct Found {
 pub struct DockerContainerizer {
     docker: Docker,
     agent: String,
+    /// The network BRIDGE tasks join (made when missing), so that containers of every agent on
+    /// this engine reach each other.
+    network: String,
+    network_lock: tokio::sync::Mutex<()>,
+}
+
+/// The network BRIDGE tasks join unless the agent names another (`--docker-network`).
+pub const DEFAULT_NETWORK: &str = "drover";
+
+/// The local engine (`DOCKER_HOST` or the default socket), checked to answer (a clear error if
+/// not).
+pub async fn engine() -> Result<Docker, String> {
+    let engine = Docker::connect_with_local_defaults()
+        .map_err(|e| format!("docker: cannot reach the engine: {e}"))?;
+    engine
+        .ping()
+        .await
+        .map_err(|e| format!("docker: the engine does not answer: {e}"))?;
+    Ok(engine)
 }
 
 impl DockerContainerizer {
     /// Connects to the local engine and checks that it answers (a clear error if not).
     pub async fn connect(agent: &str) -> Result<DockerContainerizer, String> {
-        let docker = Docker::connect_with_local_defaults()
-            .map_err(|e| format!("docker: cannot reach the engine: {e}"))?;
-        docker
-            .ping()
-            .await
-            .map_err(|e| format!("docker: the engine does not answer: {e}"))?;
+        let docker = engine().await?;
         Ok(DockerContainerizer {
             docker,
             agent: agent.to_string(),
+            network: DEFAULT_NETWORK.to_string(),
+            network_lock: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// BRIDGE tasks join `network` instead of the default.
+    pub fn on_network(mut self, network: &str) -> DockerContainerizer {
+        self.network = network.to_string();
+        self
+    }
+
+    /// The tasks' network, made unless it exists (a bridge other containers can attach to); its
+    /// id. Engines before API 1.44 allow two networks of one name (and then refuse to start a
+    /// container on either): when agents of one engine make one each at once, the engine creates
+    /// them one after the other, so the oldest is kept and a later one is removed by its maker.
+    async fn ensure_network(&self) -> Result<String, String> {
+        let _one_at_a_time = self.network_lock.lock().await;
+        if let Some(id) = self.networks_named().await?.into_iter().next() {
+            return Ok(id);
+        }
+        let request = bollard::models::NetworkCreateRequest {
+            name: self.network.clone(),
+            driver: Some("bridge".into()),
+            attachable: Some(true),
+            labels: Some([(NETWORK_LABEL.to_string(), self.agent.clone())].into()),
+            ..Default::default()
+        };
+        let created = self.docker.create_network(request).await;
+        let named = self.networks_named().await?;
+        if let Ok(ours) = &created {
+            if named.first() != Some(&ours.id) {
+                let _ = self.docker.remove_network(&ours.id).await;
+            }
+        }
+        match named.into_iter().next() {
+            Some(id) => Ok(id),
+            None => Err(format!(
+                "docker network create {}: {}",
+                self.network,
+                created.err().map(|e| e.to_string()).unwrap_or_default()
+            )),
+        }
+    }
+
+    /// The ids of the networks named exactly like the tasks' network, oldest first.
+    async fn networks_named(&self) -> Result<Vec<String>, String> {
+        let filters: std::collections::HashMap<String, Vec<String>> =
+            [("name".to_string(), vec![self.network.clone()])].into();
+        let options = bollard::query_parameters::ListNetworksOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let listed = self
+            .docker
+            .list_networks(Some(options))
+            .await
+            .map_err(|e| format!("docker network ls: {e}"))?;
+        // The engine's name filter matches parts of names too.
+        let mut named: Vec<(String, String)> = listed
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(self.network.as_str()))
+            .filter_map(|n| Some((sortable_time(n.created.as_deref().unwrap_or("")), n.id?)))
+            .collect();
+        named.sort();
+        Ok(named.into_iter().map(|(_, id)| id).collect())
+    }
+
+    /// Whether the tasks' network exists.
+    pub async fn network_exists(&self) -> bool {
+        self.networks_named().await.is_ok_and(|ids| !ids.is_empty())
+    }
+
+    /// Removes the tasks' network (every network of its name) when no container is on it any
+    /// more; else it stays.
+    pub async fn remove_network(&self) {
+        for id in self.networks_named().await.unwrap_or_default() {
+            let _ = self.docker.remove_network(&id).await;
+        }
+    }
+
+    /// The container's addresses on the tasks' network (none when it is not on it).
+    pub async fn addresses(&self, container: &str) -> Vec<String> {
+        let Ok(seen) = self.docker.inspect_container(container, None).await else {
+            return Vec::new();
+        };
+        seen.network_settings
+            .and_then(|s| s.networks)
+            .and_then(|mut n| n.remove(&self.network))
+            .and_then(|n| n.ip_address)
+            .filter(|ip| !ip.is_empty())
+            .into_iter()
+            .collect()
     }
 
     /// Pulls `image` unless it is present; without a reachable registry that fails with a reason.
@@ -99,6 +205,10 @@ impl DockerContainerizer {
     /// Creates and starts the task's container; returns its id.
     pub async fn launch(&self, launch: DockerLaunch<'_>) -> Result<String, String> {
         self.ensure_image(launch.image).await?;
+        let network_mode = match launch.network {
+            Network::Bridge => self.ensure_network().await?,
+            Network::Host => "host".to_string(),
+        };
         let mut env: Vec<String> = launch
             .environment
             .iter()
@@ -141,10 +251,7 @@ impl DockerContainerizer {
             })
             .collect();
         let host_config = HostConfig {
-            network_mode: Some(match launch.network {
-                Network::Bridge => "bridge".into(),
-                Network::Host => "host".into(),
-            }),
+            network_mode: Some(network_mode),
             port_bindings: (launch.network == Network::Bridge && !launch.ports.is_empty())
                 .then_some(port_bindings),
             nano_cpus: (launch.cpus > 0.0).then_some((launch.cpus * 1e9) as i64),
@@ -335,6 +442,16 @@ impl DockerContainerizer {
     }
 }
 
+/// An engine's RFC 3339 time (`2026-12-04T07:25:21.99Z`: Go drops the fraction's trailing
+/// zeros) with its fraction padded to nine digits, so that the times of one engine order as text.
+fn sortable_time(time: &str) -> String {
+    let Some((seconds, rest)) = time.split_once('.') else {
+        return time.to_string();
+    };
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    format!("{seconds}.{digits:0<9}{}", &rest[digits.len()..])
+}
+
 fn sanitize(text: &str) -> String {
     text.chars()
         .map(|c| {
@@ -401,9 +518,11 @@ impl crate::containerizer::Containerizer for DockerTasks {
                     mem_mb: spec.mem_mb,
                 })
                 .await?;
+            let ip_addresses = docker.addresses(&id).await;
             Ok(crate::containerizer::Launched {
                 handle: crate::containerizer::Handle::Docker {
                     container: id.clone(),
+                    ip_addresses,
                 },
                 running: Box::new(RunningContainer { docker, id }),
             })
@@ -420,7 +539,7 @@ impl crate::containerizer::Containerizer for DockerTasks {
         let task_id = spec.task_id.clone();
         Box::pin(async move {
             let id = match handle {
-                Some(crate::containerizer::Handle::Docker { container }) => container,
+                Some(crate::containerizer::Handle::Docker { container, .. }) => container,
                 Some(other) => {
                     return Err(format!("the docker containerizer cannot recover {other:?}"))
                 }
@@ -437,9 +556,11 @@ impl crate::containerizer::Containerizer for DockerTasks {
                             .to_string()
                     })?,
             };
+            let ip_addresses = docker.addresses(&id).await;
             Ok(crate::containerizer::Launched {
                 handle: crate::containerizer::Handle::Docker {
                     container: id.clone(),
+                    ip_addresses,
                 },
                 running: Box::new(RunningContainer { docker, id }),
             })
@@ -460,7 +581,7 @@ impl crate::containerizer::Containerizer for DockerTasks {
         let environment = environment.to_vec();
         Box::pin(async move {
             match handle {
-                crate::containerizer::Handle::Docker { container } => {
+                crate::containerizer::Handle::Docker { container, .. } => {
                     docker
                         .exec_check(&container, &command, &environment, timeout)
                         .await
@@ -477,7 +598,7 @@ impl crate::containerizer::Containerizer for DockerTasks {
         let docker = self.docker.clone();
         let handle = handle.clone();
         Box::pin(async move {
-            if let crate::containerizer::Handle::Docker { container } = handle {
+            if let crate::containerizer::Handle::Docker { container, .. } = handle {
                 let _ = docker.remove(&container).await;
             }
         })
@@ -563,4 +684,24 @@ pub fn import_busybox_image(tag: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sortable_time;
+
+    #[test]
+    fn engine_times_order_as_text_once_their_fractions_are_padded() {
+        let earlier = sortable_time("2026-12-04T07:25:05.1234Z");
+        let later = sortable_time("2026-12-04T07:25:05.12345Z");
+        assert!(earlier < later, "{earlier} {later}");
+        assert_eq!(
+            sortable_time("2026-12-04T07:25:05.9Z"),
+            "2026-12-04T07:25:05.900000000Z"
+        );
+        assert_eq!(
+            sortable_time("2026-12-04T07:25:05Z"),
+            "2026-12-04T07:25:05Z"
+        );
+    }
 }
