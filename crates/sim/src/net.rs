@@ -14,6 +14,10 @@
 //! longer than any scenario). A crashed host's unsent and
 //! in-flight segments are lost (power loss: no FIN, no RST); writing to a connection whose far end
 //! died while its host is back up fails with a reset, as the new incarnation answers with RST.
+//!
+//! Datagrams (UDP) take one latency each and may overtake one another; nothing retransmits them:
+//! loss and cuts drop them (one on its way when a cut comes too), a held link keeps them until
+//! the release, and a closed port or a host that is down swallows them.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future as _;
@@ -26,7 +30,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use drover_core::env::{Accept, BoxFuture, Listener, Net, Stream};
+use drover_core::env::{Accept, BoxFuture, DatagramSocket, Datagrams, Listener, Net, Stream};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -71,7 +75,27 @@ struct Host {
     ip: Ipv4Addr,
     up: bool,
     listeners: BTreeMap<u16, u64>,
+    /// UDP sockets by port.
+    udp: BTreeMap<u16, u64>,
     next_port: u16,
+}
+
+/// A UDP socket's arrivals.
+struct Inbox {
+    owner: Owner,
+    queue: Vec<Datagram>,
+    /// Told of every datagram put in the queue.
+    arrived: Arc<Notify>,
+}
+
+struct Datagram {
+    /// When it arrives; `None` while its link is held.
+    at: Option<Instant>,
+    /// Sending order, to break ties between equal arrival times.
+    seq: u64,
+    sender: Owner,
+    from: SocketAddr,
+    data: Bytes,
 }
 
 struct Backlog {
@@ -132,6 +156,7 @@ pub struct World {
     by_ip: BTreeMap<Ipv4Addr, String>,
     backlogs: BTreeMap<u64, Backlog>,
     pipes: BTreeMap<u64, Pipe>,
+    inboxes: BTreeMap<u64, Inbox>,
     next_id: u64,
     /// Woken when held links are released, for connects waiting on one.
     released: Arc<Notify>,
@@ -153,6 +178,7 @@ impl Network {
             by_ip: BTreeMap::new(),
             backlogs: BTreeMap::new(),
             pipes: BTreeMap::new(),
+            inboxes: BTreeMap::new(),
             next_id: 1,
             released: Arc::new(Notify::new()),
         })))
@@ -173,6 +199,7 @@ impl Network {
                 ip,
                 up: true,
                 listeners: BTreeMap::new(),
+                udp: BTreeMap::new(),
                 next_port: FIRST_EPHEMERAL_PORT,
             },
         );
@@ -200,6 +227,19 @@ impl Network {
                 }
             }
         }
+        if let Some(host) = world.hosts.get_mut(name) {
+            let ids: Vec<u64> = std::mem::take(&mut host.udp).into_values().collect();
+            for id in ids {
+                if let Some(inbox) = world.inboxes.remove(&id) {
+                    inbox.arrived.notify_one();
+                }
+            }
+        }
+        for inbox in world.inboxes.values_mut() {
+            inbox
+                .queue
+                .retain(|d| d.sender.is_alive() || d.at.is_some_and(|at| at <= now));
+        }
         for pipe in world.pipes.values_mut() {
             if pipe.from.host == name && !pipe.from.is_alive() {
                 let before = pipe.segments.len();
@@ -225,6 +265,13 @@ impl Network {
         let mut world = self.world();
         world.cut.insert((from.to_string(), to.to_string()));
         let now = Instant::now();
+        for inbox in world.inboxes.values_mut() {
+            if inbox.owner.host == to {
+                inbox
+                    .queue
+                    .retain(|d| d.sender.host != from || d.at.is_some_and(|at| at <= now));
+            }
+        }
         for pipe in world.pipes.values_mut() {
             if pipe.from.host == from && pipe.to.host == to {
                 for segment in pipe.segments.iter_mut() {
@@ -293,6 +340,23 @@ impl World {
     fn release_all(&mut self) {
         self.held.clear();
         let now = Instant::now();
+        let ids: Vec<u64> = self.inboxes.keys().copied().collect();
+        for id in ids {
+            let waiting = self.inboxes[&id]
+                .queue
+                .iter()
+                .filter(|d| d.at.is_none())
+                .count();
+            let times: Vec<Instant> = (0..waiting).map(|_| now + self.latency()).collect();
+            let inbox = self.inboxes.get_mut(&id).expect("listed above");
+            let mut times = times.into_iter();
+            for datagram in inbox.queue.iter_mut().filter(|d| d.at.is_none()) {
+                datagram.at = times.next();
+            }
+            if waiting > 0 {
+                inbox.arrived.notify_one();
+            }
+        }
         let ids: Vec<u64> = self.pipes.keys().copied().collect();
         for id in ids {
             let pipe = &self.pipes[&id];
@@ -552,7 +616,177 @@ impl Drop for SimListener {
     }
 }
 
+/// A simulated UDP socket.
+struct SimDatagrams {
+    network: Network,
+    owner: Owner,
+    id: u64,
+    addr: SocketAddr,
+}
+
+impl DatagramSocket for SimDatagrams {
+    fn send_to<'a>(
+        &'a self,
+        data: &'a [u8],
+        host: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(async move {
+            let mut world = self.network.world();
+            if !self.owner.is_alive() {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            let me = self.owner.host.clone();
+            let target = match host {
+                "localhost" | "127.0.0.1" => Some(me.clone()),
+                _ => world.resolve(host),
+            }
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no host {host}")))?;
+            let Some(&inbox_id) = world
+                .hosts
+                .get(&target)
+                .filter(|h| h.up)
+                .and_then(|h| h.udp.get(&port))
+            else {
+                return Ok(());
+            };
+            let now = Instant::now();
+            let link = (me.clone(), target.clone());
+            let at = if target == me {
+                Some(now)
+            } else if world.cut.contains(&link) {
+                return Ok(());
+            } else if world.held.contains(&link) {
+                None
+            } else {
+                let loss = if world.lossless.contains(&link) {
+                    0.0
+                } else {
+                    world.conditions.loss
+                };
+                if loss > 0.0 && world.rng.random_bool(loss.clamp(0.0, 1.0)) {
+                    return Ok(());
+                }
+                Some(now + world.latency())
+            };
+            let seq = world.id();
+            let inbox = world.inboxes.get_mut(&inbox_id).expect("a port's inbox");
+            inbox.queue.push(Datagram {
+                at,
+                seq,
+                sender: self.owner.clone(),
+                from: self.addr,
+                data: Bytes::copy_from_slice(data),
+            });
+            inbox.arrived.notify_one();
+            Ok(())
+        })
+    }
+
+    fn recv_from(&self) -> BoxFuture<'_, io::Result<(Bytes, SocketAddr)>> {
+        Box::pin(async move {
+            loop {
+                let (arrived, next) = {
+                    let mut world = self.network.world();
+                    let Some(inbox) = world.inboxes.get_mut(&self.id) else {
+                        return Err(io::Error::new(
+                            io::ErrorKind::NotConnected,
+                            "the socket's host is gone",
+                        ));
+                    };
+                    if !inbox.owner.is_alive() {
+                        return Err(io::ErrorKind::NotConnected.into());
+                    }
+                    let now = Instant::now();
+                    let first = inbox
+                        .queue
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, d)| d.at.map(|at| (at, d.seq, i)))
+                        .min();
+                    if let Some((_, _, i)) = first.filter(|(at, _, _)| *at <= now) {
+                        let datagram = inbox.queue.swap_remove(i);
+                        return Ok((datagram.data, datagram.from));
+                    }
+                    (inbox.arrived.clone(), first.map(|(at, _, _)| at))
+                };
+                match next {
+                    Some(at) => tokio::select! {
+                        biased;
+                        _ = arrived.notified() => {}
+                        _ = tokio::time::sleep_until(at) => {}
+                    },
+                    None => arrived.notified().await,
+                }
+            }
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.addr)
+    }
+}
+
+impl Drop for SimDatagrams {
+    fn drop(&mut self) {
+        let mut world = self.network.world();
+        if world.inboxes.remove(&self.id).is_some() {
+            if let Some(host) = world.hosts.get_mut(&self.owner.host) {
+                if host.udp.get(&self.addr.port()) == Some(&self.id) {
+                    host.udp.remove(&self.addr.port());
+                }
+            }
+        }
+    }
+}
+
 impl Net for SimNet {
+    fn bind_udp(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Datagrams>> {
+        Box::pin(async move {
+            if !self.owner.is_alive() {
+                return Err(io::ErrorKind::AddrNotAvailable.into());
+            }
+            let ip = self.local_ip();
+            let mut world = self.network.world();
+            let id = world.id();
+            let host = world
+                .hosts
+                .get_mut(&self.owner.host)
+                .ok_or(io::ErrorKind::AddrNotAvailable)?;
+            let port = if addr.port() == 0 {
+                let mut port = host.next_port;
+                while host.udp.contains_key(&port) {
+                    port = port.checked_add(1).unwrap_or(FIRST_EPHEMERAL_PORT);
+                }
+                host.next_port = port.checked_add(1).unwrap_or(FIRST_EPHEMERAL_PORT);
+                port
+            } else {
+                addr.port()
+            };
+            if host.udp.contains_key(&port) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("UDP port {port} is in use"),
+                ));
+            }
+            host.udp.insert(port, id);
+            world.inboxes.insert(
+                id,
+                Inbox {
+                    owner: self.owner.clone(),
+                    queue: Vec::new(),
+                    arrived: Arc::new(Notify::new()),
+                },
+            );
+            Ok(Box::new(SimDatagrams {
+                network: self.network.clone(),
+                owner: self.owner.clone(),
+                id,
+                addr: SocketAddr::new(IpAddr::V4(ip), port),
+            }) as Datagrams)
+        })
+    }
+
     fn bind(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Listener>> {
         Box::pin(async move {
             if !self.owner.is_alive() {
@@ -846,5 +1080,101 @@ impl Drop for SimStream {
         }
         world.forget_pipe_if_unused(self.tx);
         world.forget_pipe_if_unused(self.rx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two_hosts() -> (Network, Owner, Owner) {
+        let network = Network::new(
+            7,
+            Conditions {
+                latency_ms: [1, 10],
+                loss: 0.0,
+            },
+        );
+        network.add_host("a");
+        network.add_host("b");
+        (network, Owner::new("a"), Owner::new("b"))
+    }
+
+    async fn within(socket: &Datagrams, ms: u64) -> Option<io::Result<(Bytes, SocketAddr)>> {
+        tokio::time::timeout(Duration::from_millis(ms), socket.recv_from())
+            .await
+            .ok()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn datagrams_take_a_latency_and_obey_cuts_holds_and_crashes() {
+        let (network, a, b) = two_hosts();
+        let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        let from_a = network.net(a.clone()).bind_udp(any).await.unwrap();
+        let at_b = network
+            .net(b.clone())
+            .bind_udp("0.0.0.0:53".parse().unwrap())
+            .await
+            .unwrap();
+        assert!(network
+            .net(b.clone())
+            .bind_udp("0.0.0.0:53".parse().unwrap())
+            .await
+            .is_err());
+
+        // Delivered after one latency, from a's address.
+        let sent = Instant::now();
+        from_a.send_to(b"one", "b", 53).await.unwrap();
+        let (data, from) = at_b.recv_from().await.unwrap();
+        let took = sent.elapsed();
+        assert_eq!(
+            (&data[..], from),
+            (&b"one"[..], from_a.local_addr().unwrap())
+        );
+        assert!(
+            took >= Duration::from_millis(1) && took <= Duration::from_millis(10),
+            "{took:?}"
+        );
+        // A reply by address.
+        at_b.send_to(b"back", &from.ip().to_string(), from.port())
+            .await
+            .unwrap();
+        assert_eq!(&from_a.recv_from().await.unwrap().0[..], b"back");
+
+        // A cut drops it for good: nothing arrives after the heal either.
+        network.cut("a", "b");
+        from_a.send_to(b"lost", "b", 53).await.unwrap();
+        assert!(within(&at_b, 1000).await.is_none());
+        network.heal();
+        assert!(within(&at_b, 1000).await.is_none());
+
+        // A hold keeps it until the release.
+        network.hold("a", "b");
+        from_a.send_to(b"held", "b", 53).await.unwrap();
+        assert!(within(&at_b, 1000).await.is_none());
+        network.release();
+        assert_eq!(&within(&at_b, 100).await.unwrap().unwrap().0[..], b"held");
+
+        // Nothing listens on that port: swallowed, no error.
+        from_a.send_to(b"nobody", "b", 54).await.unwrap();
+        // A crashed host's socket fails; datagrams to it vanish.
+        b.alive.store(false, Ordering::Relaxed);
+        network.host_down("b");
+        assert!(at_b.recv_from().await.is_err());
+        from_a.send_to(b"gone", "b", 53).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lost_datagrams_are_not_sent_again() {
+        let (network, a, b) = two_hosts();
+        network.set_loss(1.0);
+        let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        let from_a = network.net(a).bind_udp(any).await.unwrap();
+        let at_b = network.net(b).bind_udp(any).await.unwrap();
+        let port = at_b.local_addr().unwrap().port();
+        for _ in 0..10 {
+            from_a.send_to(b"x", "b", port).await.unwrap();
+        }
+        assert!(within(&at_b, 60_000).await.is_none());
     }
 }

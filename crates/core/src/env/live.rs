@@ -15,8 +15,8 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
 use super::{
-    node_rng, Accept, BoxFuture, Clock, Disk, Env, EnvParts, Event, EventSink, Listener, Net,
-    Stream,
+    node_rng, Accept, BoxFuture, Clock, DatagramSocket, Datagrams, Disk, Env, EnvParts, Event,
+    EventSink, Listener, Net, Stream,
 };
 
 /// Builds a live Env for `node`, keeping durable state under `work_dir`.
@@ -57,6 +57,62 @@ fn build(node: &str, work_dir: PathBuf, seed: Option<u64>, net: TokioNet) -> Env
 #[derive(Default)]
 pub struct TokioNet {
     book: Option<Arc<AddressBook>>,
+}
+
+impl TokioNet {
+    /// `addr`, at the node's own address when the book has one and `addr` is every address.
+    fn own(&self, mut addr: SocketAddr) -> SocketAddr {
+        if let Some(own) = self.book.as_ref().and_then(|b| b.own) {
+            if addr.ip().is_unspecified() {
+                addr.set_ip(own);
+            }
+        }
+        addr
+    }
+}
+
+/// Where `host:port` is: the book's address for a name it has, else the resolver's.
+async fn locate(book: Option<&AddressBook>, host: &str, port: u16) -> io::Result<SocketAddr> {
+    if let Some(ip) = book.and_then(|b| b.names.get(host)) {
+        return Ok(SocketAddr::new(*ip, port));
+    }
+    tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .ok_or_else(|| io::Error::other(format!("{host}: no address")))
+}
+
+/// A tokio UDP socket.
+struct TokioDatagrams {
+    socket: tokio::net::UdpSocket,
+    book: Option<Arc<AddressBook>>,
+}
+
+impl DatagramSocket for TokioDatagrams {
+    fn send_to<'a>(
+        &'a self,
+        data: &'a [u8],
+        host: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(async move {
+            let to = locate(self.book.as_deref(), host, port).await?;
+            self.socket.send_to(data, to).await.map(|_| ())
+        })
+    }
+
+    fn recv_from(&self) -> BoxFuture<'_, io::Result<(Bytes, SocketAddr)>> {
+        Box::pin(async move {
+            let mut buf = vec![0u8; 65_536];
+            let (n, from) = self.socket.recv_from(&mut buf).await?;
+            buf.truncate(n);
+            Ok((Bytes::from(buf), from))
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
 }
 
 /// The addresses of a cluster's nodes by name, and this node's own: a listener asked for every
@@ -120,14 +176,19 @@ impl Accept for TokioListener {
 impl Net for TokioNet {
     fn bind(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Listener>> {
         Box::pin(async move {
-            let mut addr = addr;
-            if let Some(own) = self.book.as_ref().and_then(|b| b.own) {
-                if addr.ip().is_unspecified() {
-                    addr.set_ip(own);
-                }
-            }
-            let listener = tokio::net::TcpListener::bind(addr).await?;
+            let listener = tokio::net::TcpListener::bind(self.own(addr)).await?;
             Ok(Listener::new(TokioListener(listener)))
+        })
+    }
+
+    fn bind_udp(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Datagrams>> {
+        Box::pin(async move {
+            let addr = self.own(addr);
+            let socket = tokio::net::UdpSocket::bind(addr).await?;
+            Ok(Box::new(TokioDatagrams {
+                socket,
+                book: self.book.clone(),
+            }) as Datagrams)
         })
     }
 
@@ -136,13 +197,7 @@ impl Net for TokioNet {
             let stream = match &self.book {
                 // From the node's own address, as a node on a host of its own would be seen.
                 Some(book) => {
-                    let to = match book.names.get(host) {
-                        Some(ip) => SocketAddr::new(*ip, port),
-                        None => tokio::net::lookup_host((host, port))
-                            .await?
-                            .next()
-                            .ok_or_else(|| io::Error::other(format!("{host}: no address")))?,
-                    };
+                    let to = locate(Some(book), host, port).await?;
                     let socket = match to {
                         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
                         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
@@ -449,6 +504,21 @@ mod tests {
         let _stream = b.connect("a", port).await.unwrap();
         let (_, peer) = on_a.accept().await.unwrap();
         assert_eq!(peer.ip().to_string(), "127.0.9.2");
+        // Datagrams too: a's socket at its own address, b's reply by name.
+        let udp_a = a.bind_udp(any).await.unwrap();
+        let udp_port = udp_a.local_addr().unwrap().port();
+        let udp_b = b
+            .bind_udp(SocketAddr::new(any.ip(), udp_port))
+            .await
+            .unwrap();
+        udp_b.send_to(b"ping", "a", udp_port).await.unwrap();
+        let (data, from) = udp_a.recv_from().await.unwrap();
+        assert_eq!(
+            (&data[..], from.to_string()),
+            (&b"ping"[..], format!("127.0.9.2:{udp_port}"))
+        );
+        udp_a.send_to(b"pong", "b", udp_port).await.unwrap();
+        assert_eq!(&udp_b.recv_from().await.unwrap().0[..], b"pong");
     }
 
     #[tokio::test]

@@ -39,7 +39,27 @@ pub trait Net: Send + Sync + 'static {
     fn bind(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Listener>>;
     /// Connects to `host:port`; the host is a name or an address.
     fn connect<'a>(&'a self, host: &'a str, port: u16) -> BoxFuture<'a, io::Result<Stream>>;
+    /// A UDP socket on `addr` (port 0 picks a free port).
+    fn bind_udp(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Datagrams>>;
 }
+
+/// What a bound UDP socket must do; [`Datagrams`] is one.
+pub trait DatagramSocket: Send + Sync + 'static {
+    /// Sends one datagram to `host:port` (a name or an address). As with UDP, nothing says
+    /// whether it arrives: a cut, a loss or a closed port drops it silently.
+    fn send_to<'a>(
+        &'a self,
+        data: &'a [u8],
+        host: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, io::Result<()>>;
+    /// The next datagram that arrives, and where it came from.
+    fn recv_from(&self) -> BoxFuture<'_, io::Result<(Bytes, SocketAddr)>>;
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// A bound UDP socket, live or simulated.
+pub type Datagrams = Box<dyn DatagramSocket>;
 
 /// What a bound listener must do; [`Listener`] wraps it.
 pub trait Accept: Send + 'static {
@@ -253,6 +273,11 @@ impl Env {
 
     pub async fn bind(&self, addr: SocketAddr) -> io::Result<Listener> {
         self.net.bind(addr).await
+    }
+
+    /// A UDP socket on `addr`.
+    pub async fn bind_udp(&self, addr: SocketAddr) -> io::Result<Datagrams> {
+        self.net.bind_udp(addr).await
     }
 
     /// Connects to `host:port`, giving up after `timeout` (a simulated partition drops the SYN,
