@@ -23,6 +23,8 @@ use tokio::sync::mpsc;
 
 use crate::allocator::Allocator;
 
+mod operator;
+
 /// The master's tunables, with Mesos' defaults.
 #[derive(Clone, Debug)]
 pub struct Tuning {
@@ -192,6 +194,8 @@ pub struct Master {
     /// Registry writes the daemon must make.
     pub registry_writes: Vec<RegistryWrite>,
     allocate_soon: bool,
+    /// Operator API event streams (see `operator.rs`).
+    operators: Vec<StreamSender>,
 }
 
 fn b64(text: &str) -> String {
@@ -249,6 +253,7 @@ impl Master {
             },
             registry_writes: Vec::new(),
             allocate_soon: false,
+            operators: Vec::new(),
         }
     }
 
@@ -323,6 +328,7 @@ impl Master {
                 registered_at_ms: now_ms,
             },
         );
+        self.operator_agent_added(agent_id);
         if self.registry.get(agent_id).map(|e| e.state.as_str()) != Some("admitted") {
             let entry = RegistryEntry {
                 hostname: registration.hostname.clone(),
@@ -417,6 +423,7 @@ impl Master {
                         counted: false,
                     },
                 );
+                self.operator_task_added(&key);
             } else if let Some(t) = self.tasks.get_mut(&key) {
                 t.state = report.state;
             }
@@ -606,6 +613,7 @@ impl Master {
         if !same {
             task.in_flight = Some((update.clone(), None));
         }
+        let changed = status.clone();
         if update.state.is_terminal() && !was_terminal {
             let resources = task.resources.clone();
             if std::mem::take(&mut task.counted) {
@@ -614,6 +622,7 @@ impl Master {
             *self.counters.terminal.entry(update.state).or_default() += 1;
             self.allocate_soon = true;
         }
+        self.operator_task_updated(&key, &changed);
         // A framework that is gone acknowledges nothing: the master does, so the agent's stream
         // for the task ends.
         if self.frameworks.get(&key.0).is_none_or(|f| f.completed) {
@@ -780,6 +789,7 @@ impl Master {
             *self.counters.terminal.entry(state).or_default() += 1;
         }
         self.emit_task_update(&key.1, state);
+        self.operator_task_updated(key, &status);
         self.send_event(&key.0, &Event::update(status));
     }
 
@@ -840,6 +850,7 @@ impl Master {
                 completed: false,
             },
         );
+        self.operator_framework_added(id);
     }
 
     /// SUBSCRIBE: a new framework, or one coming back (after its own failover or the master's).
@@ -1192,6 +1203,7 @@ impl Master {
                     counted: true,
                 },
             );
+            self.operator_task_added(&key);
             self.counters.tasks_launched += 1;
             self.env.emit(
                 NodeEvent::new("task_launch")
@@ -1492,6 +1504,7 @@ impl Master {
     }
 
     pub fn heartbeat(&mut self) {
+        self.operator_heartbeat();
         let heartbeat = record(&Event::heartbeat());
         for f in self.frameworks.values() {
             if let Some((_, tx)) = f.stream.as_ref() {
@@ -2087,6 +2100,82 @@ mod tests {
             task_json("t1", task)["statuses"][0]["container_status"],
             addresses
         );
+    }
+
+    /// The operator API's records, as JSON.
+    fn operator_events(rx: &mut mpsc::Receiver<Bytes>) -> Vec<serde_json::Value> {
+        let mut decoder = drover_core::recordio::Decoder::default();
+        while let Ok(bytes) = rx.try_recv() {
+            decoder.feed(&bytes);
+        }
+        let mut out = Vec::new();
+        while let Ok(Some(record)) = decoder.next_record() {
+            out.push(serde_json::from_slice(&record).expect("a record"));
+        }
+        out
+    }
+
+    #[test]
+    fn an_operator_subscriber_gets_the_state_then_every_change() {
+        let mut w = world(false);
+        let (tx, mut rx) = mpsc::channel(64);
+        w.master.operator_subscribe(tx);
+        let got = operator_events(&mut rx);
+        assert_eq!(got[0]["type"], "SUBSCRIBED");
+        let state = &got[0]["subscribed"]["get_state"];
+        assert_eq!(
+            state["get_agents"]["agents"][0]["agent_info"]["hostname"],
+            "a1"
+        );
+        assert_eq!(
+            state["get_frameworks"]["frameworks"][0]["framework_info"]["id"]["value"],
+            w.framework.as_str()
+        );
+        launch(&mut w, "t1");
+        let got = operator_events(&mut rx);
+        assert_eq!(got[0]["type"], "TASK_ADDED");
+        assert_eq!(got[0]["task_added"]["task"]["task_id"]["value"], "t1");
+        assert_eq!(got[0]["task_added"]["task"]["state"], "TASK_STAGING");
+        w.master.agent_update(
+            1,
+            StatusUpdate {
+                task_id: "t1".into(),
+                framework_id: w.framework.clone(),
+                uuid: "u1".into(),
+                state: TaskState::TaskRunning,
+                message: None,
+                reason: None,
+                timestamp_ms: 5,
+                healthy: None,
+                ip_addresses: vec!["172.18.0.9".into()],
+            },
+        );
+        let got = operator_events(&mut rx);
+        assert_eq!(got.len(), 1, "{got:?}");
+        let updated = &got[0]["task_updated"];
+        assert_eq!(got[0]["type"], "TASK_UPDATED");
+        assert_eq!(updated["state"], "TASK_RUNNING");
+        assert_eq!(
+            updated["status"]["container_status"]["network_infos"][0]["ip_addresses"][0]
+                ["ip_address"],
+            "172.18.0.9"
+        );
+        // A new subscriber sees the task's address in its state.
+        let (tx, mut again) = mpsc::channel(64);
+        w.master.operator_subscribe(tx);
+        let got = operator_events(&mut again);
+        let task = &got[0]["subscribed"]["get_state"]["get_tasks"]["tasks"][0];
+        assert_eq!(task["state"], "TASK_RUNNING");
+        assert_eq!(
+            task["statuses"][0]["container_status"]["network_infos"][0]["ip_addresses"][0]
+                ["ip_address"],
+            "172.18.0.9"
+        );
+        // A subscriber that went away is dropped; heartbeats reach the others.
+        drop(rx);
+        w.master.heartbeat();
+        assert_eq!(operator_events(&mut again)[0]["type"], "HEARTBEAT");
+        assert_eq!(w.master.operators.len(), 1);
     }
 
     #[test]

@@ -118,11 +118,16 @@ enum Input {
         kind: ReportKind,
         reply: oneshot::Sender<Option<serde_json::Value>>,
     },
+    /// An operator API SUBSCRIBE: the stream's records, or `None` when this master does not lead.
+    OperatorSubscribe {
+        reply: oneshot::Sender<Option<mpsc::Receiver<Bytes>>>,
+    },
 }
 
 enum ReportKind {
     State,
     Metrics,
+    OperatorState,
 }
 
 enum ApiReply {
@@ -463,8 +468,19 @@ fn handle(
                 ReportKind::Metrics => {
                     json!(master.metrics(now_ms.saturating_sub(0) as f64 / 1000.0))
                 }
+                ReportKind::OperatorState => {
+                    json!({"type": "GET_STATE", "get_state": master.operator_state()})
+                }
             });
             let _ = reply.send(report);
+        }
+        Input::OperatorSubscribe { reply } => {
+            let stream = leader.as_mut().map(|(master, _)| {
+                let (tx, records): (StreamSender, _) = mpsc::channel(4096);
+                master.operator_subscribe(tx);
+                records
+            });
+            let _ = reply.send(stream);
         }
     }
 }
@@ -725,6 +741,7 @@ impl axum::serve::Listener for ChannelListener {
 fn router(shared: Shared) -> axum::Router {
     axum::Router::new()
         .route("/api/v1/scheduler", post(scheduler_api))
+        .route("/api/v1", post(operator_api))
         .route("/master/state", get(state))
         .route("/master/state.json", get(state))
         .route("/state", get(state))
@@ -806,6 +823,75 @@ async fn scheduler_api(State(shared): State<Shared>, headers: HeaderMap, body: B
             _ => text(StatusCode::SERVICE_UNAVAILABLE, "No leader elected"),
         },
         Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "The master is stopping"),
+    }
+}
+
+/// Mesos' operator API, the calls drover serves: SUBSCRIBE (a RecordIO event stream) and
+/// GET_STATE. A master that does not lead redirects to the one that does.
+async fn operator_api(State(shared): State<Shared>, body: Bytes) -> Response {
+    let call: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(call) => call,
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("Failed to parse the call: {e}"),
+            )
+        }
+    };
+    let answer = match call["type"].as_str() {
+        Some("SUBSCRIBE") => {
+            let (reply, answer) = oneshot::channel();
+            if shared
+                .inputs
+                .send(Input::OperatorSubscribe { reply })
+                .await
+                .is_err()
+            {
+                return text(StatusCode::SERVICE_UNAVAILABLE, "The master is stopping");
+            }
+            match answer.await {
+                Ok(Some(records)) => {
+                    let body = Body::from_stream(futures_util::stream::unfold(
+                        records,
+                        |mut records| async move {
+                            let record = records.recv().await?;
+                            Some((Ok::<Bytes, io::Error>(record), records))
+                        },
+                    ));
+                    return Response::builder()
+                        .status(StatusCode::OK)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+                }
+                _ => None,
+            }
+        }
+        Some("GET_STATE") => report(&shared, ReportKind::OperatorState)
+            .await
+            .map(|state| axum::Json(state).into_response()),
+        other => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "Unsupported operator call {other:?}: drover serves SUBSCRIBE and GET_STATE"
+                ),
+            )
+        }
+    };
+    if let Some(answer) = answer {
+        return answer;
+    }
+    match lookup_leader(&shared).await {
+        Some(leader) if leader.id != shared.info.id => {
+            let (host, port) = leader.endpoint();
+            Response::builder()
+                .status(StatusCode::TEMPORARY_REDIRECT)
+                .header("location", format!("//{host}:{port}/api/v1"))
+                .body(Body::empty())
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+        _ => text(StatusCode::SERVICE_UNAVAILABLE, "No leader elected"),
     }
 }
 
