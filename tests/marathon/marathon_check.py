@@ -8,7 +8,8 @@ for the app's tasks to be TASK_RUNNING before the next:
 
   create_app    /drover-check/sleeper (MarathonApp: cmd `sleep 1000`, cpus 0.1, mem 32,
                 instances 2)                                   -> 2 running
-  list_apps     the app is listed with instances 2
+  list_apps     the app is listed with instances 2 (also with every embed the client knows),
+                get_app with them, list_versions and get_version
   scale_app     to 3                                           -> 3 running
   kill_task     one task, without scale: it is replaced        -> 3 running, the killed id gone
   kill_task     one task with scale=True                       -> 2 running, instances 2
@@ -16,6 +17,15 @@ for the app's tasks to be TASK_RUNNING before the next:
   create_group  /drover-check/group with one app (1 instance)  -> 1 running
   delete_group  the group                                      -> its app is gone
   delete_app    the app                                        -> no app, no task
+  queue         an app no agent can fit: list_queue shows it, list_deployments its
+                deployment, then it is deleted (force)
+  get_leader    names a leader
+  event_stream  every event the scheduler sent since the start parsed (the client builds
+                objects from them: a key its models lack raises), and the deployment, status
+                and group events were among them
+
+get_info, list_groups, get_group, list_tasks and list_deployments parse the answers too (every
+client method that builds objects from an answer is called at least once).
 
 Each step prints `ok: ...` or `FAIL: ...` on stdout (a client exception is printed with the
 request that caused it and the response body); the client's own log goes to stderr. Exit code
@@ -40,6 +50,7 @@ import collections
 import collections.abc
 import json
 import sys
+import threading
 import time
 import traceback
 
@@ -59,6 +70,7 @@ except ImportError as e:  # pragma: no cover - depends on the machine
 
 ROOT = "/drover-check"
 APP = ROOT + "/sleeper"
+BIG = ROOT + "/too-big"
 GROUP = ROOT + "/group"
 GROUP_APP = GROUP + "/member"
 RUNNING = "TASK_RUNNING"
@@ -67,6 +79,24 @@ GAPS = ("task-agent-id", "bool-query-case")
 
 class Failed(Exception):
     pass
+
+
+class EventWatch(threading.Thread):
+    """Reads /v2/events through the client (which builds an object from each event) until the
+    process ends; counts the event types and keeps the first error."""
+
+    def __init__(self, url):
+        super().__init__(daemon=True)
+        self.client = MarathonClient(url, timeout=10)
+        self.kinds = collections.Counter()
+        self.error = None
+
+    def run(self):
+        try:
+            for event in self.client.event_stream():
+                self.kinds[event.event_type] += 1
+        except Exception as e:  # the client could not read an event
+            self.error = "%s: %s\n%s" % (type(e).__name__, e, traceback.format_exc())
 
 
 class Check:
@@ -78,6 +108,8 @@ class Check:
         # The last request and response, to say what a failure was about.
         self.last = None
         self.client.session.hooks["response"].append(self._remember)
+        self.events = EventWatch(url)
+        self.events.start()
 
     def _remember(self, response, *args, **kwargs):
         self.last = response
@@ -172,7 +204,22 @@ def run(check):
             raise Failed("%s not in %s" % (APP, sorted(apps)))
         if apps[APP].instances != 2 or apps[APP].cmd != "sleep 1000":
             raise Failed("listed as %r" % apps[APP].to_json())
-        return "%d apps" % len(apps)
+        embeds = dict(embed_tasks=True, embed_counts=True, embed_deployments=True,
+                      embed_readiness=True, embed_last_task_failure=True, embed_failures=True,
+                      embed_task_stats=True)
+        embedded = {a.id: a for a in c.list_apps(**embeds)}
+        if len(embedded[APP].tasks) != 2 or embedded[APP].tasks_running != 2:
+            raise Failed("listed with embeds as %r" % embedded[APP].to_json(minimal=False))
+        app = c.get_app(APP, **embeds)
+        if len(app.tasks) != 2:
+            raise Failed("get_app: %r" % app.to_json(minimal=False))
+        versions = c.list_versions(APP)
+        if app.version not in versions:
+            raise Failed("list_versions: %s without %s" % (versions, app.version))
+        old = c.get_version(APP, versions[-1])
+        if old.id != APP:
+            raise Failed("get_version: %r" % old.to_json())
+        return "%d apps, %d versions" % (len(apps), len(versions))
 
     def scale_app():
         answer = c.scale_app(APP, instances=3)
@@ -249,6 +296,9 @@ def run(check):
         found = c.get_group(GROUP)
         if [a.id for a in found.apps] != [GROUP_APP]:
             raise Failed("get_group shows %r" % found.to_json())
+        groups = [g.id for g in c.list_groups()]
+        if ROOT not in groups:
+            raise Failed("list_groups: %s without %s" % (groups, ROOT))
         return "1 running"
 
     def delete_group():
@@ -274,6 +324,41 @@ def run(check):
             raise Failed("tasks left: %s" % left)
         return None
 
+    def queue():
+        created = c.create_app(BIG, MarathonApp(cmd="sleep 1000", cpus=1000, mem=32, instances=1))
+        if not created or created.id != BIG:
+            raise Failed("create_app returned %r" % (created,))
+
+        def queued():
+            items = c.list_queue()
+            deployments = c.list_deployments()
+            ids = [i.app.id for i in items]
+            ok = BIG in ids and any(BIG in (d.affected_apps or []) for d in deployments)
+            return True if ok else {"queue": ids, "deployments": [d.id for d in deployments]}
+        check.wait("%s to wait in the queue" % BIG, queued)
+        answer = c.delete_app(BIG, force=True)
+        if not isinstance(answer, dict) or "deploymentId" not in answer:
+            raise Failed("delete_app answered %r (expected deploymentId)" % (answer,))
+        check.deployments_done("delete_app(%s)" % BIG)
+        return None
+
+    def get_leader():
+        leader = c.get_leader()
+        if not isinstance(leader, dict) or not leader.get("leader"):
+            raise Failed("get_leader answered %r" % (leader,))
+        return leader["leader"]
+
+    def event_stream():
+        watch = check.events
+        if watch.error:
+            raise Failed("the client could not read an event: %s" % watch.error)
+        wanted = ["event_stream_attached", "deployment_info", "deployment_step_success",
+                  "deployment_success", "status_update_event", "group_change_success"]
+        missing = [k for k in wanted if not watch.kinds[k]]
+        if missing:
+            raise Failed("no %s among %s" % (missing, dict(watch.kinds)))
+        return ", ".join("%s %d" % kv for kv in sorted(watch.kinds.items()))
+
     def get_info():
         info = c.get_info()
         config = info.marathon_config
@@ -287,8 +372,13 @@ def run(check):
                 info.http_config and info.http_config.to_json(), port))
         return "leader %s, framework %s" % (info.leader, info.framework_id)
 
+    def attached():
+        # A client error is reported by the event_stream step.
+        return True if check.events.error or check.events.kinds["event_stream_attached"] else None
+    check.wait("the event stream to attach", attached)
     for name, action in [
         ("get_info", get_info),
+        ("get_leader", get_leader),
         ("create_app", create_app),
         ("list_apps", list_apps),
         ("scale_app", scale_app),
@@ -298,6 +388,8 @@ def run(check):
         ("create_group", create_group),
         ("delete_group", delete_group),
         ("delete_app", delete_app),
+        ("queue", queue),
+        ("event_stream", event_stream),
     ]:
         step(name, action)
 

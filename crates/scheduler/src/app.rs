@@ -52,18 +52,11 @@ pub const DEFAULT_BACKOFF_FACTOR: f64 = 1.15;
 /// Default `maxLaunchDelaySeconds`.
 pub const DEFAULT_MAX_LAUNCH_DELAY_SECONDS: u32 = 3600;
 
-/// Marathon fields drover keeps and echoes without modelling them.
-const PASSTHROUGH: &[&str] = &[
-    "ipAddress",
-    "residency",
-    "secrets",
-    "networks",
-    "role",
-    "check",
-    "resourceLimits",
-    "tty",
-    "linuxInfo",
-];
+/// Marathon fields drover keeps and echoes without modelling them. Only fields the `marathon`
+/// client's app model takes: an app it reads with another key raises. Marathon's later `tty`,
+/// `check`, `resourceLimits` and `linuxInfo` are such keys, so they are kept like unknown
+/// fields (stored, not echoed).
+const PASSTHROUGH: &[&str] = &["ipAddress", "residency", "secrets", "networks", "role"];
 
 /// Response-only fields, dropped when a response is sent back as a request.
 const RESPONSE_ONLY: &[&str] = &[
@@ -739,6 +732,42 @@ const KNOWN: &[&str] = &[
     "taskKillGracePeriodSeconds",
 ];
 
+/// The keys of a readiness check (Marathon's and the `marathon` client's).
+const READINESS_CHECK_KEYS: &[&str] = &[
+    "name",
+    "protocol",
+    "path",
+    "portName",
+    "intervalSeconds",
+    "timeoutSeconds",
+    "httpStatusCodesForReady",
+    "preserveLastResponse",
+];
+
+/// The keys of an app's volume the `marathon` client's model takes (Marathon's secret volumes'
+/// `secret` it does not).
+const VOLUME_KEYS: &[&str] = &[
+    "containerPath",
+    "hostPath",
+    "mode",
+    "persistent",
+    "external",
+];
+
+/// `item` with only `keys` (unknown fields inside nested objects are dropped).
+fn known_keys(item: &Value, keys: &[&str]) -> Value {
+    match item {
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .filter(|(k, _)| keys.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// Accord's "got X, expected N or more" for integers.
 fn int_min(ctx: &mut Ctx, path: &str, got: i64, min: i64) -> bool {
     if got < min {
@@ -1000,7 +1029,8 @@ pub(crate) fn decode_app(
         let at = f.at("readinessChecks");
         for (i, item) in items.iter().enumerate() {
             if decode::as_object(item, &index_path(&at, i), ctx).is_some() {
-                app.readiness_checks.push(item.clone());
+                app.readiness_checks
+                    .push(known_keys(item, READINESS_CHECK_KEYS));
             }
         }
     }
@@ -1289,7 +1319,7 @@ fn decode_container(
                 .iter()
                 .enumerate()
                 .filter(|(i, item)| decode::as_object(item, &index_path(&at, *i), ctx).is_some())
-                .map(|(_, item)| item.clone())
+                .map(|(_, item)| known_keys(item, VOLUME_KEYS))
                 .collect()
         })
         .unwrap_or_default();

@@ -302,8 +302,6 @@ pub struct OfferStats {
     pub last_unused_at: Option<u64>,
     pub last_used_at: Option<u64>,
     pub reasons: BTreeMap<&'static str, u64>,
-    /// The last constraint that declined an offer, in words.
-    pub last_constraint: Option<String>,
 }
 
 /// The launch backoff of an app.
@@ -799,7 +797,7 @@ impl Scheduler {
         );
         fx.event(
             "deployment_info",
-            json!({"plan": deployment.plan.to_marathon_json(1), "currentStep": deployment.plan.steps.first().map(plan::Step::to_json)}),
+            json!({"plan": self.plan_event_json(&deployment), "currentStep": deployment.plan.steps.first().map(plan::Step::to_json)}),
             self.env.unix_ms(),
         );
         fx.store.push(StoreOp::Put {
@@ -938,7 +936,7 @@ impl Scheduler {
             });
             fx.event(
                 "deployment_failed",
-                json!({"id": id, "plan": d.plan.to_marathon_json(d.step + 1)}),
+                json!({"id": id, "plan": self.plan_event_json(&d)}),
                 self.env.unix_ms(),
             );
         }
@@ -1180,7 +1178,7 @@ impl Scheduler {
             );
             fx.event(
                 "health_status_changed_event",
-                json!({"appId": i.app, "taskId": task, "instanceId": task, "version": i.version, "alive": healthy.unwrap_or(false)}),
+                json!({"appId": i.app, "instanceId": task, "version": i.version, "alive": healthy.unwrap_or(false)}),
                 self.env.unix_ms(),
             );
         }
@@ -1188,7 +1186,7 @@ impl Scheduler {
             self.env.emit(Event::new("health_kill").with("task", task));
             fx.event(
                 "unhealthy_instance_kill_event",
-                json!({"appId": i.app, "taskId": task, "instanceId": task, "version": i.version, "reason": "health checks failed"}),
+                json!({"appId": i.app, "taskId": task, "instanceId": task, "version": i.version, "reason": "health checks failed", "host": i.host, "slaveId": i.agent_id}),
                 self.env.unix_ms(),
             );
             self.kill(task, fx);
@@ -1429,7 +1427,7 @@ impl Scheduler {
                 );
                 fx.event(
                     "deployment_step_success",
-                    json!({"plan": d.plan.to_marathon_json(next), "currentStep": step_json}),
+                    json!({"plan": self.plan_event_json(d), "currentStep": step_json}),
                     self.env.unix_ms(),
                 );
                 if next >= total {
@@ -1442,7 +1440,7 @@ impl Scheduler {
                     if let Some(d) = d {
                         fx.event(
                             "deployment_success",
-                            json!({"id": id, "plan": d.plan.to_marathon_json(total)}),
+                            json!({"id": id, "plan": self.plan_event_json(&d)}),
                             self.env.unix_ms(),
                         );
                     }
@@ -1544,10 +1542,9 @@ impl Scheduler {
                         let candidate = Placement::new(&offer.hostname, &attributes);
                         constraints::check(&app.constraints, &candidate, &placements)
                     };
-                    if let Err(why) = verdict {
+                    if verdict.is_err() {
                         let stats = self.offer_stats.entry(id.clone()).or_default();
                         *stats.reasons.entry("UnfulfilledConstraint").or_default() += 1;
-                        stats.last_constraint = Some(why);
                         break;
                     }
                     let Some(ports) = free.take_ports(&host_ports(&app)) else {
@@ -1655,50 +1652,78 @@ impl Scheduler {
 
     // ------------------------------------------------------------ views
 
-    /// An app in Marathon's shape, with the counts and `embed`ded parts asked for.
+    /// An app in Marathon's shape: its definition with its `versionInfo`, and the parts
+    /// `embed` asks for (`counts`, `deployments`, `tasks`, each after any of Marathon's
+    /// prefixes `app.`, `apps.`, `group.apps.`). Marathon's list embeds counts and deployments
+    /// always, one app also its tasks, a queue item and a group's apps nothing unless asked.
+    /// `lastTaskFailure` is never embedded: drover keeps no failures, and Marathon leaves the
+    /// key out when there is none.
     pub fn app_json(&self, app: &AppDefinition, embed: &BTreeSet<String>) -> Value {
         let id = &app.id;
+        let wants = |part: &str| {
+            embed.iter().any(|e| {
+                ["app.", "apps.", "group.apps."]
+                    .iter()
+                    .any(|prefix| e.strip_prefix(prefix) == Some(part))
+            })
+        };
         let mut v = app.to_marathon_json(app.version.as_deref().unwrap_or(""));
-        let instances = self.instances_of(id);
-        let running = instances.iter().filter(|i| i.is_running()).count();
-        let staged = instances
-            .iter()
-            .filter(|i| matches!(i.state, TaskState::TaskStaging | TaskState::TaskStarting))
-            .count();
-        let healthy = instances.iter().filter(|i| i.healthy == Some(true)).count();
-        let unhealthy = instances
-            .iter()
-            .filter(|i| i.healthy == Some(false))
-            .count();
-        v["tasksRunning"] = json!(running);
-        v["tasksStaged"] = json!(staged);
-        v["tasksHealthy"] = json!(healthy);
-        v["tasksUnhealthy"] = json!(unhealthy);
         let (config, scaling) = self
             .app_meta
             .get(id)
             .cloned()
             .unwrap_or_else(|| (String::new(), String::new()));
         v["versionInfo"] = json!({"lastConfigChangeAt": config, "lastScalingAt": scaling});
-        v["deployments"] = json!(self
-            .deployments
-            .values()
-            .filter(|d| d.plan.affected_apps.contains(id))
-            .map(|d| json!({"id": d.plan.id}))
-            .collect::<Vec<_>>());
-        if embed.contains("apps.tasks") || embed.contains("app.tasks") {
+        let instances = self.instances_of(id);
+        if wants("counts") {
+            let count = |f: fn(&Instance) -> bool| instances.iter().filter(|i| f(i)).count();
+            v["tasksRunning"] = json!(count(Instance::is_running));
+            v["tasksStaged"] = json!(count(|i| matches!(
+                i.state,
+                TaskState::TaskStaging | TaskState::TaskStarting
+            )));
+            v["tasksHealthy"] = json!(count(|i| i.healthy == Some(true)));
+            v["tasksUnhealthy"] = json!(count(|i| i.healthy == Some(false)));
+        }
+        // Marathon's `tasks` embed brings the deployments too.
+        if wants("deployments") || wants("tasks") {
+            v["deployments"] = json!(self
+                .deployments
+                .values()
+                .filter(|d| d.plan.affected_apps.contains(id))
+                .map(|d| json!({"id": d.plan.id}))
+                .collect::<Vec<_>>());
+        }
+        if wants("tasks") {
             v["tasks"] = json!(instances
                 .iter()
                 .map(|i| self.task_json(i))
                 .collect::<Vec<_>>());
         }
-        if embed.contains("apps.lastTaskFailure") || embed.contains("app.lastTaskFailure") {
-            v["lastTaskFailure"] = Value::Null;
-        }
-        if embed.contains("apps.counts") || embed.contains("app.counts") {
-            // counts are always present above
-        }
         v
+    }
+
+    /// A deployment as Marathon's events carry it: its steps and the root group before
+    /// (`original`) and after (`target`) it. drover keeps only the affected apps as they were,
+    /// so `original` is the present root with those apps put back; `target` is the present root.
+    fn plan_event_json(&self, d: &Deployment) -> Value {
+        let mut original = self.root.clone();
+        for id in &d.plan.affected_apps {
+            original = match d.original.get(id) {
+                Some(app) => {
+                    let version = app.version.as_deref().unwrap_or(&d.plan.version);
+                    original.put_app(app.clone(), version).unwrap_or(original)
+                }
+                None => original.remove_app(id, &d.plan.version),
+            };
+        }
+        json!({
+            "id": d.plan.id,
+            "version": d.plan.version,
+            "original": original.to_marathon_json(),
+            "target": self.root.to_marathon_json(),
+            "steps": d.plan.steps_json(),
+        })
     }
 
     /// A task in Marathon's shape, with its health check results.
@@ -1740,8 +1765,6 @@ impl Scheduler {
                     "rejectSummaryLastOffers": reasons,
                     "rejectSummaryLaunchAttempt": reasons,
                 },
-                "lastConstraintDeclined": stats.last_constraint,
-                "waitingForLaunchReady": !self.launch_ready,
             }));
         }
         json!({"queue": out})
@@ -2303,7 +2326,7 @@ mod tests {
     }
 
     #[test]
-    fn a_unique_hostname_constraint_keeps_the_third_instance_waiting_and_says_why() {
+    fn a_unique_hostname_constraint_keeps_the_third_instance_waiting_and_counts_the_decline() {
         let mut s = scheduler();
         let app = crate::validation::parse_app(
             br#"{"id": "/uniq", "cmd": "sleep 100", "instances": 3, "cpus": 0.1, "mem": 16,
@@ -2329,12 +2352,13 @@ mod tests {
         let queue = s.queue_json(0);
         let entry = &queue["queue"][0];
         assert_eq!(entry["count"], 1);
-        assert!(
-            entry["lastConstraintDeclined"]
-                .as_str()
-                .is_some_and(|why| why.contains("UNIQUE")),
-            "{entry}"
-        );
+        let declined = entry["processedOffersSummary"]["rejectSummaryLastOffers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["reason"] == "UnfulfilledConstraint")
+            .and_then(|r| r["declined"].as_u64());
+        assert!(declined.is_some_and(|n| n > 0), "{entry}");
     }
 
     #[test]
