@@ -73,6 +73,8 @@ impl Up {
         .collect();
         if !docker {
             args.push("--no-docker".into());
+            // DNS's port 53 is the Docker test's (containers ask port 53 of their gateway).
+            args.extend(["--dns-port".into(), "0".into()]);
         }
         // A network of the test's own, which `up` makes for the tasks and removes at the end.
         args.extend(["--docker-network".into(), network_of(name)]);
@@ -420,6 +422,100 @@ fn seed_story(up: &Up, groups: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The seed's last step: from inside an ubuntu2 container, `nslookup ubuntu1` and `nslookup
+/// ubuntu1.weave.local` answer both ubuntu1 addresses (the ones `/v2/tasks` gives), in both orders
+/// over twenty queries, and every container's address answers `ping`.
+fn dns_story(up: &Up) -> Result<(), String> {
+    if !up.log().contains("dns       udp") {
+        return Err(format!("drover up runs no DNS:\n{}", up.tail()));
+    }
+    let (_, answer) = up.request("GET", "/v2/tasks", None)?;
+    let tasks: Vec<Value> = answer["tasks"].as_array().cloned().unwrap_or_default();
+    let addresses = |app: &str| -> Vec<String> {
+        let mut ips: Vec<String> = tasks
+            .iter()
+            .filter(|t| t["appId"] == app)
+            .filter_map(|t| {
+                t["ipAddresses"][0]["ipAddress"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect();
+        ips.sort();
+        ips
+    };
+    let ubuntu1 = addresses("/arm-demo/group1/ubuntu1");
+    let ubuntu2 = addresses("/arm-demo/group2/ubuntu2");
+    if ubuntu1.len() != 2 || ubuntu2.len() != 3 {
+        return Err(format!(
+            "ipAddresses: ubuntu1 {ubuntu1:?}, ubuntu2 {ubuntu2:?}"
+        ));
+    }
+    let inside = tasks
+        .iter()
+        .find(|t| t["appId"] == "/arm-demo/group2/ubuntu2")
+        .and_then(|t| t["id"].as_str())
+        .ok_or("no ubuntu2 task")?;
+    let listed = Command::new("docker")
+        .args([
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=drover.task={inside}"),
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let container = String::from_utf8_lossy(&listed.stdout).trim().to_string();
+    let exec = |args: &[&str]| -> Result<String, String> {
+        let out = Command::new("docker")
+            .args(["exec", &container])
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(format!(
+                "{args:?} in {container}: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    for name in ["ubuntu1", "ubuntu1.weave.local"] {
+        let mut orders = std::collections::BTreeSet::new();
+        for _ in 0..20 {
+            let said = exec(&["nslookup", name])?;
+            // The answer's addresses come after its `Name:` line (the server's before it).
+            let answered: Vec<String> = said
+                .split_once("Name:")
+                .map(|(_, answer)| answer)
+                .unwrap_or("")
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("Address:"))
+                .map(|a| a.trim().to_string())
+                .collect();
+            let mut sorted = answered.clone();
+            sorted.sort();
+            if sorted != ubuntu1 {
+                return Err(format!(
+                    "nslookup {name} answered {answered:?}, not {ubuntu1:?}:\n{said}"
+                ));
+            }
+            orders.insert(answered);
+        }
+        if orders.len() < 2 {
+            return Err(format!(
+                "twenty answers for {name} came in one order: {orders:?}"
+            ));
+        }
+    }
+    for ip in ubuntu1.iter().chain(&ubuntu2) {
+        exec(&["ping", "-c", "1", "-W", "3", ip])?;
+    }
+    Ok(())
+}
+
 #[test]
 fn the_seed_groups_deploy_in_dependency_order_on_two_agents_with_docker() -> Result<(), String> {
     const TEST: &str = "the seed's apps/basic.json through drover up";
@@ -436,7 +532,7 @@ fn the_seed_groups_deploy_in_dependency_order_on_two_agents_with_docker() -> Res
         drop(up);
         return skip_or_fail(TEST, &[why]);
     }
-    let story = seed_story(&up, &seed_groups());
+    let story = seed_story(&up, &seed_groups()).and_then(|()| dns_story(&up));
     let stopped = up.stop_and_check(true);
     if !had_image {
         let _ = Command::new("docker")

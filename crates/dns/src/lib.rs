@@ -4,6 +4,7 @@
 //! the Env so that it runs live and simulated alike.
 
 pub mod answer;
+pub mod follow;
 pub mod zone;
 
 use std::sync::Arc;

@@ -477,6 +477,137 @@ async fn subscribe(
     outcome
 }
 
+/// Follows the leading master's operator API event stream (`/api/v1` SUBSCRIBE): every record
+/// as JSON, in order, across failovers (the leader is found again, redirects are followed, and a
+/// stream that ends or stays silent for three heartbeats is opened anew). Each new stream starts
+/// with a `SUBSCRIBED` record carrying the whole state, so a follower rebuilds from it. Ends when
+/// the receiver is dropped.
+pub fn follow_operator(env: Env, locator: Locator) -> mpsc::Receiver<serde_json::Value> {
+    let (tx, rx) = mpsc::channel(1024);
+    drover_core::env::spawn(async move {
+        let mut zk = None;
+        let mut redirect: Option<(String, u16)> = None;
+        let mut backoff = Duration::from_millis(250);
+        while !tx.is_closed() {
+            let found = match redirect.take() {
+                Some(endpoint) => Some((endpoint, None)),
+                None => find_master(&locator, &mut zk, &env).await,
+            };
+            if let Some((endpoint, leader_gone)) = found {
+                match operator_stream(&env, &endpoint, &tx, leader_gone).await {
+                    Outcome::Redirect(to) => {
+                        redirect = Some(to);
+                        continue;
+                    }
+                    Outcome::Streamed => backoff = Duration::from_millis(250),
+                    Outcome::Failed(why) => tracing::debug!(%why, "operator SUBSCRIBE failed"),
+                }
+            }
+            let jitter = env.rng().next_u64() % (backoff.as_millis() as u64 + 1);
+            tokio::time::sleep(backoff / 2 + Duration::from_millis(jitter / 2)).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    });
+    rx
+}
+
+async fn operator_stream(
+    env: &Env,
+    endpoint: &(String, u16),
+    records: &mpsc::Sender<serde_json::Value>,
+    leader_gone: Option<WatchFuture>,
+) -> Outcome {
+    let mut leader_gone = std::pin::pin!(async move {
+        match leader_gone {
+            Some(watch) => {
+                let _ = watch.await;
+            }
+            None => std::future::pending().await,
+        }
+    });
+    let stream = match env.connect(&endpoint.0, endpoint.1, TIMEOUT).await {
+        Ok(stream) => stream,
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    let handshake = tokio::time::timeout(
+        TIMEOUT,
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)),
+    )
+    .await;
+    let Ok(Ok((mut sender, connection))) = handshake else {
+        return Outcome::Failed("HTTP handshake failed".into());
+    };
+    let connection = drover_core::env::spawn(async move {
+        let _ = connection.await;
+    });
+    let Ok(request) = Request::post("/api/v1")
+        .header("host", format!("{}:{}", endpoint.0, endpoint.1))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(br#"{"type":"SUBSCRIBE"}"#)))
+    else {
+        return Outcome::Failed("cannot build the request".into());
+    };
+    let response = match tokio::time::timeout(TIMEOUT, sender.send_request(request)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => return Outcome::Failed(e.to_string()),
+        Err(_) => return Outcome::Failed("SUBSCRIBE timed out".into()),
+    };
+    match response.status().as_u16() {
+        200 => {}
+        307 => {
+            let to = response
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_location);
+            connection.abort();
+            return match to {
+                Some(to) => Outcome::Redirect(to),
+                None => Outcome::Failed("307 without a usable Location".into()),
+            };
+        }
+        status => {
+            connection.abort();
+            return Outcome::Failed(format!("SUBSCRIBE answered {status}"));
+        }
+    }
+    let mut body = response.into_body();
+    let mut decoder = recordio::Decoder::default();
+    let mut silence = TIMEOUT * 3;
+    let outcome = 'stream: loop {
+        let next = tokio::select! {
+            biased;
+            _ = &mut leader_gone => break Outcome::Streamed,
+            next = tokio::time::timeout(silence, body.frame()) => next,
+        };
+        let Ok(Some(Ok(frame))) = next else {
+            break Outcome::Streamed;
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        decoder.feed(&data);
+        loop {
+            let record = match decoder.next_record() {
+                Ok(Some(record)) => record,
+                Ok(None) => break,
+                Err(e) => break 'stream Outcome::Failed(format!("bad RecordIO: {e}")),
+            };
+            let Ok(value) = serde_json::from_slice::<serde_json::Value>(&record) else {
+                break 'stream Outcome::Failed("a record that is not JSON".into());
+            };
+            if let Some(seconds) = value["subscribed"]["heartbeat_interval_seconds"].as_f64() {
+                silence = Duration::from_secs_f64(seconds.clamp(1.0, 600.0) * 3.0);
+            }
+            if records.send(value).await.is_err() {
+                break 'stream Outcome::Streamed;
+            }
+        }
+    };
+    connection.abort();
+    outcome
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,6 +53,10 @@ pub struct AgentArgs {
     /// agent on this engine reach each other; their addresses are the tasks' `ipAddresses`.
     #[arg(long, default_value = drover_agent::containerizer::live::docker::DEFAULT_NETWORK)]
     docker_network: String,
+    /// The resolver of BRIDGE containers: an address, or `gateway` (the network's gateway, where
+    /// `drover dns` answers when it listens on every address). Default: Docker's.
+    #[arg(long)]
+    docker_dns: Option<String>,
     /// What a restarted agent does with the tasks it finds: `reconnect` (re-adopt them) or
     /// `cleanup` (kill them).
     #[arg(long, default_value = "reconnect")]
@@ -95,6 +99,10 @@ pub async fn main(
                     .await
                     .map_err(|e| anyhow::anyhow!("--containerizers asks for docker, but {e}"))?
                     .on_network(&args.docker_network);
+                let docker = match &args.docker_dns {
+                    Some(dns) => docker.with_dns(dns),
+                    None => docker,
+                };
                 containerizers.push(Arc::new(DockerTasks::new(docker)));
             }
             other => anyhow::bail!("--containerizers: expected mesos or docker, found {other:?}"),

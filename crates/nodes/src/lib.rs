@@ -5,6 +5,7 @@
 mod agent;
 mod bench;
 mod coord;
+mod dns;
 mod framework;
 mod live;
 mod master;
@@ -45,6 +46,8 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Run a Marathon-compatible scheduler (the `/v2` REST API), a framework on the master.
     Scheduler(scheduler::SchedulerArgs),
+    /// Answer DNS for the tasks (WeaveDNS' and Mesos-DNS' names), following the leading master.
+    Dns(dns::DnsArgs),
     /// Run one node of a scenario's cluster live, with the role code the simulator runs (what
     /// `drover sim --live` starts in each container).
     Node(node::NodeArgs),
@@ -64,6 +67,7 @@ pub fn roles() -> drover_sim::Roles {
         .with(framework::role())
         .with(agent::role())
         .with(scheduler::role())
+        .with(dns::role())
         .with(workload::writer())
         .with(workload::owner())
         .with(workload::watcher())
@@ -148,6 +152,7 @@ pub fn main() -> ExitCode {
         Command::Master(args) => run_daemon(|shutdown| master::main(args, shutdown)),
         Command::Agent(args) => run_daemon(|shutdown| agent::main(args, shutdown)),
         Command::Scheduler(args) => run_daemon(|shutdown| scheduler::main(args, shutdown)),
+        Command::Dns(args) => run_daemon(|shutdown| dns::main(args, shutdown)),
         Command::Up(args) => run_daemon(|shutdown| up::main(args, shutdown)),
         Command::Node(args) => run_daemon(|shutdown| node::main(args, shutdown)),
         Command::Bench(args) => run_daemon(|_| bench::main(args)),

@@ -59,6 +59,10 @@ pub struct UpArgs {
     /// The scheduler's (Marathon's) HTTP port.
     #[arg(long, default_value_t = scheduler::PORT)]
     pub http_port: u16,
+    /// The DNS server's UDP port, on every address (containers ask it at their network's
+    /// gateway); 0: no DNS. Where it cannot listen (port 53 needs root), `up` goes on without.
+    #[arg(long, default_value_t = drover_dns::PORT)]
+    pub dns_port: u16,
     /// Every daemon's state lives under it (`coord/`, `master/`, `od1000-N/`); kept after the
     /// cluster stops. Default: a fresh directory under the system's temp dir, removed at the end.
     #[arg(long)]
@@ -194,8 +198,8 @@ impl Plan {
         ])
     }
 
-    fn agent_argv(&self, agent: &AgentPlan, docker: bool) -> Vec<String> {
-        argv(&[
+    fn agent_argv(&self, agent: &AgentPlan, docker: bool, dns: bool) -> Vec<String> {
+        let mut args = argv(&[
             "--ip",
             &self.ip,
             "--port",
@@ -214,7 +218,12 @@ impl Plan {
             &self.docker_network,
             "--work-dir",
             &path_text(&agent.work_dir),
-        ])
+        ]);
+        if docker && dns {
+            // Containers ask drover's DNS, which listens at their network's gateway too.
+            args.extend(argv(&["--docker-dns", "gateway"]));
+        }
+        args
     }
 
     fn scheduler_argv(&self) -> Vec<String> {
@@ -287,10 +296,25 @@ pub async fn main(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     let mut daemons: JoinSet<(String, anyhow::Result<()>)> = JoinSet::new();
     let coord_args: coord::CoordArgs = parse("coord", &plan.coord_argv())?;
     let master_args: master::MasterArgs = parse("master", &plan.master_argv())?;
+    // DNS for the tasks, on every address, if it can listen.
+    let dns_env = drover_core::env::live::env("dns", &plan.work_dir, None);
+    let dns_socket = match args.dns_port {
+        0 => Err("--dns-port 0".to_string()),
+        port => dns_env
+            .bind_udp(std::net::SocketAddr::from(([0, 0, 0, 0], port)))
+            .await
+            .map_err(|e| format!("cannot listen on UDP port {port}: {e}")),
+    };
+    if let Err(why) = &dns_socket {
+        tracing::warn!("no DNS for the tasks: {why}");
+    }
     let agent_args: Vec<(String, agent::AgentArgs)> = plan
         .agents
         .iter()
-        .map(|a| Ok((a.name.clone(), parse("agent", &plan.agent_argv(a, docker))?)))
+        .map(|a| {
+            let argv = plan.agent_argv(a, docker, dns_socket.is_ok());
+            Ok((a.name.clone(), parse("agent", &argv)?))
+        })
         .collect::<anyhow::Result<_>>()?;
     let scheduler_args: scheduler::SchedulerArgs = parse("scheduler", &plan.scheduler_argv())?;
 
@@ -313,6 +337,27 @@ pub async fn main(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         let result = scheduler::main(scheduler_args, down).await;
         ("scheduler".into(), result)
     });
+    let dns_note = match dns_socket {
+        Ok(socket) => {
+            let down = shutdown_of(&stopped);
+            let locator = drover_master::client::Locator::Zk(
+                plan.zk(agent::MASTER_ZK_PATH)
+                    .parse()
+                    .map_err(anyhow::Error::msg)?,
+            );
+            drover_core::env::spawn_into(&mut daemons, async move {
+                (
+                    "dns".into(),
+                    crate::dns::run(dns_env, locator, socket, down).await,
+                )
+            });
+            format!(
+                "udp 0.0.0.0:{} (NAME.weave.local, APP-GROUPS.marathon.mesos)",
+                args.dns_port
+            )
+        }
+        Err(why) => format!("none: {why}"),
+    };
 
     let mut shutdown = shutdown;
     let outcome: anyhow::Result<()> = tokio::select! {
@@ -321,7 +366,7 @@ pub async fn main(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         Some(ended) = daemons.join_next() => Err(early_end(ended)),
         ready = ready(&plan) => match ready {
             Ok(()) => {
-                print_banner(&plan, docker);
+                print_banner(&plan, docker, &dns_note);
                 tokio::select! {
                     biased;
                     () = &mut shutdown => Ok(()),
@@ -423,7 +468,7 @@ async fn get(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
         .flatten()
 }
 
-fn print_banner(plan: &Plan, docker: bool) {
+fn print_banner(plan: &Plan, docker: bool, dns: &str) {
     let ip = &plan.ip;
     let agents: Vec<String> = plan
         .agents
@@ -453,6 +498,7 @@ fn print_banner(plan: &Plan, docker: bool) {
          \x20 coord     {ip}:{coord}\n\
          \x20 agents    {agents}\n\
          \x20 tasks     {containerizers}\n\
+         \x20 dns       {dns}\n\
          \x20 work dir  {work}\n\
          Try the seed's apps (their Docker image ubuntu:16.04 must be local; see the README):\n\
          \x20 curl -X POST http://{ip}:{http}/v2/groups -H 'Content-Type: application/json' -d @{seed}\n\
@@ -578,7 +624,9 @@ mod tests {
         parse::<coord::CoordArgs>("coord", &plan.coord_argv()).unwrap();
         parse::<master::MasterArgs>("master", &plan.master_argv()).unwrap();
         for agent in &plan.agents {
-            parse::<agent::AgentArgs>("agent", &plan.agent_argv(agent, true)).unwrap();
+            for dns in [true, false] {
+                parse::<agent::AgentArgs>("agent", &plan.agent_argv(agent, true, dns)).unwrap();
+            }
         }
         let scheduler: scheduler::SchedulerArgs =
             parse("scheduler", &plan.scheduler_argv()).unwrap();

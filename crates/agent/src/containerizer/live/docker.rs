@@ -68,6 +68,9 @@ pub struct DockerContainerizer {
     /// this engine reach each other.
     network: String,
     network_lock: tokio::sync::Mutex<()>,
+    /// The resolver BRIDGE containers use: an address, or `gateway` (the tasks' network's
+    /// gateway, where a DNS server listening on all of the host's addresses answers them).
+    dns: Option<String>,
 }
 
 /// The network BRIDGE tasks join unless the agent names another (`--docker-network`).
@@ -94,7 +97,41 @@ impl DockerContainerizer {
             agent: agent.to_string(),
             network: DEFAULT_NETWORK.to_string(),
             network_lock: tokio::sync::Mutex::new(()),
+            dns: None,
         })
+    }
+
+    /// BRIDGE containers resolve names with `dns`: an address, or `gateway`.
+    pub fn with_dns(mut self, dns: &str) -> DockerContainerizer {
+        self.dns = Some(dns.to_string());
+        self
+    }
+
+    /// The resolver address for a container on the network `network_id`.
+    async fn resolver(&self, network_id: &str) -> Result<Option<String>, String> {
+        let Some(dns) = &self.dns else {
+            return Ok(None);
+        };
+        if dns != "gateway" {
+            return Ok(Some(dns.clone()));
+        }
+        let network = self
+            .docker
+            .inspect_network(
+                network_id,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .map_err(|e| format!("docker network inspect {}: {e}", self.network))?;
+        let gateway = network
+            .ipam
+            .and_then(|ipam| ipam.config)
+            .into_iter()
+            .flatten()
+            .find_map(|config| config.gateway);
+        gateway
+            .map(Some)
+            .ok_or_else(|| format!("the network {} has no gateway for DNS", self.network))
     }
 
     /// BRIDGE tasks join `network` instead of the default.
@@ -205,9 +242,13 @@ impl DockerContainerizer {
     /// Creates and starts the task's container; returns its id.
     pub async fn launch(&self, launch: DockerLaunch<'_>) -> Result<String, String> {
         self.ensure_image(launch.image).await?;
-        let network_mode = match launch.network {
-            Network::Bridge => self.ensure_network().await?,
-            Network::Host => "host".to_string(),
+        let (network_mode, resolver) = match launch.network {
+            Network::Bridge => {
+                let id = self.ensure_network().await?;
+                let resolver = self.resolver(&id).await?;
+                (id, resolver)
+            }
+            Network::Host => ("host".to_string(), None),
         };
         let mut env: Vec<String> = launch
             .environment
@@ -252,6 +293,7 @@ impl DockerContainerizer {
             .collect();
         let host_config = HostConfig {
             network_mode: Some(network_mode),
+            dns: resolver.map(|ip| vec![ip]),
             port_bindings: (launch.network == Network::Bridge && !launch.ports.is_empty())
                 .then_some(port_bindings),
             nano_cpus: (launch.cpus > 0.0).then_some((launch.cpus * 1e9) as i64),
@@ -664,7 +706,8 @@ pub fn import_busybox_image(tag: &str) -> Result<(), String> {
     std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
     std::fs::copy("/bin/busybox", bin.join("busybox")).map_err(|e| e.to_string())?;
     for tool in [
-        "sh", "sleep", "echo", "cat", "env", "hostname", "true", "false", "test", "ls",
+        "sh", "sleep", "echo", "cat", "env", "hostname", "true", "false", "test", "ls", "nslookup",
+        "ping",
     ] {
         let link = bin.join(tool);
         if !link.exists() {

@@ -1,0 +1,349 @@
+//! The cluster as the leading master's operator event stream tells it, and the zone of its running
+//! tasks. A `SUBSCRIBED` record replaces everything (a new stream, after a failover or a restart
+//! of either side, starts with one); `TASK_ADDED`, `TASK_UPDATED`, `AGENT_ADDED` and
+//! `FRAMEWORK_ADDED` change it. While no stream is open the last zone stays: a master failover
+//! does not make running tasks vanish from DNS.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use drover_core::Env;
+use serde_json::Value as Json;
+use tokio::sync::watch;
+
+use crate::zone::{Task, Zone};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct TaskView {
+    name: String,
+    framework_id: String,
+    agent_id: String,
+    state: String,
+    hostname: Option<String>,
+    addresses: Vec<Ipv4Addr>,
+    ports: Vec<u16>,
+}
+
+/// What the stream has said so far.
+#[derive(Clone, Debug, Default)]
+pub struct View {
+    /// Agent id → its address (from its pid), when it is an IPv4 address.
+    agents: BTreeMap<String, Option<Ipv4Addr>>,
+    /// Framework id → name.
+    frameworks: BTreeMap<String, String>,
+    /// Task id → the task.
+    tasks: BTreeMap<String, TaskView>,
+}
+
+impl View {
+    /// Applies one record of the stream; `true` when the zone may have changed.
+    pub fn apply(&mut self, record: &Json) -> bool {
+        match record["type"].as_str() {
+            Some("SUBSCRIBED") => {
+                let state = &record["subscribed"]["get_state"];
+                *self = View::default();
+                for agent in array(&state["get_agents"]["agents"]) {
+                    self.add_agent(agent);
+                }
+                for framework in array(&state["get_frameworks"]["frameworks"]) {
+                    self.add_framework(framework);
+                }
+                for task in array(&state["get_tasks"]["tasks"]) {
+                    self.add_task(task);
+                }
+                true
+            }
+            Some("TASK_ADDED") => {
+                self.add_task(&record["task_added"]["task"]);
+                true
+            }
+            Some("TASK_UPDATED") => {
+                let update = &record["task_updated"];
+                let status = &update["status"];
+                let Some(id) = status["task_id"]["value"].as_str() else {
+                    return false;
+                };
+                let Some(task) = self.tasks.get_mut(id) else {
+                    return false;
+                };
+                if let Some(state) = update["state"].as_str().or(status["state"].as_str()) {
+                    task.state = state.to_string();
+                }
+                let addresses = addresses(status);
+                if !addresses.is_empty() {
+                    task.addresses = addresses;
+                }
+                if is_terminal(&task.state) {
+                    self.tasks.remove(id);
+                }
+                true
+            }
+            Some("AGENT_ADDED") => {
+                self.add_agent(&record["agent_added"]["agent"]);
+                true
+            }
+            Some("FRAMEWORK_ADDED") => {
+                self.add_framework(&record["framework_added"]["framework"]);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn add_agent(&mut self, agent: &Json) {
+        let Some(id) = agent["agent_info"]["id"]["value"].as_str() else {
+            return;
+        };
+        // `slave(1)@10.0.0.5:5051`
+        let address = agent["pid"]
+            .as_str()
+            .and_then(|pid| pid.rsplit_once('@'))
+            .and_then(|(_, at)| at.rsplit_once(':'))
+            .and_then(|(host, _)| host.parse().ok());
+        self.agents.insert(id.to_string(), address);
+    }
+
+    fn add_framework(&mut self, framework: &Json) {
+        let info = &framework["framework_info"];
+        if let (Some(id), Some(name)) = (info["id"]["value"].as_str(), info["name"].as_str()) {
+            self.frameworks.insert(id.to_string(), name.to_string());
+        }
+    }
+
+    fn add_task(&mut self, task: &Json) {
+        let Some(id) = task["task_id"]["value"].as_str() else {
+            return;
+        };
+        let state = task["state"].as_str().unwrap_or("TASK_STAGING").to_string();
+        if is_terminal(&state) {
+            self.tasks.remove(id);
+            return;
+        }
+        let hostname = array(&task["container"]["docker"]["parameters"])
+            .iter()
+            .find(|p| matches!(p["key"].as_str(), Some("hostname" | "h")))
+            .and_then(|p| p["value"].as_str())
+            .map(str::to_string);
+        let addresses = array(&task["statuses"])
+            .last()
+            .map(addresses)
+            .unwrap_or_default();
+        let mut ports = Vec::new();
+        for resource in array(&task["resources"]) {
+            if resource["name"] == "ports" {
+                for range in array(&resource["ranges"]["range"]) {
+                    let (Some(begin), Some(end)) = (range["begin"].as_u64(), range["end"].as_u64())
+                    else {
+                        continue;
+                    };
+                    ports.extend(
+                        (begin..=end.min(begin + 64)).filter_map(|p| u16::try_from(p).ok()),
+                    );
+                }
+            }
+        }
+        self.tasks.insert(
+            id.to_string(),
+            TaskView {
+                name: task["name"].as_str().unwrap_or(id).to_string(),
+                framework_id: task["framework_id"]["value"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                agent_id: task["agent_id"]["value"].as_str().unwrap_or("").to_string(),
+                state,
+                hostname,
+                addresses,
+                ports,
+            },
+        );
+    }
+
+    /// The zone of the running tasks.
+    pub fn zone(&self) -> Zone {
+        let tasks: Vec<Task> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.state == "TASK_RUNNING")
+            .map(|(id, t)| {
+                let framework = self
+                    .frameworks
+                    .get(&t.framework_id)
+                    .cloned()
+                    .unwrap_or_default();
+                let name = if framework == "marathon" {
+                    marathon_name(&t.name, id)
+                } else {
+                    t.name.clone()
+                };
+                (id, t, framework, name)
+            })
+            .map(|(id, t, framework, name)| Task {
+                id: id.clone(),
+                name,
+                framework,
+                hostname: t.hostname.clone(),
+                addresses: t.addresses.clone(),
+                agent: self.agents.get(&t.agent_id).copied().flatten(),
+                ports: t.ports.clone(),
+            })
+            .collect();
+        Zone::build(&tasks, None, &[])
+    }
+}
+
+/// Marathon's task ids are `APP_PATH.UUID` (`arm-demo_group1_ubuntu1.6aa27ac3-...`): the app's
+/// path is the id's part before the last `.`, with `_` for `/` (app ids have no `_`).
+fn marathon_name(name: &str, id: &str) -> String {
+    match id.rsplit_once('.') {
+        Some((path, _)) if !path.is_empty() => format!("/{}", path.replace('_', "/")),
+        _ => name.to_string(),
+    }
+}
+
+fn array(value: &Json) -> &[Json] {
+    value.as_array().map(Vec::as_slice).unwrap_or(&[])
+}
+
+fn addresses(status: &Json) -> Vec<Ipv4Addr> {
+    array(&status["container_status"]["network_infos"])
+        .iter()
+        .flat_map(|n| array(&n["ip_addresses"]))
+        .filter_map(|a| a["ip_address"].as_str()?.parse().ok())
+        .collect()
+}
+
+fn is_terminal(state: &str) -> bool {
+    matches!(
+        state,
+        "TASK_FINISHED"
+            | "TASK_FAILED"
+            | "TASK_KILLED"
+            | "TASK_LOST"
+            | "TASK_ERROR"
+            | "TASK_DROPPED"
+            | "TASK_GONE"
+            | "TASK_GONE_BY_OPERATOR"
+    )
+}
+
+/// Follows `records` (the operator stream) into `zone`, publishing each change; ends with the
+/// stream.
+pub async fn follow(
+    mut records: tokio::sync::mpsc::Receiver<Json>,
+    zone: watch::Sender<Arc<Zone>>,
+    env: Env,
+) {
+    let mut view = View::default();
+    while let Some(record) = records.recv().await {
+        if view.apply(&record) {
+            let next = view.zone();
+            if **zone.borrow() != next {
+                env.emit(
+                    drover_core::Event::new("dns_zone")
+                        .with("names", next.a.len() + next.srv.len()),
+                );
+                let _ = zone.send(Arc::new(next));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn task(id: &str, state: &str, ip: Option<&str>) -> Json {
+        let statuses = match ip {
+            Some(ip) => json!([{"task_id": {"value": id}, "state": state,
+                "container_status": {"network_infos": [{"ip_addresses": [{"ip_address": ip}]}]}}]),
+            None => json!([]),
+        };
+        json!({
+            "name": "arm-demo.group1.ubuntu1", "task_id": {"value": id},
+            "framework_id": {"value": "F1"}, "agent_id": {"value": "S1"}, "state": state,
+            "resources": [{"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 31000, "end": 31000}]}}],
+            "statuses": statuses,
+            "container": {"type": "DOCKER", "docker": {"image": "ubuntu:16.04", "network": "BRIDGE",
+                "parameters": [{"key": "hostname", "value": "ubuntu1.weave.local"}]}},
+        })
+    }
+
+    fn subscribed(tasks: Vec<Json>) -> Json {
+        json!({"type": "SUBSCRIBED", "subscribed": {"get_state": {
+            "get_agents": {"agents": [{"agent_info": {"id": {"value": "S1"}, "hostname": "od1000-0"},
+                "pid": "slave(1)@192.168.1.10:5051"}]},
+            "get_frameworks": {"frameworks": [{"framework_info": {"id": {"value": "F1"}, "name": "marathon"}}]},
+            "get_tasks": {"tasks": tasks},
+        }}})
+    }
+
+    fn updated(id: &str, state: &str, ip: Option<&str>) -> Json {
+        let mut status = json!({"task_id": {"value": id}, "state": state});
+        if let Some(ip) = ip {
+            status["container_status"] =
+                json!({"network_infos": [{"ip_addresses": [{"ip_address": ip}]}]});
+        }
+        json!({"type": "TASK_UPDATED", "task_updated": {"framework_id": {"value": "F1"},
+            "status": status, "state": state}})
+    }
+
+    #[test]
+    fn running_tasks_are_named_and_ended_ones_go() {
+        let a = "arm-demo_group1_ubuntu1.aaaa";
+        let b = "arm-demo_group1_ubuntu1.bbbb";
+        let mut view = View::default();
+        assert!(view.apply(&subscribed(vec![task(
+            a,
+            "TASK_RUNNING",
+            Some("10.32.0.2")
+        )])));
+        assert_eq!(
+            view.zone().a["ubuntu1"],
+            vec!["10.32.0.2".parse::<Ipv4Addr>().unwrap()]
+        );
+        assert_eq!(
+            view.zone().a["ubuntu1-group1-arm-demo.marathon.mesos"].len(),
+            1
+        );
+        // SRV on the agent's address.
+        let zone = view.zone();
+        let srv = &zone.srv["_ubuntu1-group1-arm-demo._tcp.marathon.mesos"];
+        assert_eq!(srv[0].port, 31000);
+        assert_eq!(
+            zone.a[&srv[0].target],
+            vec!["192.168.1.10".parse::<Ipv4Addr>().unwrap()]
+        );
+        // A new one: staging is not yet a name; running with its address is.
+        view.apply(
+            &json!({"type": "TASK_ADDED", "task_added": {"task": task(b, "TASK_STAGING", None)}}),
+        );
+        assert_eq!(view.zone().a["ubuntu1"].len(), 1);
+        view.apply(&updated(b, "TASK_RUNNING", Some("10.32.0.3")));
+        assert_eq!(view.zone().a["ubuntu1"].len(), 2);
+        // The first ends: gone from the names at once.
+        view.apply(&updated(a, "TASK_KILLED", None));
+        assert_eq!(
+            view.zone().a["ubuntu1"],
+            vec!["10.32.0.3".parse::<Ipv4Addr>().unwrap()]
+        );
+        // A new stream's state replaces everything.
+        view.apply(&subscribed(vec![]));
+        assert!(view.zone().a.is_empty());
+        // Noise changes nothing.
+        assert!(!view.apply(&json!({"type": "HEARTBEAT"})));
+        assert!(!view.apply(&json!("garbage")));
+        assert!(!view.apply(&updated("nobody", "TASK_RUNNING", None)));
+    }
+
+    #[test]
+    fn marathon_task_ids_give_the_app_path() {
+        assert_eq!(
+            marathon_name("x", "arm-demo_group1_ubuntu1.6aa27ac3-8546"),
+            "/arm-demo/group1/ubuntu1"
+        );
+        assert_eq!(marathon_name("web", "plain"), "web");
+    }
+}
