@@ -295,6 +295,61 @@ fn parse_location(location: &str) -> Option<(String, u16)> {
     Some((host.to_string(), port.parse().ok()?))
 }
 
+/// Connects to `endpoint` and POSTs `body` to `path`: the response (a 307 already turned into
+/// `Outcome::Redirect`) and the connection's task, which the caller aborts when done.
+async fn post(
+    env: &Env,
+    endpoint: &(String, u16),
+    path: &str,
+    body: Vec<u8>,
+) -> Result<
+    (
+        http::Response<hyper::body::Incoming>,
+        tokio::task::JoinHandle<()>,
+    ),
+    Outcome,
+> {
+    let stream = env
+        .connect(&endpoint.0, endpoint.1, TIMEOUT)
+        .await
+        .map_err(|e| Outcome::Failed(e.to_string()))?;
+    let handshake = tokio::time::timeout(
+        TIMEOUT,
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)),
+    )
+    .await;
+    let Ok(Ok((mut sender, connection))) = handshake else {
+        return Err(Outcome::Failed("HTTP handshake failed".into()));
+    };
+    let connection = drover_core::env::spawn(async move {
+        let _ = connection.await;
+    });
+    let request = Request::post(path)
+        .header("host", format!("{}:{}", endpoint.0, endpoint.1))
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|_| Outcome::Failed("cannot build the request".into()))?;
+    let response = match tokio::time::timeout(TIMEOUT, sender.send_request(request)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => return Err(Outcome::Failed(e.to_string())),
+        Err(_) => return Err(Outcome::Failed(format!("POST {path} timed out"))),
+    };
+    if response.status().as_u16() == 307 {
+        let to = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_location);
+        connection.abort();
+        return Err(match to {
+            Some(to) => Outcome::Redirect(to),
+            None => Outcome::Failed("307 without a usable Location".into()),
+        });
+    }
+    Ok((response, connection))
+}
+
 async fn subscribe(
     driver: &Driver,
     endpoint: &(String, u16),
@@ -313,53 +368,17 @@ async fn subscribe(
         }
     });
     let env = &driver.env;
-    let stream = match env.connect(&endpoint.0, endpoint.1, TIMEOUT).await {
-        Ok(stream) => stream,
-        Err(e) => return Outcome::Failed(e.to_string()),
-    };
-    let handshake = tokio::time::timeout(
-        TIMEOUT,
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)),
-    )
-    .await;
-    let Ok(Ok((mut sender, connection))) = handshake else {
-        return Outcome::Failed("HTTP handshake failed".into());
-    };
-    let connection = drover_core::env::spawn(async move {
-        let _ = connection.await;
-    });
     let mut call = Driver::bare(CallType::Subscribe);
     call.framework_id = info.id.clone();
     call.subscribe = Some(v1::Subscribe {
         framework_info: info.clone(),
     });
     let body = serde_json::to_vec(&call).unwrap_or_default();
-    let Ok(request) = Request::post("/api/v1/scheduler")
-        .header("host", format!("{}:{}", endpoint.0, endpoint.1))
-        .header("content-type", "application/json")
-        .header("accept", "application/json")
-        .body(Full::new(Bytes::from(body)))
-    else {
-        return Outcome::Failed("cannot build the request".into());
-    };
-    let response = match tokio::time::timeout(TIMEOUT, sender.send_request(request)).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(e)) => return Outcome::Failed(e.to_string()),
-        Err(_) => return Outcome::Failed("SUBSCRIBE timed out".into()),
+    let (response, connection) = match post(env, endpoint, "/api/v1/scheduler", body).await {
+        Ok(answer) => answer,
+        Err(outcome) => return outcome,
     };
     let status = response.status().as_u16();
-    if status == 307 {
-        let to = response
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_location);
-        connection.abort();
-        return match to {
-            Some(to) => Outcome::Redirect(to),
-            None => Outcome::Failed("307 without a usable Location".into()),
-        };
-    }
     if status == 403 && info.id.is_some() {
         // The master removed this framework (torn down, or its failover timeout passed): its id
         // is never accepted again. Register anew; the application learns the new id from
@@ -525,51 +544,15 @@ async fn operator_stream(
             None => std::future::pending().await,
         }
     });
-    let stream = match env.connect(&endpoint.0, endpoint.1, TIMEOUT).await {
-        Ok(stream) => stream,
-        Err(e) => return Outcome::Failed(e.to_string()),
+    let body = br#"{"type":"SUBSCRIBE"}"#.to_vec();
+    let (response, connection) = match post(env, endpoint, "/api/v1", body).await {
+        Ok(answer) => answer,
+        Err(outcome) => return outcome,
     };
-    let handshake = tokio::time::timeout(
-        TIMEOUT,
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)),
-    )
-    .await;
-    let Ok(Ok((mut sender, connection))) = handshake else {
-        return Outcome::Failed("HTTP handshake failed".into());
-    };
-    let connection = drover_core::env::spawn(async move {
-        let _ = connection.await;
-    });
-    let Ok(request) = Request::post("/api/v1")
-        .header("host", format!("{}:{}", endpoint.0, endpoint.1))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(br#"{"type":"SUBSCRIBE"}"#)))
-    else {
-        return Outcome::Failed("cannot build the request".into());
-    };
-    let response = match tokio::time::timeout(TIMEOUT, sender.send_request(request)).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(e)) => return Outcome::Failed(e.to_string()),
-        Err(_) => return Outcome::Failed("SUBSCRIBE timed out".into()),
-    };
-    match response.status().as_u16() {
-        200 => {}
-        307 => {
-            let to = response
-                .headers()
-                .get("location")
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_location);
-            connection.abort();
-            return match to {
-                Some(to) => Outcome::Redirect(to),
-                None => Outcome::Failed("307 without a usable Location".into()),
-            };
-        }
-        status => {
-            connection.abort();
-            return Outcome::Failed(format!("SUBSCRIBE answered {status}"));
-        }
+    let status = response.status().as_u16();
+    if status != 200 {
+        connection.abort();
+        return Outcome::Failed(format!("SUBSCRIBE answered {status}"));
     }
     let mut body = response.into_body();
     let mut decoder = recordio::Decoder::default();
