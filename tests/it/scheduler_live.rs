@@ -513,6 +513,23 @@ fn dns_story(up: &Up) -> Result<(), String> {
     for ip in ubuntu1.iter().chain(&ubuntu2) {
         exec(&["ping", "-c", "1", "-W", "3", ip])?;
     }
+    // Mesos-DNS' HTTP API says the same.
+    let (status, hosts) = request(
+        8123,
+        "GET",
+        "/v1/hosts/ubuntu1-group1-arm-demo.marathon.mesos",
+        None,
+    )?;
+    let mut listed: Vec<String> = hosts
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h["ip"].as_str().map(str::to_string))
+        .collect();
+    listed.sort();
+    if status != 200 || listed != ubuntu1 {
+        return Err(format!("/v1/hosts: {status} {hosts}"));
+    }
     Ok(())
 }
 

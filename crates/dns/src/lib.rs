@@ -5,6 +5,7 @@
 
 pub mod answer;
 pub mod follow;
+pub mod http;
 pub mod zone;
 
 use std::sync::Arc;

@@ -21,6 +21,10 @@ pub struct DnsArgs {
     pub ip: IpAddr,
     #[arg(long, default_value_t = drover_dns::PORT)]
     pub port: u16,
+    /// Mesos-DNS' HTTP API (`/v1/hosts/{host}`, `/v1/services/{service}`, `/v1/config`,
+    /// `/v1/version`) on this TCP port of `--ip`; 0: none.
+    #[arg(long, default_value_t = drover_dns::http::PORT)]
+    pub http_port: u16,
 }
 
 pub async fn main(
@@ -33,26 +37,55 @@ pub async fn main(
     let socket = env.bind_udp(addr).await.with_context(|| {
         format!("listen for DNS on {addr} (port 53 needs root or CAP_NET_BIND_SERVICE)")
     })?;
+    let http = match args.http_port {
+        0 => None,
+        port => {
+            let addr = SocketAddr::new(args.ip, port);
+            Some(
+                env.bind(addr)
+                    .await
+                    .with_context(|| format!("listen for the HTTP API on {addr}"))?,
+            )
+        }
+    };
     tracing::info!(%addr, master = %args.master, "dns starting");
-    run(env, locator, socket, shutdown).await
+    let config = serde_json::json!({
+        "Masters": [args.master], "Port": args.port, "HTTPPort": args.http_port,
+        "Domain": drover_dns::zone::MESOS_DOMAIN, "TTL": drover_dns::answer::TTL,
+        "RefreshSeconds": 0, "Listener": args.ip.to_string(), "ExternalOn": false,
+    });
+    run(env, locator, socket, http.map(|l| (l, config)), shutdown).await
 }
 
-/// Follows the master and answers until `stop`.
+/// Follows the master and answers (and serves the HTTP API on `http`, with its config) until
+/// `stop`.
 pub async fn run(
     env: drover_core::Env,
     locator: Locator,
     socket: drover_core::env::Datagrams,
+    http: Option<(drover_core::env::Listener, serde_json::Value)>,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let (zone, current) = watch::channel(Arc::new(Zone::default()));
     let records = drover_master::client::follow_operator(env.clone(), locator);
     let following = drover_core::env::spawn(drover_dns::follow::follow(records, zone, env.clone()));
+    let api = http.map(|(listener, config)| {
+        let router = drover_dns::http::router(current.clone(), config);
+        drover_core::env::spawn(drover_core::http::serve(
+            listener,
+            router,
+            std::future::pending(),
+        ))
+    });
     let result = tokio::select! {
         biased;
         _ = stop => Ok(()),
         served = drover_dns::serve(env, socket, current) => served.context("dns"),
     };
     following.abort();
+    if let Some(api) = api {
+        api.abort();
+    }
     result
 }
 
@@ -75,7 +108,7 @@ pub fn role() -> Role {
                 .env
                 .bind_udp(SocketAddr::from(([0, 0, 0, 0], drover_dns::PORT)))
                 .await?;
-            run(context.env.clone(), locator, socket, async move {
+            run(context.env.clone(), locator, socket, None, async move {
                 context.shutdown.requested().await
             })
             .await?;

@@ -63,6 +63,9 @@ pub struct UpArgs {
     /// gateway); 0: no DNS. Where it cannot listen (port 53 needs root), `up` goes on without.
     #[arg(long, default_value_t = drover_dns::PORT)]
     pub dns_port: u16,
+    /// Mesos-DNS' HTTP API port (on `--ip`); 0: none.
+    #[arg(long, default_value_t = drover_dns::http::PORT)]
+    pub dns_http_port: u16,
     /// Every daemon's state lives under it (`coord/`, `master/`, `od1000-N/`); kept after the
     /// cluster stops. Default: a fresh directory under the system's temp dir, removed at the end.
     #[arg(long)]
@@ -308,6 +311,24 @@ pub async fn main(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     if let Err(why) = &dns_socket {
         tracing::warn!("no DNS for the tasks: {why}");
     }
+    // Mesos-DNS' HTTP API beside it, where its port is free.
+    let dns_api = match (&dns_socket, args.dns_http_port) {
+        (Ok(_), port) if port != 0 => {
+            let addr = std::net::SocketAddr::new(args.ip, port);
+            match dns_env.bind(addr).await {
+                Ok(listener) => Some((
+                    listener,
+                    serde_json::json!({"Masters": [plan.zk(agent::MASTER_ZK_PATH)],
+                        "Port": args.dns_port, "HTTPPort": port, "Domain": "mesos"}),
+                )),
+                Err(e) => {
+                    tracing::warn!("no DNS HTTP API on {addr}: {e}");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let agent_args: Vec<(String, agent::AgentArgs)> = plan
         .agents
         .iter()
@@ -348,7 +369,7 @@ pub async fn main(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
             drover_core::env::spawn_into(&mut daemons, async move {
                 (
                     "dns".into(),
-                    crate::dns::run(dns_env, locator, socket, down).await,
+                    crate::dns::run(dns_env, locator, socket, dns_api, down).await,
                 )
             });
             format!(
