@@ -530,6 +530,11 @@ fn dns_story(up: &Up) -> Result<(), String> {
     if status != 200 || listed != ubuntu1 {
         return Err(format!("/v1/hosts: {status} {hosts}"));
     }
+    // The master it follows is leader.mesos.
+    let (_, leader) = request(8123, "GET", "/v1/hosts/leader.mesos", None)?;
+    if leader[0]["ip"] != "127.0.0.1" {
+        return Err(format!("/v1/hosts/leader.mesos: {leader}"));
+    }
     Ok(())
 }
 

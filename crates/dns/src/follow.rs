@@ -12,6 +12,8 @@ use drover_core::Env;
 use serde_json::Value as Json;
 use tokio::sync::watch;
 
+use drover_master::client::OperatorRecord;
+
 use crate::zone::{Task, Zone};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -34,6 +36,8 @@ pub struct View {
     frameworks: BTreeMap<String, String>,
     /// Task id → the task.
     tasks: BTreeMap<String, TaskView>,
+    /// The leading master's address, when the stream is on one reached by an IPv4 address.
+    leader: Option<Ipv4Addr>,
 }
 
 impl View {
@@ -42,7 +46,10 @@ impl View {
         match record["type"].as_str() {
             Some("SUBSCRIBED") => {
                 let state = &record["subscribed"]["get_state"];
-                *self = View::default();
+                *self = View {
+                    leader: self.leader,
+                    ..View::default()
+                };
                 for agent in array(&state["get_agents"]["agents"]) {
                     self.add_agent(agent);
                 }
@@ -89,6 +96,15 @@ impl View {
             }
             _ => false,
         }
+    }
+
+    /// The stream is on the master at `host`: `leader.mesos` (and `master.mesos`, which names the
+    /// masters drover knows: the leader) when it is an IPv4 address.
+    pub fn set_leader(&mut self, host: &str) -> bool {
+        let leader = host.parse().ok();
+        let changed = leader != self.leader;
+        self.leader = leader;
+        changed
     }
 
     fn add_agent(&mut self, agent: &Json) {
@@ -189,7 +205,8 @@ impl View {
                 ports: t.ports.clone(),
             })
             .collect();
-        Zone::build(&tasks, None, &[])
+        let masters: Vec<Ipv4Addr> = self.leader.into_iter().collect();
+        Zone::build(&tasks, self.leader, &masters)
     }
 }
 
@@ -231,13 +248,17 @@ fn is_terminal(state: &str) -> bool {
 /// Follows `records` (the operator stream) into `zone`, publishing each change; ends with the
 /// stream.
 pub async fn follow(
-    mut records: tokio::sync::mpsc::Receiver<Json>,
+    mut records: tokio::sync::mpsc::Receiver<OperatorRecord>,
     zone: watch::Sender<Arc<Zone>>,
     env: Env,
 ) {
     let mut view = View::default();
     while let Some(record) = records.recv().await {
-        if view.apply(&record) {
+        let changed = match &record {
+            OperatorRecord::Opened { host, .. } => view.set_leader(host),
+            OperatorRecord::Record(record) => view.apply(record),
+        };
+        if changed {
             let next = view.zone();
             if **zone.borrow() != next {
                 env.emit(
@@ -329,9 +350,16 @@ mod tests {
             view.zone().a["ubuntu1"],
             vec!["10.32.0.3".parse::<Ipv4Addr>().unwrap()]
         );
-        // A new stream's state replaces everything.
+        // The master it follows is leader.mesos.
+        assert!(view.set_leader("192.168.1.5"));
+        assert_eq!(
+            view.zone().a["leader.mesos"],
+            vec!["192.168.1.5".parse::<Ipv4Addr>().unwrap()]
+        );
+        assert!(!view.set_leader("192.168.1.5"));
+        // A new stream's state replaces everything but the leader.
         view.apply(&subscribed(vec![]));
-        assert!(view.zone().a.is_empty());
+        assert_eq!(view.zone().a.len(), 2, "{:?}", view.zone());
         // Noise changes nothing.
         assert!(!view.apply(&json!({"type": "HEARTBEAT"})));
         assert!(!view.apply(&json!("garbage")));

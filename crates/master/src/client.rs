@@ -496,12 +496,21 @@ async fn subscribe(
     outcome
 }
 
+/// What [`follow_operator`] gives.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OperatorRecord {
+    /// A stream is open on the leading master, reached at this host and port.
+    Opened { host: String, port: u16 },
+    /// One record of the stream.
+    Record(serde_json::Value),
+}
+
 /// Follows the leading master's operator API event stream (`/api/v1` SUBSCRIBE): every record
 /// as JSON, in order, across failovers (the leader is found again, redirects are followed, and a
 /// stream that ends or stays silent for three heartbeats is opened anew). Each new stream starts
 /// with a `SUBSCRIBED` record carrying the whole state, so a follower rebuilds from it. Ends when
 /// the receiver is dropped.
-pub fn follow_operator(env: Env, locator: Locator) -> mpsc::Receiver<serde_json::Value> {
+pub fn follow_operator(env: Env, locator: Locator) -> mpsc::Receiver<OperatorRecord> {
     let (tx, rx) = mpsc::channel(1024);
     drover_core::env::spawn(async move {
         let mut zk = None;
@@ -533,7 +542,7 @@ pub fn follow_operator(env: Env, locator: Locator) -> mpsc::Receiver<serde_json:
 async fn operator_stream(
     env: &Env,
     endpoint: &(String, u16),
-    records: &mpsc::Sender<serde_json::Value>,
+    records: &mpsc::Sender<OperatorRecord>,
     leader_gone: Option<WatchFuture>,
 ) -> Outcome {
     let mut leader_gone = std::pin::pin!(async move {
@@ -553,6 +562,14 @@ async fn operator_stream(
     if status != 200 {
         connection.abort();
         return Outcome::Failed(format!("SUBSCRIBE answered {status}"));
+    }
+    let opened = OperatorRecord::Opened {
+        host: endpoint.0.clone(),
+        port: endpoint.1,
+    };
+    if records.send(opened).await.is_err() {
+        connection.abort();
+        return Outcome::Streamed;
     }
     let mut body = response.into_body();
     let mut decoder = recordio::Decoder::default();
@@ -582,7 +599,7 @@ async fn operator_stream(
             if let Some(seconds) = value["subscribed"]["heartbeat_interval_seconds"].as_f64() {
                 silence = Duration::from_secs_f64(seconds.clamp(1.0, 600.0) * 3.0);
             }
-            if records.send(value).await.is_err() {
+            if records.send(OperatorRecord::Record(value)).await.is_err() {
                 break 'stream Outcome::Streamed;
             }
         }
