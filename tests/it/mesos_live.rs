@@ -529,7 +529,9 @@ async fn a_docker_task_runs_through_master_and_agent() -> Result<(), String> {
                                 docker_task(
                                     "ok",
                                     IMAGE,
-                                    "test \"$PORT0\" = 31005 && test \"$PORT\" = 31005",
+                                    // Alive for a moment: a container that has already exited
+                                    // has no address left to report.
+                                    "test \"$PORT0\" = 31005 && test \"$PORT\" = 31005 && sleep 2",
                                     &offer,
                                 ),
                                 v1::TaskInfo {
