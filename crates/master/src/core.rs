@@ -613,7 +613,6 @@ impl Master {
         if !same {
             task.in_flight = Some((update.clone(), None));
         }
-        let changed = status.clone();
         if update.state.is_terminal() && !was_terminal {
             let resources = task.resources.clone();
             if std::mem::take(&mut task.counted) {
@@ -622,7 +621,7 @@ impl Master {
             *self.counters.terminal.entry(update.state).or_default() += 1;
             self.allocate_soon = true;
         }
-        self.operator_task_updated(&key, &changed);
+        self.operator_task_updated(&key, &status);
         // A framework that is gone acknowledges nothing: the master does, so the agent's stream
         // for the task ends.
         if self.frameworks.get(&key.0).is_none_or(|f| f.completed) {
@@ -1910,16 +1909,21 @@ mod tests {
         serde_json::from_value(json).expect("a valid call")
     }
 
-    fn events(rx: &mut mpsc::Receiver<Bytes>) -> Vec<Event> {
+    /// The records sent on a stream so far, each decoded as `T`.
+    fn records<T: serde::de::DeserializeOwned>(rx: &mut mpsc::Receiver<Bytes>) -> Vec<T> {
         let mut decoder = drover_core::recordio::Decoder::default();
         while let Ok(bytes) = rx.try_recv() {
             decoder.feed(&bytes);
         }
         let mut out = Vec::new();
         while let Ok(Some(record)) = decoder.next_record() {
-            out.push(serde_json::from_slice(&record).expect("an event"));
+            out.push(serde_json::from_slice(&record).expect("a record"));
         }
         out
+    }
+
+    fn events(rx: &mut mpsc::Receiver<Bytes>) -> Vec<Event> {
+        records(rx)
     }
 
     fn messages(rx: &mut mpsc::Receiver<MasterMessage>) -> Vec<MasterMessage> {
@@ -2104,15 +2108,7 @@ mod tests {
 
     /// The operator API's records, as JSON.
     fn operator_events(rx: &mut mpsc::Receiver<Bytes>) -> Vec<serde_json::Value> {
-        let mut decoder = drover_core::recordio::Decoder::default();
-        while let Ok(bytes) = rx.try_recv() {
-            decoder.feed(&bytes);
-        }
-        let mut out = Vec::new();
-        while let Ok(Some(record)) = decoder.next_record() {
-            out.push(serde_json::from_slice(&record).expect("a record"));
-        }
-        out
+        records(rx)
     }
 
     #[test]

@@ -1015,57 +1015,10 @@ mod tests {
     use crate::core::{Loaded, Tuning};
     use drover_master::client::Locator;
 
-    /// An app: Marathon's `App` type and `AppInfo` additions, and the legacy keys Marathon 1.x
-    /// still writes (`ports`, `uris`, `storeUrls`); each one the client's `MarathonApp` takes.
-    const APP: &[&str] = &[
-        "id",
-        "cmd",
-        "args",
-        "user",
-        "env",
-        "instances",
-        "cpus",
-        "mem",
-        "disk",
-        "gpus",
-        "executor",
-        "constraints",
-        "uris",
-        "fetch",
-        "storeUrls",
-        "backoffSeconds",
-        "backoffFactor",
-        "maxLaunchDelaySeconds",
-        "container",
-        "healthChecks",
-        "readinessChecks",
-        "dependencies",
-        "upgradeStrategy",
-        "labels",
-        "acceptedResourceRoles",
-        "version",
-        "versionInfo",
-        "taskKillGracePeriodSeconds",
-        "unreachableStrategy",
-        "killSelection",
-        "ports",
-        "portDefinitions",
-        "requirePorts",
-        "ipAddress",
-        "residency",
-        "secrets",
-        "networks",
-        "role",
-        "tasksRunning",
-        "tasksStaged",
-        "tasksHealthy",
-        "tasksUnhealthy",
-        "deployments",
-        "tasks",
-        "lastTaskFailure",
-        "taskStats",
-        "readinessCheckResults",
-    ];
+    /// An app's keys beyond [`APP_ALWAYS`] and its [`APP_EMBEDS`]: Marathon's `App` type and
+    /// `AppInfo` additions, and the legacy keys Marathon 1.x still writes (`ports`, `uris`,
+    /// `storeUrls`, in `APP_ALWAYS`); each one the client's `MarathonApp` takes.
+    const APP_MORE: &[&str] = &["ipAddress", "residency", "secrets", "networks", "role"];
     /// What every app answer has.
     const APP_ALWAYS: &[&str] = &[
         "id",
@@ -1108,35 +1061,16 @@ mod tests {
         "tasksHealthy",
         "tasksUnhealthy",
     ];
-    const APP_EMBEDS: &[&str] = &[
-        "tasksRunning",
-        "tasksStaged",
-        "tasksHealthy",
-        "tasksUnhealthy",
+    /// `embed`ded parts of an app: the [`COUNTS`] and these.
+    const EMBEDS_MORE: &[&str] = &[
         "deployments",
         "tasks",
         "lastTaskFailure",
         "taskStats",
         "readinessCheckResults",
     ];
-    const TASK: &[&str] = &[
-        "id",
-        "appId",
-        "host",
-        "slaveId",
-        "ports",
-        "servicePorts",
-        "ipAddresses",
-        "stagedAt",
-        "startedAt",
-        "version",
-        "state",
-        "healthCheckResults",
-        "localVolumes",
-        "region",
-        "zone",
-        "role",
-    ];
+    /// A task's keys beyond [`TASK_ALWAYS`].
+    const TASK_MORE: &[&str] = &["localVolumes", "region", "zone", "role"];
     const TASK_ALWAYS: &[&str] = &[
         "id",
         "appId",
@@ -1384,7 +1318,7 @@ mod tests {
     }
 
     fn check_task(t: &Value, what: &str) {
-        keys(t, what, TASK, TASK_ALWAYS);
+        keys(t, what, &[TASK_ALWAYS, TASK_MORE].concat(), TASK_ALWAYS);
         for ip in each(&t["ipAddresses"], what) {
             keys(ip, what, IP_ADDRESS, IP_ADDRESS);
         }
@@ -1396,7 +1330,8 @@ mod tests {
     /// An app definition (and the `embed`ded parts it has), with everything nested in it.
     fn check_app(app: &Value, what: &str, always: &[&str]) {
         let what = &format!("{what} {}", app["id"]);
-        keys(app, what, APP, &[APP_ALWAYS, always].concat());
+        let allowed = [APP_ALWAYS, APP_MORE, COUNTS, EMBEDS_MORE].concat();
+        keys(app, what, &allowed, &[APP_ALWAYS, always].concat());
         keys(&app["versionInfo"], what, VERSION_INFO, VERSION_INFO);
         keys(
             &app["upgradeStrategy"],
@@ -1453,7 +1388,7 @@ mod tests {
         keys(g, what, GROUP, GROUP);
         for app in each(&g["apps"], what) {
             check_app(app, what, always);
-            for k in APP_EMBEDS {
+            for k in COUNTS.iter().chain(EMBEDS_MORE) {
                 assert!(
                     always.contains(k) || app.get(*k).is_none(),
                     "{what}: `{k}` was not asked for: {app}"
@@ -1557,19 +1492,7 @@ mod tests {
     }
 
     fn offer(n: u32) -> drover_core::v1::Offer {
-        serde_json::from_value(json!({
-            "id": {"value": format!("o{n}")},
-            "framework_id": {"value": "f"},
-            "agent_id": {"value": format!("a{n}")},
-            "hostname": format!("od1000-{n}"),
-            "resources": [
-                {"name": "cpus", "type": "SCALAR", "scalar": {"value": 4.0}},
-                {"name": "mem", "type": "SCALAR", "scalar": {"value": 4096.0}},
-                {"name": "disk", "type": "SCALAR", "scalar": {"value": 100000.0}},
-                {"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 31000, "end": 31010}]}}
-            ]
-        }))
-        .expect("an offer")
+        crate::core::tests::offer(n, 4.0)
     }
 
     fn set_running(s: &mut Scheduler, fx: &mut Effects, task: &str) {
@@ -1675,7 +1598,7 @@ mod tests {
                 keys(r, "queue summary", DECLINED, DECLINED);
             }
             check_app(&item["app"], "queue item", &[]);
-            for k in APP_EMBEDS {
+            for k in COUNTS.iter().chain(EMBEDS_MORE) {
                 assert!(item["app"].get(*k).is_none(), "queue app with `{k}`");
             }
         }

@@ -2088,7 +2088,7 @@ fn scalar(name: &str, value: f64, role: &str) -> v1::Resource {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::group::UpdateMode;
     use crate::validation::parse_group;
@@ -2120,7 +2120,8 @@ mod tests {
         fx
     }
 
-    fn offer(n: u32, cpus: f64) -> v1::Offer {
+    /// An offer of agent `od1000-N` (also the API tests').
+    pub(crate) fn offer(n: u32, cpus: f64) -> v1::Offer {
         serde_json::from_value(json!({
             "id": {"value": format!("o{n}")},
             "framework_id": {"value": "f"},

@@ -740,6 +740,34 @@ impl Drop for SimDatagrams {
     }
 }
 
+/// Takes `wanted` in `ports` for `id`, or the next free ephemeral port when `wanted` is 0.
+fn claim(
+    next_port: &mut u16,
+    ports: &mut BTreeMap<u16, u64>,
+    wanted: u16,
+    id: u64,
+    what: &str,
+) -> io::Result<u16> {
+    let port = if wanted == 0 {
+        let mut port = *next_port;
+        while ports.contains_key(&port) {
+            port = port.checked_add(1).unwrap_or(FIRST_EPHEMERAL_PORT);
+        }
+        *next_port = port.checked_add(1).unwrap_or(FIRST_EPHEMERAL_PORT);
+        port
+    } else {
+        wanted
+    };
+    if ports.contains_key(&port) {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{what} {port} is in use"),
+        ));
+    }
+    ports.insert(port, id);
+    Ok(port)
+}
+
 impl Net for SimNet {
     fn bind_udp(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Datagrams>> {
         Box::pin(async move {
@@ -753,23 +781,13 @@ impl Net for SimNet {
                 .hosts
                 .get_mut(&self.owner.host)
                 .ok_or(io::ErrorKind::AddrNotAvailable)?;
-            let port = if addr.port() == 0 {
-                let mut port = host.next_port;
-                while host.udp.contains_key(&port) {
-                    port = port.checked_add(1).unwrap_or(FIRST_EPHEMERAL_PORT);
-                }
-                host.next_port = port.checked_add(1).unwrap_or(FIRST_EPHEMERAL_PORT);
-                port
-            } else {
-                addr.port()
-            };
-            if host.udp.contains_key(&port) {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("UDP port {port} is in use"),
-                ));
-            }
-            host.udp.insert(port, id);
+            let port = claim(
+                &mut host.next_port,
+                &mut host.udp,
+                addr.port(),
+                id,
+                "UDP port",
+            )?;
             world.inboxes.insert(
                 id,
                 Inbox {
@@ -799,23 +817,13 @@ impl Net for SimNet {
                 .hosts
                 .get_mut(&self.owner.host)
                 .ok_or(io::ErrorKind::AddrNotAvailable)?;
-            let port = if addr.port() == 0 {
-                let mut port = host.next_port;
-                while host.listeners.contains_key(&port) {
-                    port = port.checked_add(1).unwrap_or(FIRST_EPHEMERAL_PORT);
-                }
-                host.next_port = port.checked_add(1).unwrap_or(FIRST_EPHEMERAL_PORT);
-                port
-            } else {
-                addr.port()
-            };
-            if host.listeners.contains_key(&port) {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("port {port} is in use"),
-                ));
-            }
-            host.listeners.insert(port, id);
+            let port = claim(
+                &mut host.next_port,
+                &mut host.listeners,
+                addr.port(),
+                id,
+                "port",
+            )?;
             world.backlogs.insert(
                 id,
                 Backlog {

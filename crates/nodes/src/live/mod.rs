@@ -138,13 +138,7 @@ pub async fn run(scenario: &Scenario, place: Where) -> Result<LiveRun, String> {
     let docker = place == Where::Best && docker::engine_answers().await;
     if docker {
         let mut backend = docker::Containers::create(&run_id, &nodes).await?;
-        let result = play(scenario, judge, &nodes, &mut backend).await;
-        backend.clean().await;
-        result.map(|(outcome, skipped)| LiveRun {
-            outcome,
-            skipped,
-            how: "Docker containers",
-        })
+        play_then_clean(scenario, judge, &nodes, &mut backend, "Docker containers").await
     } else {
         let refused: Vec<String> = scenario
             .timeline
@@ -171,14 +165,25 @@ pub async fn run(scenario: &Scenario, place: Where) -> Result<LiveRun, String> {
             ));
         }
         let mut backend = process::Processes::create(&run_id, &dir, &nodes)?;
-        let result = play(scenario, judge, &nodes, &mut backend).await;
-        backend.clean().await;
-        result.map(|(outcome, skipped)| LiveRun {
-            outcome,
-            skipped,
-            how: "processes",
-        })
+        play_then_clean(scenario, judge, &nodes, &mut backend, "processes").await
     }
+}
+
+/// [`play`], then the backend removes what it made, however the play ended.
+async fn play_then_clean(
+    scenario: &Scenario,
+    judge: Judge<'_>,
+    nodes: &[NodeDirs],
+    backend: &mut impl Backend,
+    how: &'static str,
+) -> Result<LiveRun, String> {
+    let result = play(scenario, judge, nodes, backend).await;
+    backend.clean().await;
+    result.map(|(outcome, skipped)| LiveRun {
+        outcome,
+        skipped,
+        how,
+    })
 }
 
 /// Removes the run's folder, however the run ends.
