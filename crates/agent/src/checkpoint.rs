@@ -171,7 +171,14 @@ mod tests {
                 container: "abc".into(),
                 ip_addresses: vec!["172.18.0.5".into()],
             }),
-            Some(Handle::Sim { start_ms: 5 }),
+            Some(Handle::Sim {
+                start_ms: 5,
+                ip_addresses: Vec::new(),
+            }),
+            Some(Handle::Sim {
+                start_ms: 5,
+                ip_addresses: vec!["10.0.3.2".into()],
+            }),
         ] {
             let mut original = checkpoint(TaskState::TaskRunning);
             original.handle = handle;

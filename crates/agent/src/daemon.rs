@@ -674,6 +674,19 @@ impl Core {
             .and_then(|e| e.checkpoint.handle.as_ref())
             .map(|h| h.ip_addresses().to_vec())
             .unwrap_or_default();
+        // A container with an address of its own: the trace says where and by what name it is
+        // reached (what the DNS invariants check answers against).
+        let mut reached = Vec::new();
+        if state == TaskState::TaskRunning && !ip_addresses.is_empty() {
+            reached.push(("ip", ip_addresses.join(",")));
+            if let Some(name) = self
+                .tasks
+                .get(task_id)
+                .and_then(|e| crate::task::container_hostname(&e.checkpoint.task))
+            {
+                reached.push(("hostname", name));
+            }
+        }
         let update = StatusUpdate {
             task_id: task_id.to_string(),
             framework_id: framework_id.to_string(),
@@ -704,6 +717,9 @@ impl Core {
             .with("uuid", uuid);
         if let Some(healthy) = healthy {
             event = event.with("healthy", healthy);
+        }
+        for (key, value) in reached {
+            event = event.with(key, value);
         }
         self.env.emit(event);
         if let Some(update) = send {
@@ -1168,6 +1184,12 @@ impl Core {
                     framework: entry.checkpoint.framework.clone(),
                     task: entry.checkpoint.task.clone(),
                     state: entry.checkpoint.state,
+                    ip_addresses: entry
+                        .checkpoint
+                        .handle
+                        .as_ref()
+                        .map(|h| h.ip_addresses().to_vec())
+                        .unwrap_or_default(),
                 })
                 .collect(),
             None => Vec::new(),

@@ -73,6 +73,18 @@ pub fn task_id_of(task: &Json) -> Option<&str> {
     task.pointer("/task_id/value").and_then(Json::as_str)
 }
 
+/// The host name a Docker task's container sets (Marathon's `hostname` parameter, as
+/// `--hostname` of `docker run`), if any.
+pub fn container_hostname(task: &Json) -> Option<String> {
+    task.pointer("/container/docker/parameters")?
+        .as_array()?
+        .iter()
+        .rev()
+        .find(|p| matches!(p["key"].as_str(), Some("hostname" | "h")))
+        .and_then(|p| p["value"].as_str())
+        .map(str::to_string)
+}
+
 /// Reads a `TaskInfo` as the master forwarded it. `hostname` is the agent's (`HOST`).
 pub fn parse_task(task: &Json, framework_id: &str, hostname: &str) -> Result<LaunchSpec, String> {
     let info: TaskInfo = serde_path_to_error::deserialize(task.clone()).map_err(|e| {

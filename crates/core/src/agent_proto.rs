@@ -57,6 +57,9 @@ pub struct TaskReport {
     pub task: serde_json::Value,
     /// The latest state the agent saw (acknowledged or not).
     pub state: TaskState,
+    /// Its container's addresses, when it has some (a new leading master learns them here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_addresses: Vec<String>,
 }
 
 /// One status update of a task.

@@ -1,6 +1,8 @@
 //! One DNS query in, one answer out, from a [`Zone`]: the wire format is hickory-proto's, the
 //! decisions drover's. A and SRV (and ANY) for the names the zone has; NXDOMAIN for other names
-//! of drover's domains; REFUSED for the rest (no upstream resolver is configured); FORMERR for a
+//! of drover's domains (SERVFAIL while the zone has not been synced with a master yet, so that
+//! a resolver asks another server rather than cache a wrong NXDOMAIN); REFUSED for the rest,
+//! which [`serve`](crate::serve) forwards instead when it has upstream resolvers; FORMERR for a
 //! query that does not parse but has a header; NOTIMP for what is not a QUERY. Several A records
 //! come in an order drawn from the caller's RNG, so that clients spread over the tasks (WeaveDNS'
 //! load balancing). An answer that does not fit the client's size (512 bytes, or its EDNS size)
@@ -15,6 +17,19 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 
 use crate::zone::Zone;
+
+/// Whether `query` asks for a name outside drover's domains (what goes to upstream resolvers).
+pub fn is_foreign(query: &[u8]) -> bool {
+    let Ok(request) = Message::from_vec(query) else {
+        return false;
+    };
+    request.message_type() == MessageType::Query
+        && request.op_code() == OpCode::Query
+        && request.queries().first().is_some_and(|q| {
+            let name = q.name().to_lowercase().to_ascii();
+            !Zone::is_ours(name.trim_end_matches('.'))
+        })
+}
 
 /// How long clients may keep an answer: tasks come and go, so briefly (Mesos-DNS' default TTL).
 pub const TTL: u32 = 60;
@@ -66,6 +81,10 @@ pub fn answer(zone: &Zone, query: &[u8], rng: &mut impl Rng) -> Option<Vec<u8>> 
         .to_string();
     if !Zone::is_ours(&name) {
         reply.set_response_code(ResponseCode::Refused);
+        return reply.to_vec().ok();
+    }
+    if !zone.synced {
+        reply.set_response_code(ResponseCode::ServFail);
         return reply.to_vec().ok();
     }
     reply.set_authoritative(true);

@@ -1,11 +1,15 @@
 //! The cluster as the leading master's operator event stream tells it, and the zone of its running
 //! tasks. A `SUBSCRIBED` record replaces everything (a new stream, after a failover or a restart
-//! of either side, starts with one); `TASK_ADDED`, `TASK_UPDATED`, `AGENT_ADDED` and
-//! `FRAMEWORK_ADDED` change it. While no stream is open the last zone stays: a master failover
-//! does not make running tasks vanish from DNS.
+//! of either side, starts with one), except the tasks of agents the new master has not heard from
+//! again yet (its `recovered_agents`): those stay named until their agent re-registers (its
+//! tasks come back as TASK_ADDED before its AGENT_ADDED) or is removed. `TASK_ADDED`,
+//! `TASK_UPDATED`, `AGENT_ADDED`, `AGENT_REMOVED` and `FRAMEWORK_ADDED` change it. While no
+//! stream is open the last zone stays: a master failover does not make running tasks vanish from
+//! DNS. Agents and masters reached by name are looked up through the Env (the resolver live, the
+//! simulated network's hosts simulated).
 
-use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use drover_core::Env;
@@ -25,19 +29,25 @@ struct TaskView {
     hostname: Option<String>,
     addresses: Vec<Ipv4Addr>,
     ports: Vec<u16>,
+    /// Known from an earlier stream only: its agent has not re-registered with this master yet.
+    carried: bool,
 }
 
 /// What the stream has said so far.
 #[derive(Clone, Debug, Default)]
 pub struct View {
-    /// Agent id → its address (from its pid), when it is an IPv4 address.
-    agents: BTreeMap<String, Option<Ipv4Addr>>,
+    /// Agent id → the host its pid names (an address or a name).
+    agents: BTreeMap<String, String>,
     /// Framework id → name.
     frameworks: BTreeMap<String, String>,
     /// Task id → the task.
     tasks: BTreeMap<String, TaskView>,
-    /// The leading master's address, when the stream is on one reached by an IPv4 address.
-    leader: Option<Ipv4Addr>,
+    /// The leading master's host, as the stream was reached.
+    leader: Option<String>,
+    /// Host → its IPv4 address (`None`: it has none, or the lookup failed).
+    addresses: BTreeMap<String, Option<Ipv4Addr>>,
+    /// Whether a master's state has arrived.
+    subscribed: bool,
 }
 
 impl View {
@@ -46,10 +56,27 @@ impl View {
         match record["type"].as_str() {
             Some("SUBSCRIBED") => {
                 let state = &record["subscribed"]["get_state"];
-                *self = View {
-                    leader: self.leader,
-                    ..View::default()
-                };
+                let recovered: BTreeSet<&str> = array(&state["get_agents"]["recovered_agents"])
+                    .iter()
+                    .filter_map(|a| a["id"]["value"].as_str())
+                    .collect();
+                let old = std::mem::take(self);
+                self.leader = old.leader;
+                self.addresses = old.addresses;
+                self.subscribed = true;
+                for (id, mut task) in old.tasks {
+                    if recovered.contains(task.agent_id.as_str()) {
+                        task.carried = true;
+                        if let Some(host) = old.agents.get(&task.agent_id) {
+                            self.agents.insert(task.agent_id.clone(), host.clone());
+                        }
+                        if let Some(name) = old.frameworks.get(&task.framework_id) {
+                            self.frameworks
+                                .insert(task.framework_id.clone(), name.clone());
+                        }
+                        self.tasks.insert(id, task);
+                    }
+                }
                 for agent in array(&state["get_agents"]["agents"]) {
                     self.add_agent(agent);
                 }
@@ -87,7 +114,19 @@ impl View {
                 true
             }
             Some("AGENT_ADDED") => {
-                self.add_agent(&record["agent_added"]["agent"]);
+                let agent = &record["agent_added"]["agent"];
+                // Its tasks came just before it; what was carried and did not come is gone.
+                if let Some(id) = agent["agent_info"]["id"]["value"].as_str() {
+                    self.tasks.retain(|_, t| !(t.carried && t.agent_id == id));
+                }
+                self.add_agent(agent);
+                true
+            }
+            Some("AGENT_REMOVED") => {
+                let Some(id) = record["agent_removed"]["agent_id"]["value"].as_str() else {
+                    return false;
+                };
+                self.tasks.retain(|_, t| !(t.carried && t.agent_id == id));
                 true
             }
             Some("FRAMEWORK_ADDED") => {
@@ -99,12 +138,37 @@ impl View {
     }
 
     /// The stream is on the master at `host`: `leader.mesos` (and `master.mesos`, which names the
-    /// masters drover knows: the leader) when it is an IPv4 address.
+    /// masters drover knows: the leader).
     pub fn set_leader(&mut self, host: &str) -> bool {
-        let leader = host.parse().ok();
-        let changed = leader != self.leader;
-        self.leader = leader;
+        let changed = self.leader.as_deref() != Some(host);
+        self.leader = Some(host.to_string());
         changed
+    }
+
+    /// The hosts (agents', the leader's) whose addresses are not known yet.
+    pub fn unresolved(&self) -> Vec<String> {
+        let mut hosts: BTreeSet<&String> = self.agents.values().collect();
+        hosts.extend(self.leader.iter());
+        hosts
+            .into_iter()
+            .filter(|h| !self.addresses.contains_key(*h))
+            .cloned()
+            .collect()
+    }
+
+    /// What a lookup of `host` gave (its first IPv4 address, if any).
+    pub fn resolved(&mut self, host: &str, ips: &[IpAddr]) {
+        let v4 = ips.iter().find_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        });
+        self.addresses.insert(host.to_string(), v4);
+    }
+
+    fn address(&self, host: &str) -> Option<Ipv4Addr> {
+        host.parse()
+            .ok()
+            .or_else(|| self.addresses.get(host).copied().flatten())
     }
 
     fn add_agent(&mut self, agent: &Json) {
@@ -112,14 +176,24 @@ impl View {
             return;
         };
         // `slave(1)@10.0.0.5:5051`
-        let address = agent["pid"]
+        let host = agent["pid"]
             .as_str()
             .and_then(|pid| pid.rsplit_once('@'))
             .and_then(|(_, at)| at.rsplit_once(':'))
-            .and_then(|(host, _)| host.parse().ok());
-        self.agents.insert(id.to_string(), address);
+            .map(|(host, _)| host.to_string());
+        match host {
+            Some(host) => {
+                // A host that came back may have an address now.
+                if self.addresses.get(&host) == Some(&None) {
+                    self.addresses.remove(&host);
+                }
+                self.agents.insert(id.to_string(), host);
+            }
+            None => {
+                self.agents.remove(id);
+            }
+        }
     }
-
     fn add_framework(&mut self, framework: &Json) {
         let info = &framework["framework_info"];
         if let (Some(id), Some(name)) = (info["id"]["value"].as_str(), info["name"].as_str()) {
@@ -172,6 +246,7 @@ impl View {
                 hostname,
                 addresses,
                 ports,
+                carried: false,
             },
         );
     }
@@ -201,12 +276,16 @@ impl View {
                 framework,
                 hostname: t.hostname.clone(),
                 addresses: t.addresses.clone(),
-                agent: self.agents.get(&t.agent_id).copied().flatten(),
+                agent: self.agents.get(&t.agent_id).and_then(|h| self.address(h)),
                 ports: t.ports.clone(),
             })
             .collect();
-        let masters: Vec<Ipv4Addr> = self.leader.into_iter().collect();
-        Zone::build(&tasks, self.leader, &masters)
+        let leader = self.leader.as_deref().and_then(|h| self.address(h));
+        let masters: Vec<Ipv4Addr> = leader.into_iter().collect();
+        Zone {
+            synced: self.subscribed,
+            ..Zone::build(&tasks, leader, &masters)
+        }
     }
 }
 
@@ -254,16 +333,22 @@ pub async fn follow(
 ) {
     let mut view = View::default();
     while let Some(record) = records.recv().await {
-        let changed = match &record {
+        let mut changed = match &record {
             OperatorRecord::Opened { host, .. } => view.set_leader(host),
             OperatorRecord::Record(record) => view.apply(record),
         };
+        for host in view.unresolved() {
+            let ips = env.lookup(&host).await.unwrap_or_default();
+            view.resolved(&host, &ips);
+            changed = true;
+        }
         if changed {
             let next = view.zone();
             if **zone.borrow() != next {
                 env.emit(
                     drover_core::Event::new("dns_zone")
-                        .with("names", next.a.len() + next.srv.len()),
+                        .with("names", next.a.len() + next.srv.len())
+                        .with("synced", next.synced),
                 );
                 let _ = zone.send(Arc::new(next));
             }
@@ -364,6 +449,72 @@ mod tests {
         assert!(!view.apply(&json!({"type": "HEARTBEAT"})));
         assert!(!view.apply(&json!("garbage")));
         assert!(!view.apply(&updated("nobody", "TASK_RUNNING", None)));
+    }
+
+    #[test]
+    fn a_new_master_keeps_the_tasks_of_agents_not_back_yet() {
+        let a = "arm-demo_group1_ubuntu1.aaaa";
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let mut view = View::default();
+        view.apply(&subscribed(vec![task(
+            a,
+            "TASK_RUNNING",
+            Some("10.32.0.2"),
+        )]));
+        // A failover: the new master knows S1 from its registry only.
+        let mut failover = subscribed(vec![]);
+        failover["subscribed"]["get_state"]["get_agents"] = json!({"agents": [], "recovered_agents": [{"id": {"value": "S1"}, "hostname": "od1000-0"}]});
+        view.apply(&failover);
+        assert_eq!(view.zone().a["ubuntu1"], vec![ip("10.32.0.2")]);
+        let agent = json!({"type": "AGENT_ADDED", "agent_added": {"agent": {
+            "agent_info": {"id": {"value": "S1"}}, "pid": "slave(1)@192.168.1.10:5051"}}});
+        // S1 re-registers with the task: still named, and no longer carried.
+        view.apply(&json!({"type": "TASK_ADDED", "task_added": {"task": task(a, "TASK_RUNNING", Some("10.32.0.2"))}}));
+        view.apply(&agent);
+        assert_eq!(view.zone().a["ubuntu1"], vec![ip("10.32.0.2")]);
+        view.apply(&failover);
+        assert!(view.zone().a.contains_key("ubuntu1"));
+        // S1 re-registers without it: the task ended while nobody watched.
+        view.apply(&agent);
+        assert!(!view.zone().a.contains_key("ubuntu1"), "{:?}", view.zone());
+        // An agent that never comes back is removed, and its carried tasks with it.
+        view.apply(&subscribed(vec![task(
+            a,
+            "TASK_RUNNING",
+            Some("10.32.0.2"),
+        )]));
+        view.apply(&failover);
+        assert!(view.zone().a.contains_key("ubuntu1"));
+        view.apply(
+            &json!({"type": "AGENT_REMOVED", "agent_removed": {"agent_id": {"value": "S1"}}}),
+        );
+        assert!(!view.zone().a.contains_key("ubuntu1"));
+    }
+
+    #[test]
+    fn hosts_named_by_name_are_looked_up() {
+        let mut state = subscribed(vec![task("web.1234abcd", "TASK_RUNNING", None)]);
+        state["subscribed"]["get_state"]["get_agents"]["agents"][0]["pid"] =
+            json!("slave(1)@od1000-0:5051");
+        let mut view = View::default();
+        view.apply(&state);
+        view.set_leader("master-1");
+        assert_eq!(view.unresolved(), vec!["master-1", "od1000-0"]);
+        let zone = view.zone();
+        assert!(!zone.knows("leader.mesos"));
+        assert!(zone.srv.is_empty(), "no agent address, no SRV: {zone:?}");
+        view.resolved("od1000-0", &["192.168.0.4".parse().unwrap()]);
+        view.resolved("master-1", &["::1".parse().unwrap()]);
+        assert!(view.unresolved().is_empty());
+        let zone = view.zone();
+        assert_eq!(
+            zone.a["web.marathon.mesos"],
+            vec!["192.168.0.4".parse::<Ipv4Addr>().unwrap()]
+        );
+        assert!(
+            !zone.knows("leader.mesos"),
+            "no IPv4 address for the master"
+        );
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct Service {
 pub struct Zone {
     pub a: BTreeMap<String, Vec<Ipv4Addr>>,
     pub srv: BTreeMap<String, Vec<Service>>,
+    /// Whether it comes from a master's state: until then (a DNS just started) there is nothing
+    /// to say, not a list of names that do not exist.
+    pub synced: bool,
 }
 
 /// `/arm-demo/group1/ubuntu1` → `ubuntu1-group1-arm-demo`: Mesos-DNS' name for a Marathon app
@@ -80,7 +83,10 @@ fn label(text: &str) -> String {
 impl Zone {
     /// The names of `tasks`, of the leading master (`leader`) and of every master.
     pub fn build(tasks: &[Task], leader: Option<Ipv4Addr>, masters: &[Ipv4Addr]) -> Zone {
-        let mut zone = Zone::default();
+        let mut zone = Zone {
+            synced: true,
+            ..Zone::default()
+        };
         if let Some(leader) = leader {
             zone.add_a(&format!("leader.{MESOS_DOMAIN}"), leader);
         }

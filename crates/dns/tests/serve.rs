@@ -69,7 +69,7 @@ async fn a_live_server_answers_real_clients_and_follows_its_zone() {
     let socket = env.bind_udp("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let port = socket.local_addr().unwrap().port();
     let (set, current) = tokio::sync::watch::channel(zone(&["10.32.0.2", "10.32.0.3"]));
-    let server = tokio::spawn(drover_dns::serve(env, socket, current));
+    let server = tokio::spawn(drover_dns::serve(env, socket, current, Vec::new()));
 
     let reply = tokio::task::spawn_blocking(move || ask(port, "ubuntu1.weave.local."))
         .await
@@ -126,6 +126,68 @@ async fn a_live_server_answers_real_clients_and_follows_its_zone() {
         .await
         .unwrap();
     assert_eq!(reply.response_code(), ResponseCode::NXDomain);
+    server.abort();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A stand-in for an upstream resolver on 127.0.0.1: answers each query with one A record.
+fn upstream(answer: Ipv4Addr) -> (u16, std::thread::JoinHandle<()>) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let thread = std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        let Ok((n, from)) = socket.recv_from(&mut buf) else {
+            return;
+        };
+        let query = Message::from_vec(&buf[..n]).unwrap();
+        let mut reply = Message::new();
+        reply
+            .set_id(query.id())
+            .set_message_type(MessageType::Response)
+            .set_op_code(OpCode::Query)
+            .add_query(query.queries()[0].clone())
+            .add_answer(hickory_proto::rr::Record::from_rdata(
+                query.queries()[0].name().clone(),
+                30,
+                RData::A(hickory_proto::rr::rdata::A(answer)),
+            ));
+        socket.send_to(&reply.to_vec().unwrap(), from).unwrap();
+    });
+    (port, thread)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_outside_its_domains_go_to_the_upstream_resolvers_in_turn() {
+    let dir = std::env::temp_dir().join(format!("drover-dns-up-{}", std::process::id()));
+    let env = drover_core::env::live::env("dns", &dir, Some(1));
+    let socket = env.bind_udp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let port = socket.local_addr().unwrap().port();
+    // The first upstream never answers (nothing listens there); the second does.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let (answering, thread) = upstream(Ipv4Addr::new(192, 0, 2, 7));
+    let upstreams = vec![
+        std::net::SocketAddr::from(([127, 0, 0, 1], silent_port)),
+        std::net::SocketAddr::from(([127, 0, 0, 1], answering)),
+    ];
+    let (_set, current) = tokio::sync::watch::channel(zone(&["10.32.0.2"]));
+    let server = tokio::spawn(drover_dns::serve(env, socket, current, upstreams));
+    let reply = tokio::task::spawn_blocking(move || ask(port, "example.org."))
+        .await
+        .unwrap();
+    assert_eq!(reply.id(), 7);
+    assert_eq!(reply.response_code(), ResponseCode::NoError);
+    assert_eq!(addresses(&reply), vec![Ipv4Addr::new(192, 0, 2, 7)]);
+    // Its own names it still answers itself.
+    let reply = tokio::task::spawn_blocking(move || ask(port, "ubuntu1."))
+        .await
+        .unwrap();
+    assert_eq!(addresses(&reply), vec![Ipv4Addr::new(10, 32, 0, 2)]);
+    thread.join().unwrap();
+    drop(silent);
     server.abort();
     let _ = std::fs::remove_dir_all(dir);
 }

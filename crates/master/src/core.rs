@@ -328,7 +328,6 @@ impl Master {
                 registered_at_ms: now_ms,
             },
         );
-        self.operator_agent_added(agent_id);
         if self.registry.get(agent_id).map(|e| e.state.as_str()) != Some("admitted") {
             let entry = RegistryEntry {
                 hostname: registration.hostname.clone(),
@@ -342,6 +341,8 @@ impl Master {
         }
         self.allocator.add_agent(agent_id, resources);
         self.reconcile_agent_tasks(agent_id, &registration.tasks, was_unreachable);
+        // After its tasks, so that a follower never sees the agent back without them.
+        self.operator_agent_added(agent_id);
         self.env.emit(
             NodeEvent::new("agent_registered")
                 .with("agent", &registration.hostname)
@@ -419,13 +420,33 @@ impl Master {
                         info: report.task.clone(),
                         in_flight: None,
                         acked: BTreeSet::new(),
-                        last_status: None,
+                        // What the agent last said beyond the state: its container's addresses.
+                        last_status: (!report.ip_addresses.is_empty()).then(|| TaskStatus {
+                            task_id: Id::new(&key.1),
+                            state: report.state,
+                            message: None,
+                            source: Some("SOURCE_AGENT".into()),
+                            reason: None,
+                            agent_id: Some(Id::new(agent_id)),
+                            timestamp: None,
+                            uuid: None,
+                            healthy: None,
+                            container_status: v1::ContainerStatus::with_addresses(
+                                &report.ip_addresses,
+                            ),
+                        }),
                         counted: false,
                     },
                 );
                 self.operator_task_added(&key);
-            } else if let Some(t) = self.tasks.get_mut(&key) {
-                t.state = report.state;
+            } else if known_state != Some(report.state) {
+                if let Some(t) = self.tasks.get_mut(&key) {
+                    t.state = report.state;
+                }
+                self.emit_task_update(&key.1, report.state);
+                if let Some(status) = self.master_status(&key, "REASON_AGENT_REREGISTERED") {
+                    self.operator_task_updated(&key, &status);
+                }
             }
             if !report.state.is_terminal() {
                 self.allocator
@@ -500,6 +521,7 @@ impl Master {
                     .collect();
                 for id in absent {
                     self.mark_registry(&id, "unreachable");
+                    self.operator_agent_removed(&id);
                 }
             }
         }
@@ -720,6 +742,7 @@ impl Master {
             agent.reachable = false;
         }
         self.mark_registry(agent_id, "unreachable");
+        self.operator_agent_removed(agent_id);
         self.env
             .emit(NodeEvent::new("agent_unreachable").with("agent", self.hostname_of(agent_id)));
         let keys: Vec<(String, String)> = self
@@ -794,10 +817,15 @@ impl Master {
 
     /// Sends the task's latest state to its framework again (no uuid: nothing to acknowledge).
     fn tell_state(&mut self, key: &(String, String), reason: &str) {
-        let Some(task) = self.tasks.get(key) else {
-            return;
-        };
-        let status = TaskStatus {
+        if let Some(status) = self.master_status(key, reason) {
+            self.send_event(&key.0, &Event::update(status));
+        }
+    }
+
+    /// A status of the task's current state, from the master.
+    fn master_status(&self, key: &(String, String), reason: &str) -> Option<TaskStatus> {
+        let task = self.tasks.get(key)?;
+        Some(TaskStatus {
             task_id: Id::new(&key.1),
             state: task.state,
             message: None,
@@ -808,8 +836,7 @@ impl Master {
             uuid: None,
             healthy: None,
             container_status: None,
-        };
-        self.send_event(&key.0, &Event::update(status));
+        })
     }
 
     fn send_event(&self, framework_id: &str, event: &Event) -> bool {
@@ -1024,7 +1051,7 @@ impl Master {
                 let Some(kill) = call.kill else {
                     return Err(ApiError::new(400, "Expecting 'kill' to be present"));
                 };
-                self.kill(framework_id, &kill.task_id.value);
+                self.kill(framework_id, &kill);
                 Ok(())
             }
             CallType::Acknowledge => {
@@ -1262,41 +1289,36 @@ impl Master {
         self.send_event(framework_id, &Event::update(status));
     }
 
-    fn kill(&mut self, framework_id: &str, task_id: &str) {
+    fn kill(&mut self, framework_id: &str, kill: &v1::Kill) {
+        let task_id = kill.task_id.value.as_str();
         let key = (framework_id.to_string(), task_id.to_string());
         match self.tasks.get(&key) {
             Some(task) if !task.state.is_terminal() => {
                 let agent = task.agent_id.clone();
-                let sent = self.send_to_agent(
+                // Not connected yet still considered reachable: the kill is retried by the
+                // framework (Mesos does the same); nothing to report now.
+                self.send_to_agent(
                     &agent,
                     MasterMessage::KillTask {
                         framework_id: framework_id.to_string(),
                         task_id: task_id.to_string(),
                     },
                 );
-                if !sent && self.agents.get(&agent).is_none_or(|a| a.reachable) {
-                    // Not connected yet still considered reachable: the kill is retried by the
-                    // framework (Mesos does the same); nothing to report now.
-                }
             }
             // Already ended: say so again (the framework may have missed it).
             Some(_) => self.tell_state(&key, "REASON_RECONCILIATION"),
-            None => {
-                let state = self.lost_state(framework_id, TaskState::TaskUnknown);
-                let status = TaskStatus {
-                    task_id: Id::new(task_id),
-                    state,
-                    message: Some("Attempted to kill an unknown task".into()),
-                    source: Some("SOURCE_MASTER".into()),
-                    reason: Some("REASON_RECONCILIATION".into()),
-                    agent_id: None,
-                    timestamp: Some(self.env.unix_ms() as f64 / 1000.0),
-                    uuid: None,
-                    healthy: None,
-                    container_status: None,
-                };
-                self.send_event(framework_id, &Event::update(status));
-            }
+            // Unknown: reconciled, as Mesos does. While an agent that may still have it has
+            // not re-registered since a failover, that says nothing (the framework asks again);
+            // a TASK_UNKNOWN then would let it forget a task that comes back running.
+            None => self.reconcile(
+                framework_id,
+                &v1::Reconcile {
+                    tasks: vec![v1::ReconcileTask {
+                        task_id: kill.task_id.clone(),
+                        agent_id: kill.agent_id.clone(),
+                    }],
+                },
+            ),
         }
     }
 

@@ -68,6 +68,7 @@ pub fn roles() -> drover_sim::Roles {
         .with(agent::role())
         .with(scheduler::role())
         .with(dns::role())
+        .with(dns::resolver())
         .with(workload::writer())
         .with(workload::owner())
         .with(workload::watcher())

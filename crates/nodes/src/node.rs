@@ -84,6 +84,7 @@ pub async fn main(
         cluster: Arc::new(map.clone()),
         resources: spec.resources.clone(),
         attributes: spec.attributes.clone(),
+        names: spec.names.clone(),
         shutdown: Shutdown(stopping),
         live: Some(Live {
             dir: args.work_dir.join("tasks"),

@@ -66,6 +66,10 @@ pub struct UpArgs {
     /// Mesos-DNS' HTTP API port (on `--ip`); 0: none.
     #[arg(long, default_value_t = drover_dns::http::PORT)]
     pub dns_http_port: u16,
+    /// Where the DNS forwards names outside its domains (`IP` or `IP:PORT`, repeatable; the
+    /// host's own resolver, say, so that containers resolve the world too). None by default.
+    #[arg(long = "dns-upstream", value_parser = crate::dns::parse_upstream)]
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
     /// Every daemon's state lives under it (`coord/`, `master/`, `od1000-N/`); kept after the
     /// cluster stops. Default: a fresh directory under the system's temp dir, removed at the end.
     #[arg(long)]
@@ -319,7 +323,9 @@ pub async fn main(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
                 Ok(listener) => Some((
                     listener,
                     serde_json::json!({"Masters": [plan.zk(agent::MASTER_ZK_PATH)],
-                        "Port": args.dns_port, "HTTPPort": port, "Domain": "mesos"}),
+                        "Port": args.dns_port, "HTTPPort": port, "Domain": "mesos",
+                        "Resolvers": args.dns_upstreams.iter().map(|u| u.ip().to_string())
+                            .collect::<Vec<_>>()}),
                 )),
                 Err(e) => {
                     tracing::warn!("no DNS HTTP API on {addr}: {e}");
@@ -366,10 +372,15 @@ pub async fn main(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
                     .parse()
                     .map_err(anyhow::Error::msg)?,
             );
+            let served = crate::dns::Served {
+                socket,
+                http: dns_api,
+                upstreams: args.dns_upstreams.clone(),
+            };
             drover_core::env::spawn_into(&mut daemons, async move {
                 (
                     "dns".into(),
-                    crate::dns::run(dns_env, locator, socket, dns_api, down).await,
+                    crate::dns::run(dns_env, locator, served, down).await,
                 )
             });
             format!(

@@ -26,6 +26,8 @@ pub struct NodeContext {
     pub cluster: Arc<ClusterMap>,
     pub resources: Option<Resources>,
     pub attributes: Option<String>,
+    /// The names a `resolver` asks for (the scenario's `names` of its node group).
+    pub names: Vec<String>,
     pub shutdown: Shutdown,
     /// How a node run live (`drover node`, what `drover sim --live` starts) differs; `None` in
     /// the simulator. A role that must differ live (the agent runs real tasks) looks here.
@@ -116,6 +118,8 @@ pub struct NodeSpec {
     pub index: u32,
     pub resources: Option<Resources>,
     pub attributes: Option<String>,
+    /// What a node that asks for names (a `resolver`) asks for.
+    pub names: Vec<String>,
 }
 
 /// Every node of the cluster, in declaration order.
@@ -154,30 +158,42 @@ impl ClusterMap {
         };
         let cluster = &scenario.cluster;
         let mut nodes: Vec<(String, NodeSpec)> = Vec::new();
-        let counted =
-            |path: String, role: &str, count: u32, nodes: &mut Vec<(String, NodeSpec)>| {
-                for index in 1..=count {
-                    let spec = NodeSpec {
-                        name: format!("{role}-{index}"),
-                        role: role.to_string(),
-                        index,
-                        resources: None,
-                        attributes: None,
-                    };
-                    nodes.push((path.clone(), spec));
-                }
-            };
-        counted("cluster.coord".into(), "coord", cluster.coord, &mut nodes);
+        let counted = |path: String,
+                       role: &str,
+                       count: u32,
+                       names: &[String],
+                       nodes: &mut Vec<(String, NodeSpec)>| {
+            for index in 1..=count {
+                let spec = NodeSpec {
+                    name: format!("{role}-{index}"),
+                    role: role.to_string(),
+                    index,
+                    resources: None,
+                    attributes: None,
+                    names: names.to_vec(),
+                };
+                nodes.push((path.clone(), spec));
+            }
+        };
+        counted(
+            "cluster.coord".into(),
+            "coord",
+            cluster.coord,
+            &[],
+            &mut nodes,
+        );
         counted(
             "cluster.masters".into(),
             "master",
             cluster.masters,
+            &[],
             &mut nodes,
         );
         counted(
             "cluster.schedulers".into(),
             "scheduler",
             cluster.schedulers,
+            &[],
             &mut nodes,
         );
         for (i, agent) in cluster.agents.iter().enumerate() {
@@ -187,6 +203,7 @@ impl ClusterMap {
                 index: i as u32 + 1,
                 resources: agent.resources.clone(),
                 attributes: agent.attributes.clone(),
+                names: Vec::new(),
             };
             nodes.push((format!("cluster.agents[{i}]"), spec));
         }
@@ -202,10 +219,11 @@ impl ClusterMap {
                         index,
                         resources: None,
                         attributes: None,
+                        names: group.names.clone(),
                     };
                     nodes.push((path, spec));
                 }
-                (None, Some(count)) => counted(path, &group.role, count, &mut nodes),
+                (None, Some(count)) => counted(path, &group.role, count, &group.names, &mut nodes),
                 _ => return Err(error(path, "expected either `name` or `count`".into())),
             }
         }

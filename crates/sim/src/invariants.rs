@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use drover_core::Event;
 
+mod dns;
+
 use crate::cluster::ClusterMap;
 use crate::scenario::Action;
 use crate::trace::TraceLine;
@@ -191,6 +193,8 @@ pub const ALWAYS: &[&str] = &[
     "no_overscale",
     "deployments_finish",
     "acked_changes_survive",
+    "dns_fresh",
+    "dns_complete",
 ];
 
 /// Builds the invariant `name` (one of [`ALWAYS`]).
@@ -221,6 +225,12 @@ pub fn always(name: &str) -> Result<Box<dyn Invariant>, String> {
     }
     if name == "deployments_finish" {
         return Ok(Box::new(DeploymentsFinish::default()));
+    }
+    if name == "dns_fresh" {
+        return Ok(Box::new(dns::Fresh::default()));
+    }
+    if name == "dns_complete" {
+        return Ok(Box::new(dns::Complete::default()));
     }
     if name == "acked_changes_survive" {
         return Ok(Box::new(AckedChangesSurvive::default()));

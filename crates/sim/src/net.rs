@@ -769,6 +769,19 @@ fn claim(
 }
 
 impl Net for SimNet {
+    fn lookup<'a>(&'a self, host: &'a str) -> BoxFuture<'a, io::Result<Vec<IpAddr>>> {
+        Box::pin(async move {
+            let world = self.network.world();
+            match world.resolve(host).and_then(|name| world.hosts.get(&name)) {
+                Some(found) => Ok(vec![IpAddr::V4(found.ip)]),
+                None => Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{host}: no such simulated host"),
+                )),
+            }
+        })
+    }
+
     fn bind_udp(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Datagrams>> {
         Box::pin(async move {
             if !self.owner.is_alive() {

@@ -450,6 +450,7 @@ impl Harness {
             cluster: self.cluster.clone(),
             resources: node.spec.resources.clone(),
             attributes: node.spec.attributes.clone(),
+            names: node.spec.names.clone(),
             shutdown: Shutdown(node.shutdown.subscribe()),
             live: None,
         };

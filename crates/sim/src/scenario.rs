@@ -63,6 +63,9 @@ pub struct NodeGroup {
     pub name: Option<String>,
     #[serde(default)]
     pub count: Option<u32>,
+    /// The names its nodes ask for, when they are resolvers (`dns_answer` events).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, serde::Serialize)]

@@ -62,16 +62,21 @@ pub enum Handle {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         ip_addresses: Vec<String>,
     },
-    /// A simulated process that started at `start_ms` (the agent's wall clock).
-    Sim { start_ms: u64 },
+    /// A simulated process that started at `start_ms` (the agent's wall clock); a simulated
+    /// container on a network of its own has an address there.
+    Sim {
+        start_ms: u64,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ip_addresses: Vec<String>,
+    },
 }
 
 impl Handle {
     /// The task's own addresses, when it has some (a container on a network of its own).
     pub fn ip_addresses(&self) -> &[String] {
         match self {
-            Handle::Docker { ip_addresses, .. } => ip_addresses,
-            _ => &[],
+            Handle::Docker { ip_addresses, .. } | Handle::Sim { ip_addresses, .. } => ip_addresses,
+            Handle::Process { .. } => &[],
         }
     }
 }

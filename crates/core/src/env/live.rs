@@ -192,6 +192,24 @@ impl Net for TokioNet {
         })
     }
 
+    fn lookup<'a>(&'a self, host: &'a str) -> BoxFuture<'a, io::Result<Vec<IpAddr>>> {
+        Box::pin(async move {
+            if let Ok(ip) = host.parse::<IpAddr>() {
+                return Ok(vec![ip]);
+            }
+            if let Some(ip) = self.book.as_ref().and_then(|b| b.names.get(host)) {
+                return Ok(vec![*ip]);
+            }
+            let mut ips: Vec<IpAddr> = Vec::new();
+            for addr in tokio::net::lookup_host((host, 0)).await? {
+                if !ips.contains(&addr.ip()) {
+                    ips.push(addr.ip());
+                }
+            }
+            Ok(ips)
+        })
+    }
+
     fn connect<'a>(&'a self, host: &'a str, port: u16) -> BoxFuture<'a, io::Result<Stream>> {
         Box::pin(async move {
             let stream = match &self.book {

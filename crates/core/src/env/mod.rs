@@ -13,7 +13,7 @@ pub use spawn::{simulating, spawn, spawn_into, Simulating};
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -41,6 +41,8 @@ pub trait Net: Send + Sync + 'static {
     fn connect<'a>(&'a self, host: &'a str, port: u16) -> BoxFuture<'a, io::Result<Stream>>;
     /// A UDP socket on `addr` (port 0 picks a free port).
     fn bind_udp(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Datagrams>>;
+    /// The addresses of `host` (a name or an address), as `connect` would find them.
+    fn lookup<'a>(&'a self, host: &'a str) -> BoxFuture<'a, io::Result<Vec<IpAddr>>>;
 }
 
 /// What a bound UDP socket must do; [`Datagrams`] is one.
@@ -278,6 +280,12 @@ impl Env {
     /// A UDP socket on `addr`.
     pub async fn bind_udp(&self, addr: SocketAddr) -> io::Result<Datagrams> {
         self.net.bind_udp(addr).await
+    }
+
+    /// The addresses of `host` (a name or an address): the resolver's (or the address book's)
+    /// live, the simulated network's hosts simulated.
+    pub async fn lookup(&self, host: &str) -> io::Result<Vec<IpAddr>> {
+        self.net.lookup(host).await
     }
 
     /// Connects to `host:port`, giving up after `timeout` (a simulated partition drops the SYN,

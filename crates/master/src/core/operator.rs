@@ -1,5 +1,7 @@
 //! Mesos' operator API event stream (`POST /api/v1` `{"type": "SUBSCRIBE"}`): the SUBSCRIBED
-//! event with the state (agents, frameworks, tasks), then TASK_ADDED, TASK_UPDATED, AGENT_ADDED,
+//! event with the state (agents, frameworks, tasks; after a failover also the `recovered_agents`
+//! that have not re-registered yet), then TASK_ADDED, TASK_UPDATED, AGENT_ADDED (after the
+//! TASK_ADDEDs of the tasks a re-registering agent brings), AGENT_REMOVED (unreachable),
 //! FRAMEWORK_ADDED as they happen, and HEARTBEAT. What follows the cluster without polling it
 //! (drover's DNS) reads this. A subscriber that does not keep up is dropped; it subscribes again
 //! and starts from a fresh SUBSCRIBED.
@@ -37,9 +39,16 @@ impl Master {
             .keys()
             .map(|id| self.operator_framework(id))
             .collect();
+        // Admitted by an earlier leader, not back yet (Mesos' `recovered_agents`).
+        let recovered: Vec<Json> = self
+            .registry
+            .iter()
+            .filter(|(id, e)| e.state == "admitted" && !self.agents.contains_key(*id))
+            .map(|(id, e)| json!({"id": {"value": id}, "hostname": e.hostname}))
+            .collect();
         json!({
             "get_tasks": {"tasks": tasks},
-            "get_agents": {"agents": agents},
+            "get_agents": {"agents": agents, "recovered_agents": recovered},
             "get_frameworks": {"frameworks": frameworks},
         })
     }
@@ -90,6 +99,13 @@ impl Master {
         }
         let agent = self.operator_agent(id);
         self.operator_event(json!({"type": "AGENT_ADDED", "agent_added": {"agent": agent}}));
+    }
+
+    pub(super) fn operator_agent_removed(&mut self, id: &str) {
+        self.operator_event(json!({
+            "type": "AGENT_REMOVED",
+            "agent_removed": {"agent_id": {"value": id}}
+        }));
     }
 
     pub(super) fn operator_framework_added(&mut self, id: &str) {

@@ -302,9 +302,27 @@ fn an_unreachable_agent_comes_back_without_its_tasks_being_killed() {
     update(&mut w, "t1", "u1", TaskState::TaskRunning);
     events(&mut w.stream);
     messages(&mut w.agent);
+    let (otx, mut operator) = mpsc::channel(64);
+    w.master.operator_subscribe(otx);
+    operator_events(&mut operator);
     for _ in 0..6 {
         w.master.ping_agents(); // never answered
     }
+    let kinds = |rx: &mut mpsc::Receiver<Bytes>| -> Vec<String> {
+        operator_events(rx)
+            .iter()
+            .map(|e| {
+                let state = e["task_updated"]["state"].as_str().unwrap_or("");
+                format!("{} {state}", e["type"].as_str().unwrap_or("?"))
+                    .trim()
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(
+        kinds(&mut operator),
+        vec!["AGENT_REMOVED", "TASK_UPDATED TASK_UNREACHABLE"]
+    );
     let got = events(&mut w.stream);
     assert_eq!(
         got.last()
@@ -318,6 +336,7 @@ fn an_unreachable_agent_comes_back_without_its_tasks_being_killed() {
         task: serde_json::json!({"name": "t1", "task_id": {"value": "t1"}, "agent_id": {"value": w.agent_id},
             "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 1.0}}]}),
         state: TaskState::TaskRunning,
+        ip_addresses: Vec::new(),
     };
     let (tx, mut agent) = mpsc::channel(64);
     let id = w.agent_id.clone();
@@ -335,6 +354,11 @@ fn an_unreachable_agent_comes_back_without_its_tasks_being_killed() {
         sent.iter()
             .all(|m| !matches!(m, MasterMessage::KillTask { .. })),
         "{sent:?}"
+    );
+    // Followers see the task running again, then the agent back.
+    assert_eq!(
+        kinds(&mut operator),
+        vec!["TASK_UPDATED TASK_RUNNING", "AGENT_ADDED"]
     );
     let got = events(&mut w.stream);
     let status = &got
@@ -358,6 +382,60 @@ fn an_unreachable_agent_comes_back_without_its_tasks_being_killed() {
         .map(|s| s.value)
         .sum();
     assert_eq!(cpus, 1.0);
+}
+
+#[test]
+fn a_new_master_names_agents_not_back_yet_and_learns_container_addresses_from_them() {
+    let dir = std::env::temp_dir().join(format!("drover-master-core-r-{}", std::process::id()));
+    let env = drover_core::env::live::env("m", dir, Some(4));
+    let info = MasterInfo::new("m2", "127.0.0.1", 5050);
+    let registry = BTreeMap::from([(
+        "S1".to_string(),
+        RegistryEntry {
+            hostname: "a1".into(),
+            state: "admitted".into(),
+        },
+    )]);
+    let mut master = Master::new(env, Tuning::default(), info, registry, 0);
+    let (otx, mut operator) = mpsc::channel(64);
+    master.operator_subscribe(otx);
+    let subscribed = &operator_events(&mut operator)[0];
+    assert_eq!(
+        subscribed["subscribed"]["get_state"]["get_agents"]["recovered_agents"],
+        serde_json::json!([{"id": {"value": "S1"}, "hostname": "a1"}])
+    );
+    let report = TaskReport {
+        framework_id: "F1".into(),
+        framework: serde_json::json!({"user": "u", "name": "marathon", "id": {"value": "F1"}}),
+        task: serde_json::json!({"name": "t1", "task_id": {"value": "t1"}, "agent_id": {"value": "S1"},
+            "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 1.0}}]}),
+        state: TaskState::TaskRunning,
+        ip_addresses: vec!["10.0.3.2".into()],
+    };
+    let (tx, _agent) = mpsc::channel(64);
+    master
+        .agent_registered(
+            1,
+            "S1",
+            &registration(Some("S1".into()), vec![report]),
+            tx,
+            10,
+        )
+        .expect("re-registered");
+    let got = operator_events(&mut operator);
+    let kinds: Vec<&str> = got.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(kinds, vec!["FRAMEWORK_ADDED", "TASK_ADDED", "AGENT_ADDED"]);
+    assert_eq!(
+        got[1]["task_added"]["task"]["statuses"][0]["container_status"]["network_infos"][0]
+            ["ip_addresses"][0]["ip_address"],
+        "10.0.3.2"
+    );
+    // Back: no longer a recovered agent.
+    let state = master.operator_state();
+    assert_eq!(
+        state["get_agents"]["recovered_agents"],
+        serde_json::json!([])
+    );
 }
 
 #[test]
