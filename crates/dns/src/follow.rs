@@ -44,6 +44,8 @@ pub struct View {
     tasks: BTreeMap<String, TaskView>,
     /// The leading master's host, as the stream was reached.
     leader: Option<String>,
+    /// Every master's host (the leader's among them).
+    masters: Vec<String>,
     /// Host → its IPv4 address (`None`: it has none, or the lookup failed).
     addresses: BTreeMap<String, Option<Ipv4Addr>>,
     /// Whether a master's state has arrived.
@@ -62,6 +64,7 @@ impl View {
                     .collect();
                 let old = std::mem::take(self);
                 self.leader = old.leader;
+                self.masters = old.masters;
                 self.addresses = old.addresses;
                 self.subscribed = true;
                 for (id, mut task) in old.tasks {
@@ -137,18 +140,20 @@ impl View {
         }
     }
 
-    /// The stream is on the master at `host`: `leader.mesos` (and `master.mesos`, which names the
-    /// masters drover knows: the leader).
-    pub fn set_leader(&mut self, host: &str) -> bool {
-        let changed = self.leader.as_deref() != Some(host);
-        self.leader = Some(host.to_string());
+    /// The stream is on the master at `leader`, one of `masters` (every master contending):
+    /// `leader.mesos` and `master.mesos`.
+    pub fn set_masters(&mut self, leader: &str, masters: &[String]) -> bool {
+        let changed = self.leader.as_deref() != Some(leader) || self.masters != masters;
+        self.leader = Some(leader.to_string());
+        self.masters = masters.to_vec();
         changed
     }
 
-    /// The hosts (agents', the leader's) whose addresses are not known yet.
+    /// The hosts (agents', the masters') whose addresses are not known yet.
     pub fn unresolved(&self) -> Vec<String> {
         let mut hosts: BTreeSet<&String> = self.agents.values().collect();
         hosts.extend(self.leader.iter());
+        hosts.extend(self.masters.iter());
         hosts
             .into_iter()
             .filter(|h| !self.addresses.contains_key(*h))
@@ -281,7 +286,12 @@ impl View {
             })
             .collect();
         let leader = self.leader.as_deref().and_then(|h| self.address(h));
-        let masters: Vec<Ipv4Addr> = leader.into_iter().collect();
+        let mut masters: Vec<Ipv4Addr> = leader.into_iter().collect();
+        for ip in self.masters.iter().filter_map(|h| self.address(h)) {
+            if !masters.contains(&ip) {
+                masters.push(ip);
+            }
+        }
         Zone {
             synced: self.subscribed,
             ..Zone::build(&tasks, leader, &masters)
@@ -334,7 +344,7 @@ pub async fn follow(
     let mut view = View::default();
     while let Some(record) = records.recv().await {
         let mut changed = match &record {
-            OperatorRecord::Opened { host, .. } => view.set_leader(host),
+            OperatorRecord::Opened { host, masters, .. } => view.set_masters(host, masters),
             OperatorRecord::Record(record) => view.apply(record),
         };
         for host in view.unresolved() {
@@ -436,12 +446,20 @@ mod tests {
             vec!["10.32.0.3".parse::<Ipv4Addr>().unwrap()]
         );
         // The master it follows is leader.mesos.
-        assert!(view.set_leader("192.168.1.5"));
+        let masters = vec!["192.168.1.5".to_string(), "192.168.1.6".to_string()];
+        assert!(view.set_masters("192.168.1.5", &masters));
         assert_eq!(
             view.zone().a["leader.mesos"],
             vec!["192.168.1.5".parse::<Ipv4Addr>().unwrap()]
         );
-        assert!(!view.set_leader("192.168.1.5"));
+        assert_eq!(
+            view.zone().a["master.mesos"],
+            vec![
+                "192.168.1.5".parse::<Ipv4Addr>().unwrap(),
+                "192.168.1.6".parse().unwrap()
+            ]
+        );
+        assert!(!view.set_masters("192.168.1.5", &masters));
         // A new stream's state replaces everything but the leader.
         view.apply(&subscribed(vec![]));
         assert_eq!(view.zone().a.len(), 2, "{:?}", view.zone());
@@ -498,7 +516,7 @@ mod tests {
             json!("slave(1)@od1000-0:5051");
         let mut view = View::default();
         view.apply(&state);
-        view.set_leader("master-1");
+        view.set_masters("master-1", &["master-1".to_string()]);
         assert_eq!(view.unresolved(), vec!["master-1", "od1000-0"]);
         let zone = view.zone();
         assert!(!zone.knows("leader.mesos"));

@@ -499,8 +499,13 @@ async fn subscribe(
 /// What [`follow_operator`] gives.
 #[derive(Clone, Debug, PartialEq)]
 pub enum OperatorRecord {
-    /// A stream is open on the leading master, reached at this host and port.
-    Opened { host: String, port: u16 },
+    /// A stream is open on the leading master, reached at this host and port; `masters` are
+    /// the hosts of every master contending then (the leader alone without coord).
+    Opened {
+        host: String,
+        port: u16,
+        masters: Vec<String>,
+    },
     /// One record of the stream.
     Record(serde_json::Value),
 }
@@ -522,7 +527,8 @@ pub fn follow_operator(env: Env, locator: Locator) -> mpsc::Receiver<OperatorRec
                 None => find_master(&locator, &mut zk, &env).await,
             };
             if let Some((endpoint, leader_gone)) = found {
-                match operator_stream(&env, &endpoint, &tx, leader_gone).await {
+                let masters = contenders(&locator, &zk, &endpoint).await;
+                match operator_stream(&env, &endpoint, &tx, leader_gone, masters).await {
                     Outcome::Redirect(to) => {
                         redirect = Some(to);
                         continue;
@@ -539,11 +545,37 @@ pub fn follow_operator(env: Env, locator: Locator) -> mpsc::Receiver<OperatorRec
     rx
 }
 
+/// The hosts of every master in the election (the leader's `endpoint` alone without coord, or
+/// when the listing fails).
+async fn contenders(
+    locator: &Locator,
+    zk: &Option<Client>,
+    endpoint: &(String, u16),
+) -> Vec<String> {
+    let mut hosts = vec![endpoint.0.clone()];
+    if let (Locator::Zk(url), Some(client)) = (locator, zk) {
+        if let Ok(Ok(members)) =
+            tokio::time::timeout(TIMEOUT, recipes::members(client, &url.path)).await
+        {
+            for (_, data) in members {
+                if let Ok(info) = MasterInfo::decode(&data) {
+                    let host = info.endpoint().0;
+                    if !hosts.contains(&host) {
+                        hosts.push(host);
+                    }
+                }
+            }
+        }
+    }
+    hosts
+}
+
 async fn operator_stream(
     env: &Env,
     endpoint: &(String, u16),
     records: &mpsc::Sender<OperatorRecord>,
     leader_gone: Option<WatchFuture>,
+    masters: Vec<String>,
 ) -> Outcome {
     let mut leader_gone = std::pin::pin!(async move {
         match leader_gone {
@@ -566,6 +598,7 @@ async fn operator_stream(
     let opened = OperatorRecord::Opened {
         host: endpoint.0.clone(),
         port: endpoint.1,
+        masters,
     };
     if records.send(opened).await.is_err() {
         connection.abort();

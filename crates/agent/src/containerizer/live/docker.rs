@@ -67,7 +67,6 @@ pub struct DockerContainerizer {
     /// The network BRIDGE tasks join (made when missing), so that containers of every agent on
     /// this engine reach each other.
     network: String,
-    network_lock: tokio::sync::Mutex<()>,
     /// The resolver BRIDGE containers use: an address, or `gateway` (the tasks' network's
     /// gateway, where a DNS server listening on all of the host's addresses answers them).
     dns: Option<String>,
@@ -96,7 +95,6 @@ impl DockerContainerizer {
             docker,
             agent: agent.to_string(),
             network: DEFAULT_NETWORK.to_string(),
-            network_lock: tokio::sync::Mutex::new(()),
             dns: None,
         })
     }
@@ -141,11 +139,14 @@ impl DockerContainerizer {
     }
 
     /// The tasks' network, made unless it exists (a bridge other containers can attach to); its
-    /// id. Engines before API 1.44 allow two networks of one name (and then refuse to start a
-    /// container on either): when agents of one engine make one each at once, the engine creates
-    /// them one after the other, so the oldest is kept and a later one is removed by its maker.
+    /// id. Engines before API 1.44 allow two networks of one name, and then refuse to start a
+    /// container on either ("ambiguous"). Agents of one process (`drover up`) make it one at a
+    /// time; agents of several processes may still make one each at once: the engine creates
+    /// them one after the other, the oldest is kept, a later one is removed by its maker, and
+    /// the keeper waits (a few seconds at most) until it is alone before using it.
     async fn ensure_network(&self) -> Result<String, String> {
-        let _one_at_a_time = self.network_lock.lock().await;
+        static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one_at_a_time = ONE_AT_A_TIME.lock().await;
         if let Some(id) = self.networks_named().await?.into_iter().next() {
             return Ok(id);
         }
@@ -157,11 +158,18 @@ impl DockerContainerizer {
             ..Default::default()
         };
         let created = self.docker.create_network(request).await;
-        let named = self.networks_named().await?;
+        let mut named = self.networks_named().await?;
         if let Ok(ours) = &created {
             if named.first() != Some(&ours.id) {
                 let _ = self.docker.remove_network(&ours.id).await;
             }
+        }
+        for _ in 0..50 {
+            if named.len() <= 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            named = self.networks_named().await?;
         }
         match named.into_iter().next() {
             Some(id) => Ok(id),
