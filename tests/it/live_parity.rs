@@ -38,6 +38,10 @@ const PARITY: &[(&str, Option<&str>)] = &[
     ),
     ("scenarios/scheduler-leader-crash-mid-deploy.json", None),
     (
+        "scenarios/dns-names-follow-tasks-through-master-failover-and-its-own-restart.json",
+        None,
+    ),
+    (
         "tests/live/broken-coord-leader-crash-forbids-a-new-leader.json",
         Some("expect.never[0]"),
     ),
@@ -133,7 +137,7 @@ fn missing_tools() -> Vec<String> {
 }
 
 #[test]
-#[ignore = "eleven minutes of containers whose timings other tests' load would disturb: .ci/run runs it alone (cargo test --test it live_parity -- --ignored --test-threads=1)"]
+#[ignore = "fourteen minutes of containers whose timings other tests' load would disturb: .ci/run runs it alone (cargo test --test it live_parity -- --ignored --test-threads=1)"]
 fn scenarios_get_the_same_verdict_live_as_in_the_simulator() -> Result<(), String> {
     let missing = missing_tools();
     if !missing.is_empty() {

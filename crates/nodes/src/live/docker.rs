@@ -35,6 +35,7 @@ pub struct Containers {
 struct Container {
     name: String,
     ip: String,
+    /// Its process (0: not running).
     pid: u32,
 }
 
@@ -160,6 +161,14 @@ impl Containers {
         container.ip = ip;
         Ok(())
     }
+
+    /// `node`'s container no longer runs: it has no network namespace to put rules in until it
+    /// starts again (and `restart` makes its rules then).
+    fn stopped(&mut self, node: &str) {
+        if let Some(container) = self.nodes.get_mut(node) {
+            container.pid = 0;
+        }
+    }
 }
 
 impl Backend for Containers {
@@ -172,23 +181,27 @@ impl Backend for Containers {
     }
 
     async fn crash(&mut self, node: &str) -> Result<(), String> {
-        let name = &self.container(node)?.name;
+        let name = self.container(node)?.name.clone();
         let options = KillContainerOptionsBuilder::default()
             .signal("KILL")
             .build();
         self.engine
-            .kill_container(name, Some(options))
+            .kill_container(&name, Some(options))
             .await
-            .map_err(|e| format!("kill {name}: {e}"))
+            .map_err(|e| format!("kill {name}: {e}"))?;
+        self.stopped(node);
+        Ok(())
     }
 
     async fn stop(&mut self, node: &str) -> Result<(), String> {
-        let name = &self.container(node)?.name;
+        let name = self.container(node)?.name.clone();
         let options = StopContainerOptionsBuilder::default().t(10).build();
         self.engine
-            .stop_container(name, Some(options))
+            .stop_container(&name, Some(options))
             .await
-            .map_err(|e| format!("stop {name}: {e}"))
+            .map_err(|e| format!("stop {name}: {e}"))?;
+        self.stopped(node);
+        Ok(())
     }
 
     async fn restart(&mut self, node: &str) -> Result<(), String> {
@@ -317,7 +330,11 @@ fn loss_rule(verb: &str, rate: f64) -> Vec<String> {
 }
 
 /// Runs iptables inside `node`'s network namespace (the host's iptables, through nsenter).
+/// A node that is not running has none: nothing to do (its rules are made when it restarts).
 async fn iptables(node: &Container, args: &[impl AsRef<str>]) -> Result<(), String> {
+    if node.pid == 0 {
+        return Ok(());
+    }
     let pid = node.pid.to_string();
     let mut command = Command::new("nsenter");
     command.args(["-t", &pid, "-n", "iptables", "-w"]);
