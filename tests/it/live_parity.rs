@@ -61,10 +61,6 @@ fn differs(file: &str) -> String {
         .to_string()
 }
 
-/// The image the seed's apps name. No registry is reachable: the test makes a tiny busybox one
-/// under this tag (they only run `sleep`) unless the engine has it, and removes what it made.
-const SEED_IMAGE: &str = "ubuntu:16.04";
-
 /// Each `PASSED`/`FAILED` line's scenario and, for a failure, the check that failed.
 fn verdict(output: &std::process::Output) -> Vec<(String, Option<String>)> {
     String::from_utf8_lossy(&output.stdout)
@@ -143,20 +139,13 @@ fn scenarios_get_the_same_verdict_live_as_in_the_simulator() -> Result<(), Strin
     if !missing.is_empty() {
         return skip_or_fail("live parity", &missing);
     }
-    let had_image = Command::new("docker")
-        .args(["image", "inspect", SEED_IMAGE])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if let Err(e) = drover_agent::containerizer::live::docker::import_busybox_image(SEED_IMAGE) {
-        return skip_or_fail("live parity", &[e]);
-    }
+    let image = match crate::scheduler_live::SeedImage::ensure() {
+        Ok(image) => image,
+        Err(e) => return skip_or_fail("live parity", &[e]),
+    };
     let files: Vec<&str> = PARITY.iter().map(|(file, _)| *file).collect();
     let (simulated, live) = run_both(&files, &["--live"])?;
-    if !had_image {
-        let _ = Command::new("docker")
-            .args(["image", "rm", SEED_IMAGE])
-            .output();
-    }
+    drop(image);
     let stdout = String::from_utf8_lossy(&live.stdout);
     println!("{stdout}{}", String::from_utf8_lossy(&live.stderr));
     let simulated = verdict(&simulated);

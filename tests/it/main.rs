@@ -6,7 +6,9 @@ mod determinism;
 mod harness;
 mod live_parity;
 mod mesos_live;
+mod report;
 mod scheduler_live;
+mod ui_browser;
 mod wire_zk;
 
 use std::path::{Path, PathBuf};

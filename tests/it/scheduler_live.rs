@@ -29,30 +29,67 @@ const READY_SECS: u64 = 180;
 const RUNNING_SECS: u64 = 180;
 /// The seed's image. No registry is reachable, so the Docker test makes a tiny local busybox
 /// image under this tag (it only runs `sleep`), unless the engine already has one.
-const SEED_IMAGE: &str = "ubuntu:16.04";
+pub(crate) const SEED_IMAGE: &str = "ubuntu:16.04";
 /// Where the scheduler still differs from Marathon in a way the `marathon` client notices
 /// (the gaps `tests/marathon/marathon_check.py` knows): none today. Two found by this test were
 /// fixed (task JSON with `agentId`; `True` in boolean query parameters); list a gap here only
 /// while its fix is under way.
 const KNOWN_SCHEDULER_GAPS: &[&str] = &[];
 
+/// The seed's image, shared by the tests of this process: the first that needs it makes it
+/// (from busybox) unless the engine has one; the last done with it removes it if it was made
+/// here. Tests run in parallel: one must not remove it under another.
+pub(crate) struct SeedImage;
+
+static SEED_IMAGE_USERS: std::sync::Mutex<(usize, bool)> = std::sync::Mutex::new((0, false));
+
+impl SeedImage {
+    pub(crate) fn ensure() -> Result<SeedImage, String> {
+        let mut users = SEED_IMAGE_USERS.lock().unwrap_or_else(|e| e.into_inner());
+        if users.0 == 0 {
+            let had = Command::new("docker")
+                .args(["image", "inspect", SEED_IMAGE])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            drover_agent::containerizer::live::docker::import_busybox_image(SEED_IMAGE)?;
+            users.1 = !had;
+        }
+        users.0 += 1;
+        Ok(SeedImage)
+    }
+}
+
+impl Drop for SeedImage {
+    fn drop(&mut self) {
+        let mut users = SEED_IMAGE_USERS.lock().unwrap_or_else(|e| e.into_inner());
+        users.0 -= 1;
+        if users.0 == 0 && users.1 {
+            let _ = Command::new("docker")
+                .args(["image", "rm", SEED_IMAGE])
+                .output();
+            users.1 = false;
+        }
+    }
+}
+
 /// The Docker network of a test's cluster.
-fn network_of(name: &str) -> String {
+pub(crate) fn network_of(name: &str) -> String {
     format!("drover-test-{name}-{}", std::process::id())
 }
 
 /// `drover up` in its own process group, stopped (SIGINT, then SIGKILL) when dropped.
-struct Up {
+pub(crate) struct Up {
     child: Option<Child>,
-    dir: PathBuf,
-    http_port: u16,
+    pub(crate) dir: PathBuf,
+    pub(crate) http_port: u16,
+    pub(crate) master_port: u16,
     agent_ports: [u16; 2],
     name: String,
 }
 
 impl Up {
     /// Starts the cluster and waits for its banner. `Err` when `up` exits or never gets ready.
-    fn start(name: &str, docker: bool) -> Result<Up, String> {
+    pub(crate) fn start(name: &str, docker: bool) -> Result<Up, String> {
         let dir = fresh_scratch(&format!("up-{name}"));
         let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
         let mut args: Vec<String> = [
@@ -91,6 +128,7 @@ impl Up {
             child: Some(child),
             dir,
             http_port: ports[4],
+            master_port: ports[1],
             agent_ports: [ports[2], ports[3]],
             name: name.to_string(),
         };
@@ -109,18 +147,18 @@ impl Up {
             .is_none_or(|c| c.try_wait().ok().flatten().is_some())
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
 
     /// The last lines of the log, for failure messages.
-    fn tail(&self) -> String {
+    pub(crate) fn tail(&self) -> String {
         let log = self.log();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(60)..].join("\n")
     }
 
-    fn request(
+    pub(crate) fn request(
         &self,
         method: &str,
         path: &str,
@@ -139,7 +177,7 @@ impl Up {
     }
 
     /// Waits until `app` has exactly `count` tasks, all TASK_RUNNING; returns every task.
-    fn wait_running(&self, apps: &[(&str, usize)]) -> Result<Vec<Value>, String> {
+    pub(crate) fn wait_running(&self, apps: &[(&str, usize)]) -> Result<Vec<Value>, String> {
         let mut tasks = Vec::new();
         let ok = wait_until(RUNNING_SECS, || {
             tasks = self.tasks();
@@ -239,7 +277,7 @@ impl Up {
     }
 
     /// Stops the cluster and checks that its tasks went with it; removes whatever was left.
-    fn stop_and_check(mut self, docker: bool) -> Result<(), String> {
+    pub(crate) fn stop_and_check(mut self, docker: bool) -> Result<(), String> {
         let status = self.stop();
         let containers = if docker {
             self.containers_left()
@@ -346,7 +384,7 @@ fn request(
 }
 
 /// The seed's app definition, as the repository has it.
-fn seed_groups() -> String {
+pub(crate) fn seed_groups() -> String {
     std::fs::read_to_string(root().join("apps/basic.json")).expect("read apps/basic.json")
 }
 
@@ -545,13 +583,10 @@ fn dns_story(up: &Up) -> Result<(), String> {
 #[test]
 fn the_seed_groups_deploy_in_dependency_order_on_two_agents_with_docker() -> Result<(), String> {
     const TEST: &str = "the seed's apps/basic.json through drover up";
-    let had_image = Command::new("docker")
-        .args(["image", "inspect", SEED_IMAGE])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if let Err(e) = drover_agent::containerizer::live::docker::import_busybox_image(SEED_IMAGE) {
-        return skip_or_fail(TEST, &[e]);
-    }
+    let image = match SeedImage::ensure() {
+        Ok(image) => image,
+        Err(e) => return skip_or_fail(TEST, &[e]),
+    };
     let up = Up::start("seed-docker", true)?;
     if !up.log().contains("processes and Docker containers") {
         let why = format!("a Docker engine answering drover up:\n{}", up.tail());
@@ -560,11 +595,7 @@ fn the_seed_groups_deploy_in_dependency_order_on_two_agents_with_docker() -> Res
     }
     let story = seed_story(&up, &seed_groups()).and_then(|()| dns_story(&up));
     let stopped = up.stop_and_check(true);
-    if !had_image {
-        let _ = Command::new("docker")
-            .args(["image", "rm", SEED_IMAGE])
-            .output();
-    }
+    drop(image);
     story?;
     stopped
 }

@@ -1,9 +1,10 @@
 //! The agent daemon, over the Env only (it runs live and simulated).
 //!
 //! One core task owns all state and reacts to: frames from the master, task events from the
-//! per-task runners, `/state` requests, leader changes, and one timer (registration retry,
-//! registration timeout, ping timeout, status update retries). Nothing it decides depends on
-//! anything but its inputs, the Env's clock and the node's RNG.
+//! per-task runners, `/state` requests, the file endpoints' requests for the tasks' sandboxes
+//! (their files are read outside the core, see [`crate::files`]), leader changes, and one timer
+//! (registration retry, registration timeout, ping timeout, status update retries). Nothing it
+//! decides depends on anything but its inputs, the Env's clock and the node's RNG.
 //!
 //! The life of a task: `RunTask` → checkpoint (synced) → `task_launched` → the containerizer
 //! starts it in a runner → handle checkpointed → TASK_RUNNING → it ends or is killed → terminal
@@ -21,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +49,7 @@ use crate::checkpoint::{
 use crate::config::{attributes_json, AgentConfig};
 use crate::containerizer::{Containerizer, Exit, Handle, KillSignal, Kind, Launched};
 use crate::detector::{Detector, Leader};
+use crate::files::Sandbox;
 use crate::health::{CheckKind, HealthCheckSpec, HealthTracker};
 use crate::state::{frameworks_json, resources_json, TaskView};
 use crate::status::StatusUpdateManager;
@@ -112,9 +115,10 @@ pub async fn run(
         core.port = local.port();
     }
     let (state_requests, mut state_rx) = mpsc::channel::<oneshot::Sender<Json>>(16);
+    let (sandbox_requests, mut sandbox_rx) = mpsc::channel::<oneshot::Sender<Vec<Sandbox>>>(16);
     let server = drover_core::env::spawn(drover_core::http::serve(
         listener,
-        router(state_requests),
+        router(state_requests).merge(crate::files::router(sandbox_requests)),
         std::future::pending(),
     ));
     let _server = AbortOnDrop(server);
@@ -138,6 +142,7 @@ pub async fn run(
                 Err(_) => Wake::LeaderGone,
             },
             Some(reply) = state_rx.recv() => Wake::State(reply),
+            Some(reply) = sandbox_rx.recv() => Wake::Sandboxes(reply),
             () = sleep_until(deadline), if deadline.is_some() => Wake::Timer,
             Some(_) = core.runners.join_next(), if !core.runners.is_empty() => Wake::Nothing,
         };
@@ -152,6 +157,9 @@ pub async fn run(
             Wake::LeaderGone => leader_open = false,
             Wake::State(reply) => {
                 let _ = reply.send(core.state_json());
+            }
+            Wake::Sandboxes(reply) => {
+                let _ = reply.send(core.sandboxes());
             }
             Wake::Timer => core.on_timer().await?,
             Wake::Nothing => {}
@@ -252,6 +260,7 @@ enum Wake {
     Leader(Leader),
     LeaderGone,
     State(oneshot::Sender<Json>),
+    Sandboxes(oneshot::Sender<Vec<Sandbox>>),
     Timer,
     Nothing,
 }
@@ -351,6 +360,7 @@ struct Completed {
     framework: Json,
     task: Json,
     state: TaskState,
+    sandbox: Option<PathBuf>,
 }
 
 struct Core {
@@ -479,11 +489,14 @@ impl Core {
                 checkpoint.state = latest;
             }
             let task_id = checkpoint.task_id.clone();
-            let spec = parse_task(
+            let mut spec = parse_task(
                 &checkpoint.task,
                 &checkpoint.framework_id,
                 &self.config.hostname,
             );
+            if let Ok(spec) = &mut spec {
+                spec.sandbox = self.sandbox_of(checkpoint.containerizer, &task_id);
+            }
             let handle = checkpoint.handle.clone();
             let launched_ms = checkpoint.launched_ms;
             self.tasks.insert(
@@ -548,6 +561,15 @@ impl Core {
         self.env
             .emit(Event::new("agent_recovered").with("tasks", recovered));
         Ok(())
+    }
+
+    /// Where a task's files go: its containerizer's sandbox or, when that one gives it none
+    /// (docker), the sandbox the agent's other containerizers would (as in Mesos, every sandbox
+    /// is under the agent's work dir). None in simulation.
+    fn sandbox_of(&self, kind: Kind, task_id: &str) -> Option<PathBuf> {
+        self.containerizer_of(kind)
+            .and_then(|c| c.sandbox(task_id))
+            .or_else(|| self.containerizers.iter().find_map(|c| c.sandbox(task_id)))
     }
 
     fn containerizer_of(&self, kind: Kind) -> Option<Arc<dyn Containerizer>> {
@@ -912,7 +934,7 @@ impl Core {
             tracing::warn!(task = %task_id, "RunTask for a task this agent already has: ignored");
             return Ok(());
         }
-        let spec = parse_task(&task, &framework_id, &self.config.hostname);
+        let mut spec = parse_task(&task, &framework_id, &self.config.hostname);
         let containerizer = spec
             .as_ref()
             .map_err(Clone::clone)
@@ -921,6 +943,9 @@ impl Core {
             Ok(c) => c.kind(),
             Err(_) => self.containerizers[0].kind(),
         };
+        if let (Ok(spec), Ok(_)) = (&mut spec, &containerizer) {
+            spec.sandbox = self.sandbox_of(kind, &task_id);
+        }
         let checkpoint = TaskCheckpoint {
             task_id: task_id.clone(),
             framework_id: framework_id.clone(),
@@ -1071,6 +1096,7 @@ impl Core {
                     framework: entry.checkpoint.framework,
                     task: entry.checkpoint.task,
                     state: entry.checkpoint.state,
+                    sandbox: entry.spec.and_then(|spec| spec.sandbox),
                 });
                 if self.completed.len() > MAX_COMPLETED {
                     self.completed.pop_front();
@@ -1350,6 +1376,7 @@ impl Core {
             framework: &e.checkpoint.framework,
             task: &e.checkpoint.task,
             state: e.checkpoint.state,
+            directory: e.spec.as_ref().and_then(|s| s.sandbox.as_deref()),
         });
         let completed = self.completed.iter().map(|c| TaskView {
             task_id: &c.task_id,
@@ -1357,6 +1384,7 @@ impl Core {
             framework: &c.framework,
             task: &c.task,
             state: c.state,
+            directory: c.sandbox.as_deref(),
         });
         let attributes = attributes_json(&self.config.attributes).unwrap_or_default();
         let frameworks: BTreeSet<&str> = self
@@ -1386,5 +1414,22 @@ impl Core {
             "frameworks": frameworks_json(running.chain(completed), &agent_id),
             "completed_frameworks": [],
         })
+    }
+
+    /// The sandboxes of the tasks `/state` lists, for the file endpoints.
+    fn sandboxes(&self) -> Vec<Sandbox> {
+        let running = self.tasks.values().filter_map(|e| {
+            let directory = e.spec.as_ref()?.sandbox.clone()?;
+            Some(Sandbox::new(
+                directory,
+                &e.checkpoint.framework_id,
+                &e.checkpoint.task_id,
+            ))
+        });
+        let completed = self.completed.iter().filter_map(|c| {
+            let directory = c.sandbox.clone()?;
+            Some(Sandbox::new(directory, &c.framework_id, &c.task_id))
+        });
+        running.chain(completed).collect()
     }
 }

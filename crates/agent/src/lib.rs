@@ -10,6 +10,7 @@
 //! - [`health`]: Mesos health checks (parsing, the per-task tracker); the agent runs them;
 //! - [`detector`]: finding the leading master (fixed, or through ZooKeeper);
 //! - [`state`]: `/state` in Mesos' shape;
+//! - [`files`]: Mesos' `/files/browse|read|download` over task sandboxes (live only in effect);
 //! - [`live`]: what only a live agent does (guessing the machine's resources).
 
 pub mod checkpoint;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod containerizer;
 pub mod daemon;
 pub mod detector;
+pub mod files;
 pub mod health;
 pub mod live;
 pub mod state;

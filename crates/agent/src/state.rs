@@ -1,8 +1,10 @@
 //! The agent's `/state` in Mesos' shape (the parts tools read): id, hostname, resources as a
 //! name → value map, attributes, the master's host name, and the frameworks with their executors
-//! and tasks (one command executor per task, named after it), running and completed.
+//! and tasks (one command executor per task, named after it, with its sandbox as `directory`),
+//! running and completed.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use drover_core::resources::Value;
 use drover_core::task::TaskState;
@@ -40,6 +42,8 @@ pub struct TaskView<'a> {
     pub framework: &'a Json,
     pub task: &'a Json,
     pub state: TaskState,
+    /// Its sandbox, when it has one (live).
+    pub directory: Option<&'a Path>,
 }
 
 pub fn task_json(view: &TaskView<'_>, agent_id: &str) -> Json {
@@ -70,7 +74,7 @@ pub fn frameworks_json<'a>(tasks: impl IntoIterator<Item = TaskView<'a>>, agent_
             .or_insert_with(|| (view.framework.clone(), Vec::new(), Vec::new()));
         let task = task_json(&view, agent_id);
         let ended = view.state.is_terminal();
-        let executor = json!({
+        let mut executor = json!({
             "id": view.task_id,
             "name": format!("Command Executor (Task: {})", view.task_id),
             "source": view.task_id,
@@ -79,6 +83,10 @@ pub fn frameworks_json<'a>(tasks: impl IntoIterator<Item = TaskView<'a>>, agent_
             "queued_tasks": [],
             "completed_tasks": if ended { json!([task]) } else { json!([]) },
         });
+        // Where a UI browses the task's files (`/files/browse?path=`).
+        if let Some(directory) = view.directory {
+            executor["directory"] = json!(directory.to_string_lossy());
+        }
         if ended {
             entry.2.push(executor);
         } else {
@@ -125,6 +133,7 @@ mod tests {
                 framework: &framework,
                 task: &running,
                 state: TaskState::TaskRunning,
+                directory: Some(Path::new("/work/sandboxes/t1")),
             },
             TaskView {
                 task_id: "t2",
@@ -132,6 +141,7 @@ mod tests {
                 framework: &framework,
                 task: &done,
                 state: TaskState::TaskFinished,
+                directory: None,
             },
         ];
         let json = frameworks_json(views, "a1");
@@ -141,6 +151,9 @@ mod tests {
         assert_eq!(task["state"], "TASK_RUNNING");
         assert_eq!(task["resources"], json!({"cpus": 0.5}));
         assert_eq!(task["slave_id"], "a1");
+        assert_eq!(json[0]["executors"][0]["directory"], "/work/sandboxes/t1");
+        // A simulated task has no sandbox, and its executor says none.
+        assert!(json[0]["completed_executors"][0].get("directory").is_none());
         assert_eq!(
             json[0]["completed_executors"][0]["completed_tasks"][0]["state"],
             "TASK_FINISHED"

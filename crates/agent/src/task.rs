@@ -3,6 +3,7 @@
 //! container (plain command or Docker) and the kill grace period. Pure code: a bad task is an
 //! error value that says what is wrong, never a panic.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use drover_core::v1::{self, TaskInfo};
@@ -37,6 +38,9 @@ pub struct LaunchSpec {
     pub kill_grace: Duration,
     /// The task's Mesos health check, run by the agent while the task runs.
     pub health_check: Option<HealthCheckSpec>,
+    /// Where the task's files go (`stdout`, `stderr`), set by the agent before a launch or a
+    /// recovery; `None` when it has no sandbox (simulated).
+    pub sandbox: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -132,6 +136,7 @@ pub fn parse_task(task: &Json, framework_id: &str, hostname: &str) -> Result<Lau
         container,
         kill_grace: kill_grace(info.kill_policy.as_ref()),
         health_check,
+        sandbox: None,
     })
 }
 

@@ -17,6 +17,7 @@ pub mod http;
 pub mod recordio;
 pub mod resources;
 pub mod task;
+pub mod ui;
 pub mod v1;
 
 pub use env::{Env, Event};

@@ -56,6 +56,8 @@ pub enum DriverEvent {
     /// A stream is open (the first time, or again after a failover).
     Subscribed {
         framework_id: String,
+        /// The master the stream is on (`host:port`).
+        master: String,
     },
     Event(Box<Event>),
     /// The stream ended; the driver is subscribing again.
@@ -451,8 +453,12 @@ async fn subscribe(
                         session.framework_id = Some(framework_id.clone());
                         session.stream = Some((endpoint.clone(), stream_id.clone()));
                     }
+                    let master = format!("{}:{}", endpoint.0, endpoint.1);
                     if events
-                        .send(DriverEvent::Subscribed { framework_id })
+                        .send(DriverEvent::Subscribed {
+                            framework_id,
+                            master,
+                        })
                         .await
                         .is_err()
                     {

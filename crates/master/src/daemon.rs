@@ -263,6 +263,9 @@ pub async fn serve(
     let (http_tx, http_rx) = mpsc::channel(64);
     drover_core::env::spawn(accept_loop(listener, http_tx, inputs.clone()));
     let router = router(shared);
+    let router = router
+        .clone()
+        .merge(crate::files::router(env.clone(), router));
     let http = drover_core::env::spawn(async move {
         let listener = ChannelListener(http_rx, config.bind);
         let _ = drover_core::http::serve_from(listener, router, std::future::pending()).await;
@@ -751,6 +754,7 @@ fn router(shared: Shared) -> axum::Router {
         .route("/health", get(|| async { StatusCode::OK }))
         .route("/master/health", get(|| async { StatusCode::OK }))
         .route("/version", get(version))
+        .merge(crate::ui::router())
         .with_state(shared)
 }
 

@@ -17,7 +17,7 @@ fn free_port() -> u16 {
 async fn subscribed(events: &mut tokio::sync::mpsc::Receiver<DriverEvent>) -> String {
     loop {
         match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
-            Ok(Some(DriverEvent::Subscribed { framework_id })) => return framework_id,
+            Ok(Some(DriverEvent::Subscribed { framework_id, .. })) => return framework_id,
             Ok(Some(_)) => continue,
             Ok(None) => panic!("the driver stopped"),
             Err(_) => panic!("not subscribed within 30 s"),

@@ -125,7 +125,7 @@ pub fn role() -> Role {
                     }
                 };
                 match event {
-                    DriverEvent::Subscribed { framework_id } => {
+                    DriverEvent::Subscribed { framework_id, .. } => {
                         env.emit(NodeEvent::new("subscribed"));
                         env.disk()
                             .write(ID_FILE, framework_id.into_bytes().into())

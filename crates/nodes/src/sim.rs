@@ -25,6 +25,11 @@ pub struct SimArgs {
     /// Write the trace (`<sim ms> <node> <event>` lines) to this file.
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Write an HTML report of each run (a lane per node on the simulated time axis, the faults,
+    /// who led, the HTTP steps, the failures with their replay command): to this file when one
+    /// run is made, else to `<this folder>/<scenario-name>-seed-<N>.html` per run.
+    #[arg(long, conflicts_with = "live")]
+    report: Option<PathBuf>,
     /// Print every trace line, not only the notable ones.
     #[arg(long, short)]
     verbose: bool,
@@ -124,14 +129,92 @@ pub fn run_one(scenario: &Scenario, seed: u64) -> Result<Outcome, String> {
     }
 }
 
-/// Shrinks a failing random schedule and writes it as a scenario file; returns its path.
+/// Where `--report` writes a run's page: `report` itself when it names a file and one run is
+/// made; `<report>/<scenario-name>-seed-<N>.html` when several runs are made or `report` is a
+/// folder (one that exists, or a path ending in `/`).
+fn report_path(report: &Path, many: bool, scenario: &str, seed: u64) -> PathBuf {
+    if many || is_folder(report) {
+        report.join(drover_sim::report::file_name(scenario, seed))
+    } else {
+        report.to_path_buf()
+    }
+}
+
+fn is_folder(path: &Path) -> bool {
+    path.is_dir()
+        || path
+            .as_os_str()
+            .to_string_lossy()
+            .ends_with(std::path::MAIN_SEPARATOR)
+}
+
+/// Writes the HTML report of one run of `scenario` (a run that could not be made is a report
+/// with that one failure and no trace).
+fn write_report(
+    path: &Path,
+    scenario: &Scenario,
+    seed: u64,
+    result: &Result<Outcome, String>,
+    replay: &str,
+) -> Result<(), String> {
+    let nodes: Vec<(String, String)> =
+        drover_sim::cluster::ClusterMap::plan(scenario, &crate::roles())
+            .map(|map| {
+                map.nodes
+                    .iter()
+                    .map(|n| (n.name.clone(), n.role.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+    let not_run;
+    let (trace, failures, end_ms) = match result {
+        Ok(outcome) => (
+            outcome.trace.as_str(),
+            outcome.failures.as_slice(),
+            outcome.simulated_ms,
+        ),
+        Err(reason) => {
+            not_run = [drover_sim::run::Failure {
+                at_ms: 0,
+                check: "run".into(),
+                message: reason.clone(),
+            }];
+            ("", &not_run[..], 0)
+        }
+    };
+    let html = drover_sim::report::render(&drover_sim::report::Run {
+        scenario: &scenario.name,
+        seed,
+        trace,
+        failures,
+        replay,
+        nodes: &nodes,
+        end_ms,
+    });
+    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(folder)
+            .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
+    }
+    std::fs::write(path, html)
+        .map_err(|e| format!("cannot write the report {}: {e}", path.display()))
+}
+
+/// A shrunk scenario file, and the report of its run beside it (`None` if it could not be
+/// written, which is said on stderr).
+struct Shrunk {
+    file: PathBuf,
+    report: Option<PathBuf>,
+}
+
+/// Shrinks a failing random schedule and writes it as a scenario file, with the report of its
+/// run beside it (the same path, `.html`).
 fn minimize(
     base: &Scenario,
     faults: Vec<drover_sim::explore::Fault>,
     seed: u64,
     check: &str,
     out: &Path,
-) -> Result<PathBuf, String> {
+) -> Result<Shrunk, String> {
     let roles = crate::roles();
     let (mut minimal, runs) = drover_sim::explore::shrink(base, faults, &roles, seed, check)
         .map_err(|e| e.to_string())?;
@@ -146,7 +229,23 @@ fn minimize(
         "shrinking took {runs} runs; {} steps left",
         minimal.timeline.len()
     );
-    Ok(file)
+    // The run of the file as written, exactly what its replay command makes.
+    let report = file.with_extension("html");
+    let written = drover_sim::load(&file)
+        .map_err(|e| e.to_string())
+        .and_then(|scenario| {
+            let result = run_one(&scenario, seed);
+            let replay = replay_command(&file, seed, false);
+            write_report(&report, &scenario, seed, &result, &replay)
+        });
+    let report = match written {
+        Ok(()) => Some(report),
+        Err(e) => {
+            eprintln!("error: the shrunk run's report: {e}");
+            None
+        }
+    };
+    Ok(Shrunk { file, report })
 }
 
 fn replay_command(file: &Path, seed: u64, random: bool) -> String {
@@ -207,6 +306,8 @@ struct Done {
     actions: std::collections::BTreeMap<String, u64>,
     /// Kept only when asked for (`--trace`) or printed (a few runs).
     trace: Option<String>,
+    /// The report written (`--report`), or why it could not be.
+    report: Option<Result<PathBuf, String>>,
     timeline: Option<Vec<String>>,
     wall_s: f64,
 }
@@ -323,8 +424,15 @@ pub fn main(args: SimArgs) -> ExitCode {
                     actions: Default::default(),
                     trace: None,
                     timeline: None,
+                    report: None,
                     wall_s,
                 };
+                if let Some(report) = &args.report {
+                    let path = report_path(report, many, &job.scenario.name, job.seed);
+                    let replay = replay_command(&job.scenario.file, job.seed, args.random);
+                    let written = write_report(&path, &job.scenario, job.seed, &result, &replay);
+                    done.report = Some(written.map(|()| path));
+                }
                 match result {
                     Ok(outcome) => {
                         done.simulated_ms = outcome.simulated_ms;
@@ -378,6 +486,8 @@ pub fn main(args: SimArgs) -> ExitCode {
     let mut faults_by_kind: std::collections::BTreeMap<String, u64> = Default::default();
     let mut checks = 0u64;
     let mut to_shrink: std::collections::BTreeMap<usize, (usize, String)> = Default::default();
+    let mut reports = 0;
+    let mut report_errors = Vec::new();
     for run in &done {
         simulated_ms += run.simulated_ms;
         checks += run.checks;
@@ -389,6 +499,11 @@ pub fn main(args: SimArgs) -> ExitCode {
             for line in timeline {
                 println!("  {line}");
             }
+        }
+        match &run.report {
+            Some(Ok(_)) => reports += 1,
+            Some(Err(e)) => report_errors.push(e.clone()),
+            None => {}
         }
         if let Some(trace) = &run.trace {
             if many {
@@ -429,7 +544,7 @@ pub fn main(args: SimArgs) -> ExitCode {
     for (index, check) in to_shrink.values() {
         let job = plan.job(*index);
         match minimize(job.base, job.faults.clone(), job.seed, check, &args.out) {
-            Ok(file) => shrunk.push((check.clone(), file, job.seed)),
+            Ok(found) => shrunk.push((check.clone(), found, job.seed)),
             Err(e) => eprintln!("error: shrinking failed: {e}"),
         }
     }
@@ -458,14 +573,29 @@ pub fn main(args: SimArgs) -> ExitCode {
         println!("FAILED {} seed {seed}: {reason}", file.display());
         println!("  replay: {}", replay_command(file, *seed, args.random));
     }
-    for (check, file, seed) in &shrunk {
+    for (check, found, seed) in &shrunk {
         println!(
             "shrunk the failure of {check} to {}\n  replay: {}",
-            file.display(),
-            replay_command(file, *seed, false)
+            found.file.display(),
+            replay_command(&found.file, *seed, false)
         );
+        if let Some(report) = &found.report {
+            println!("  report: {}", report.display());
+        }
     }
-    if failed.is_empty() {
+    if let Some(report) = &args.report {
+        match (reports, many || is_folder(report)) {
+            (0, _) => {}
+            (1, false) => println!("report: {}", report.display()),
+            (n, _) => println!("{n} report(s) in {}", report.display()),
+        }
+    }
+    for e in &report_errors {
+        eprintln!("error: {e}");
+    }
+    if !report_errors.is_empty() {
+        ExitCode::from(2)
+    } else if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

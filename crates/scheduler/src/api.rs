@@ -31,7 +31,10 @@ const PROXY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MARATHON_VERSION: &str = "1.5.0";
 
 pub fn router(shared: Shared) -> axum::Router {
-    axum::Router::new().fallback(handle).with_state(shared)
+    axum::Router::new()
+        .merge(crate::ui::router())
+        .fallback(handle)
+        .with_state(shared)
 }
 
 type Params = Vec<(String, String)>;
@@ -264,17 +267,22 @@ fn to_response(reply: Reply, shared: &Shared) -> Response {
 async fn info(shared: &Shared) -> Reply {
     let framework = shared
         .run(Box::new(|s: &mut Scheduler, _: &mut Effects, _| {
-            Reply::json(200, json!(s.framework_id))
+            Reply::json(200, json!([s.framework_id, s.master]))
         }))
         .await
         .map(|r| r.body);
+    let (framework, master) = match framework {
+        Some(Value::Array(pair)) if pair.len() == 2 => (pair[0].clone(), pair[1].clone()),
+        _ => (Value::Null, Value::Null),
+    };
     Reply::json(
         200,
         info_json(
             &shared.config,
             shared.leader(),
             &shared.me(),
-            framework.unwrap_or(Value::Null),
+            framework,
+            master.as_str(),
         ),
     )
 }
@@ -285,6 +293,7 @@ fn info_json(
     leader: Option<String>,
     me: &str,
     framework: Value,
+    master: Option<&str>,
 ) -> Value {
     json!({
         "name": "marathon",
@@ -308,6 +317,8 @@ fn info_json(
             "checkpoint": true,
             "mesos_role": null,
             "mesos_user": "root",
+            // The leading master's web UI, as Marathon links tasks' sandboxes to it.
+            "mesos_leader_ui_url": master.map(|m| format!("http://{m}/")),
         },
         "zookeeper_config": {
             "zk": format!("zk://{}{}", c.zk.hosts, c.zk.path),

@@ -486,6 +486,8 @@ pub struct Scheduler {
     pub launch_ready: bool,
     suppressed: bool,
     pub framework_id: Option<String>,
+    /// The master the framework's stream is on (`host:port`), as the UI links to it.
+    pub master: Option<String>,
     pub counters: Counters,
     /// Earlier versions of each group (this leader's lifetime; newest last), for rollback.
     pub group_versions: BTreeMap<PathId, Vec<(String, Group)>>,
@@ -572,6 +574,7 @@ impl Scheduler {
             launch_ready: false,
             suppressed: false,
             framework_id: None,
+            master: None,
             counters: Counters::default(),
             group_versions: BTreeMap::new(),
             health: BTreeMap::new(),

@@ -253,8 +253,9 @@ async fn core(
                 let Some(l) = leading.as_mut() else { continue };
                 let Some(event) = event else { continue };
                 match event {
-                    DriverEvent::Subscribed { framework_id } => {
+                    DriverEvent::Subscribed { framework_id, master } => {
                         env.emit(Event::new("subscribed"));
+                        l.scheduler.master = Some(master);
                         if l.store.framework_id.as_deref() != Some(framework_id.as_str()) {
                             fx.store.push(StoreOp::Put { key: "framework-id".into(), data: framework_id.clone().into_bytes() });
                             l.store.framework_id = Some(framework_id.clone());

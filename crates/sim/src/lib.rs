@@ -12,6 +12,7 @@ pub mod judge;
 pub mod linearizability;
 pub mod net;
 pub mod probe;
+pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod trace;

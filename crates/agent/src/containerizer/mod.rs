@@ -9,6 +9,7 @@
 pub mod live;
 pub mod sim;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use drover_core::env::BoxFuture;
@@ -105,6 +106,13 @@ pub struct Launched {
 
 pub trait Containerizer: Send + Sync + 'static {
     fn kind(&self) -> Kind;
+
+    /// The directory on this machine that holds a task's files (its sandbox: `stdout`, `stderr`,
+    /// what the task writes), when this containerizer gives it one. A simulated process has
+    /// none; the agent then serves no files of it.
+    fn sandbox(&self, _task_id: &str) -> Option<PathBuf> {
+        None
+    }
 
     /// Starts a task. An error is the reason the launch failed (the task fails with it).
     fn launch(&self, spec: &LaunchSpec) -> BoxFuture<'static, Result<Launched, String>>;

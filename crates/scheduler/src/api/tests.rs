@@ -820,7 +820,17 @@ fn info_has_marathons_keys() {
         framework_name: "marathon".into(),
         tuning: Tuning::default(),
     };
-    let info = info_json(&config, Some("h:8080".into()), "h:8080", json!("f-1"));
+    let info = info_json(
+        &config,
+        Some("h:8080".into()),
+        "h:8080",
+        json!("f-1"),
+        Some("m:5050"),
+    );
+    assert_eq!(
+        info["marathon_config"]["mesos_leader_ui_url"],
+        "http://m:5050/"
+    );
     keys(&info, "GET /v2/info", INFO, INFO);
     keys(
         &info["marathon_config"],

@@ -1,21 +1,26 @@
 //! The `docker` containerizer, through the Docker engine's API (bollard): a task is a container
 //! with the task's image, command, environment, hostname, network (BRIDGE or HOST), port mappings,
 //! cpu and memory limits and Marathon-style `parameters`, labelled with the agent and the task so
-//! that the agent finds its containers again after a restart.
+//! that the agent finds its containers again after a restart. As Mesos' docker containerizer
+//! does, the container's output goes to `stdout` and `stderr` in the task's sandbox (the engine's
+//! log followed while the container runs), where the agent's file endpoints serve it.
 
 // Live only, and bollard's API is made of std HashMaps (never iterated here).
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use drover_core::task::TaskState;
 use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
 
 use crate::containerizer::Exit;
 
@@ -71,6 +76,10 @@ pub struct DockerContainerizer {
     /// gateway, where a DNS server listening on all of the host's addresses answers them).
     dns: Option<String>,
 }
+
+/// How long an ended container's last output may take to reach the sandbox before its end is
+/// reported.
+const LOG_DRAIN: Duration = Duration::from_secs(5);
 
 /// The network BRIDGE tasks join unless the agent names another (`--docker-network`).
 pub const DEFAULT_NETWORK: &str = "drover";
@@ -372,6 +381,39 @@ impl DockerContainerizer {
         }
     }
 
+    /// Copies the container's output into `stdout` and `stderr` in `sandbox` until the container
+    /// ends (the engine then closes the stream). The files are written anew from the container's
+    /// start, so an agent that follows again after a restart repeats nothing.
+    pub async fn follow_logs(&self, container: &str, sandbox: &Path) -> Result<(), String> {
+        let failed = |e: std::io::Error| format!("writing the sandbox {}: {e}", sandbox.display());
+        tokio::fs::create_dir_all(sandbox).await.map_err(failed)?;
+        let mut stdout = tokio::fs::File::create(sandbox.join("stdout"))
+            .await
+            .map_err(failed)?;
+        let mut stderr = tokio::fs::File::create(sandbox.join("stderr"))
+            .await
+            .map_err(failed)?;
+        let options = LogsOptionsBuilder::default()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let mut logs = self.docker.logs(container, Some(options));
+        while let Some(output) = logs.next().await {
+            let (file, bytes) = match output.map_err(|e| format!("docker logs {container}: {e}"))? {
+                LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                    (&mut stdout, message)
+                }
+                LogOutput::StdErr { message } => (&mut stderr, message),
+                LogOutput::StdIn { .. } => continue,
+            };
+            file.write_all(&bytes).await.map_err(failed)?;
+            // Written through at once: the file endpoints read it while the task runs.
+            file.flush().await.map_err(failed)?;
+        }
+        Ok(())
+    }
+
     /// Stops the container (SIGTERM, SIGKILL after `grace`).
     pub async fn kill(&self, container: &str, grace: Duration) -> Exit {
         let options = StopContainerOptionsBuilder::default()
@@ -574,7 +616,11 @@ impl crate::containerizer::Containerizer for DockerTasks {
                     container: id.clone(),
                     ip_addresses,
                 },
-                running: Box::new(RunningContainer { docker, id }),
+                running: Box::new(RunningContainer {
+                    docker,
+                    id,
+                    sandbox: spec.sandbox.clone(),
+                }),
             })
         })
     }
@@ -587,6 +633,7 @@ impl crate::containerizer::Containerizer for DockerTasks {
     ) -> drover_core::env::BoxFuture<'static, Result<crate::containerizer::Launched, String>> {
         let docker = self.docker.clone();
         let task_id = spec.task_id.clone();
+        let sandbox = spec.sandbox.clone();
         Box::pin(async move {
             let id = match handle {
                 Some(crate::containerizer::Handle::Docker { container, .. }) => container,
@@ -612,7 +659,11 @@ impl crate::containerizer::Containerizer for DockerTasks {
                     container: id.clone(),
                     ip_addresses,
                 },
-                running: Box::new(RunningContainer { docker, id }),
+                running: Box::new(RunningContainer {
+                    docker,
+                    id,
+                    sandbox,
+                }),
             })
         })
     }
@@ -672,6 +723,8 @@ impl crate::containerizer::Containerizer for DockerTasks {
 struct RunningContainer {
     docker: std::sync::Arc<DockerContainerizer>,
     id: String,
+    /// Where the container's output goes, when the task has a sandbox.
+    sandbox: Option<PathBuf>,
 }
 
 impl crate::containerizer::Running for RunningContainer {
@@ -680,11 +733,39 @@ impl crate::containerizer::Running for RunningContainer {
         kill: crate::containerizer::KillSignal,
     ) -> drover_core::env::BoxFuture<'static, Exit> {
         Box::pin(async move {
-            tokio::select! {
+            let run = async {
+                tokio::select! {
+                    biased;
+                    grace = crate::containerizer::kill_requested(kill) => self.docker.kill(&self.id, grace).await,
+                    exit = self.docker.wait(&self.id) => exit,
+                }
+            };
+            let Some(sandbox) = &self.sandbox else {
+                return run.await;
+            };
+            let follow = self.docker.follow_logs(&self.id, sandbox);
+            tokio::pin!(run, follow);
+            let logged = |result: Result<(), String>| {
+                if let Err(e) = result {
+                    tracing::warn!(container = %self.id, error = %e, "the container's output stopped reaching its sandbox");
+                }
+            };
+            let exit = tokio::select! {
                 biased;
-                grace = crate::containerizer::kill_requested(kill) => self.docker.kill(&self.id, grace).await,
-                exit = self.docker.wait(&self.id) => exit,
+                exit = &mut run => exit,
+                result = &mut follow => {
+                    logged(result);
+                    return run.await;
+                }
+            };
+            // The task's output is complete in its sandbox before its end is reported.
+            match tokio::time::timeout(LOG_DRAIN, follow).await {
+                Ok(result) => logged(result),
+                Err(_) => {
+                    tracing::warn!(container = %self.id, "the container's last output did not reach its sandbox in time")
+                }
             }
+            exit
         })
     }
 }

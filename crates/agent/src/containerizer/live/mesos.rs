@@ -33,10 +33,13 @@ pub struct MesosContainerizer {
 }
 
 impl MesosContainerizer {
-    /// Sandboxes go under `work_dir/sandboxes/`.
+    /// Sandboxes go under `work_dir/sandboxes/`. A relative `work_dir` is taken from the current
+    /// directory now, so that sandboxes (`MESOS_SANDBOX`, the `directory` in `/state`) are
+    /// absolute paths, as Mesos gives them.
     pub fn new(work_dir: impl Into<PathBuf>) -> MesosContainerizer {
+        let work_dir = work_dir.into();
         MesosContainerizer {
-            work_dir: work_dir.into(),
+            work_dir: std::path::absolute(&work_dir).unwrap_or(work_dir),
         }
     }
 }
@@ -52,6 +55,10 @@ pub fn wrapped(command: &str) -> String {
 impl Containerizer for MesosContainerizer {
     fn kind(&self) -> Kind {
         Kind::Mesos
+    }
+
+    fn sandbox(&self, task_id: &str) -> Option<PathBuf> {
+        Some(sandbox(&self.work_dir, task_id))
     }
 
     fn launch(&self, spec: &LaunchSpec) -> BoxFuture<'static, Result<Launched, String>> {
@@ -259,6 +266,7 @@ mod tests {
             container: Container::Command,
             kill_grace: Duration::from_millis(200),
             health_check: None,
+            sandbox: None,
         }
     }
 
