@@ -1,7 +1,8 @@
 //! The web UIs in a real browser: Debian's chromium, driven through chromedriver (WebDriver) by
 //! fantoccini, against `drover up` running the seed's `apps/basic.json` in Docker containers.
 //! The Marathon-like UI shows both apps running 2 of 2 and scales one to 3 (and `/v2/apps` says
-//! 3); the Mesos-like UI lists the running tasks over od1000-0 and od1000-1 and opens a task's
+//! 3), then kills one of the other app's tasks and scales it down with it; the Mesos-like UI
+//! lists the four running tasks over od1000-0 and od1000-1 and opens a task's
 //! stdout through the master; the HTML report of a failing scenario shows its failure marker.
 //! Screenshots are kept under `target/ui-screenshots/`. Skipped with a message where chromium,
 //! chromedriver or Docker is missing, unless `DROVER_REQUIRE_WIRE_TESTS` is set (CI).
@@ -206,6 +207,30 @@ async fn marathon_story(client: &Client, up: &Up) -> Result<(), String> {
     )
     .await?;
     shot(client, "marathon-app-scaled").await;
+    // Kill and scale one of ubuntu1's tasks: the app is then 1 instance.
+    client
+        .goto(&format!("{base}/ui/#/apps/arm-demo/group1/ubuntu1"))
+        .await
+        .map_err(|e| e.to_string())?;
+    retry(client, "select a task and kill and scale", || async {
+        client
+            .find(Locator::Css("input.pick"))
+            .await?
+            .click()
+            .await?;
+        client.find(Locator::Id("kill-scale")).await?.click().await
+    })
+    .await?;
+    let instances = || match up.request("GET", "/v2/apps/arm-demo/group1/ubuntu1", None) {
+        Ok((200, body)) => body["app"]["instances"].as_u64(),
+        _ => None,
+    };
+    if !wait_until(SHOW_SECS, || instances() == Some(1)) {
+        return Err(format!(
+            "/v2/apps says {:?} instances of ubuntu1 after Kill and scale",
+            instances()
+        ));
+    }
     Ok(())
 }
 
