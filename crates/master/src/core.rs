@@ -146,6 +146,8 @@ struct Task {
     acked: BTreeSet<String>,
     /// The latest status, as reconciliation answers it.
     last_status: Option<TaskStatus>,
+    /// The first TASK_RUNNING status (when it started, as Mesos' UI shows it).
+    first_running: Option<TaskStatus>,
     /// Whether its resources count as allocated in the allocator (not while its agent is away).
     counted: bool,
 }
@@ -435,6 +437,7 @@ impl Master {
                                 &report.ip_addresses,
                             ),
                         }),
+                        first_running: None,
                         counted: false,
                     },
                 );
@@ -623,6 +626,9 @@ impl Master {
             uuid: None,
             ..status.clone()
         });
+        if update.state == TaskState::TaskRunning && task.first_running.is_none() {
+            task.first_running = task.last_status.clone();
+        }
         let same = task
             .in_flight
             .as_ref()
@@ -1226,6 +1232,7 @@ impl Master {
                     in_flight: None,
                     acked: BTreeSet::new(),
                     last_status: None,
+                    first_running: None,
                     counted: true,
                 },
             );
@@ -1870,7 +1877,14 @@ fn task_json(task_id: &str, t: &Task) -> Json {
         "slave_id": t.agent_id,
         "state": state_name(t.state),
         "resources": resources_json(&t.resources),
-        "statuses": t.last_status.iter().map(status_json).collect::<Vec<_>>(),
+        // The first TASK_RUNNING (when it started) and the latest, of Mesos' whole history.
+        "statuses": t
+            .first_running
+            .iter()
+            .filter(|first| t.last_status.as_ref() != Some(*first))
+            .chain(t.last_status.iter())
+            .map(status_json)
+            .collect::<Vec<_>>(),
         "container": t.info.get("container").cloned().unwrap_or(Json::Null),
     })
 }

@@ -202,12 +202,36 @@ fn health_and_addresses_reach_the_framework_reconciliation_and_state() {
         status.container_status.as_ref().map(|c| c.addresses()),
         Some(vec!["172.18.0.7".to_string()])
     );
-    let task = w.master.tasks.get(&(framework, "t1".to_string())).unwrap();
+    let task = w
+        .master
+        .tasks
+        .get(&(framework.clone(), "t1".to_string()))
+        .unwrap();
     assert_eq!(task_json("t1", task)["statuses"][0]["healthy"], false);
     assert_eq!(
         task_json("t1", task)["statuses"][0]["container_status"],
         addresses
     );
+    // A later status: the state shows when it started (the first RUNNING) and the latest.
+    w.master.agent_update(
+        1,
+        StatusUpdate {
+            task_id: "t1".into(),
+            framework_id: framework.clone(),
+            uuid: "u2".into(),
+            state: TaskState::TaskRunning,
+            message: None,
+            reason: Some("REASON_TASK_HEALTH_CHECK_STATUS_UPDATED".into()),
+            timestamp_ms: 9000,
+            healthy: Some(true),
+            ip_addresses: vec!["172.18.0.7".into()],
+        },
+    );
+    let task = w.master.tasks.get(&(framework, "t1".to_string())).unwrap();
+    let statuses = task_json("t1", task)["statuses"].clone();
+    assert_eq!(statuses.as_array().map(Vec::len), Some(2), "{statuses}");
+    assert_eq!(statuses[0]["timestamp"], 0.005);
+    assert_eq!(statuses[1]["healthy"], true);
 }
 
 /// The operator API's records, as JSON.

@@ -38,8 +38,9 @@ function health(task) {
   if (!s || s.healthy === undefined) return "";
   return s.healthy ? ui.badge("healthy", "ok") : ui.badge("unhealthy", "bad");
 }
-function since(task) {
-  const s = (task.statuses || [])[(task.statuses || []).length - 1];
+// When it started: its first TASK_RUNNING status (the master keeps that one and the latest).
+function started(task) {
+  const s = (task.statuses || []).find((x) => x.state === "TASK_RUNNING");
   return s && s.timestamp ? ui.ago(s.timestamp) : "";
 }
 function container(task) {
@@ -96,7 +97,7 @@ function taskTable(tasks, filterId) {
         link(`#/agents/${t.slave_id}`, hostOf(t.slave_id)),
         ui.stateBadge(t.state),
         health(t),
-        ui.esc(since(t)),
+        ui.esc(started(t)),
         container(t),
         ui.esc(addresses(t)),
         link(`#/sandbox/${t.slave_id}/${t.framework_id}/${t.id}`, "Sandbox"),
@@ -104,7 +105,7 @@ function taskTable(tasks, filterId) {
     });
   return ui.table(
     [{ title: "ID" }, { title: "Name" }, { title: "Framework" }, { title: "Agent" }, { title: "State" },
-     { title: "Health" }, { title: "Since" }, { title: "Container" }, { title: "Addresses" }, { title: "" }],
+     { title: "Health" }, { title: "Started" }, { title: "Container" }, { title: "Addresses" }, { title: "" }],
     rows, "No tasks.");
 }
 
