@@ -616,6 +616,25 @@ pub struct TaskStatus {
     pub container_status: Option<ContainerStatus>,
 }
 
+impl TaskStatus {
+    /// A status the master makes itself (`SOURCE_MASTER`) with `reason`; the rest is left out
+    /// (set what applies with struct update syntax).
+    pub fn from_master(task_id: Id, state: crate::task::TaskState, reason: &str) -> TaskStatus {
+        TaskStatus {
+            task_id,
+            state,
+            message: None,
+            source: Some("SOURCE_MASTER".into()),
+            reason: Some(reason.into()),
+            agent_id: None,
+            timestamp: None,
+            uuid: None,
+            healthy: None,
+            container_status: None,
+        }
+    }
+}
+
 /// Mesos' `ContainerStatus`: `{"network_infos": [{"ip_addresses": [{"protocol": "IPv4",
 /// "ip_address": "172.18.0.5"}]}]}`.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]

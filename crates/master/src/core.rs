@@ -203,6 +203,22 @@ pub struct Master {
     operators: Vec<StreamSender>,
 }
 
+/// An agent's status update as the framework gets it (`SOURCE_EXECUTOR`, with its uuid).
+fn executor_status(update: &StatusUpdate, agent_id: &str) -> TaskStatus {
+    TaskStatus {
+        task_id: Id::new(&update.task_id),
+        state: update.state,
+        message: update.message.clone(),
+        source: Some("SOURCE_EXECUTOR".into()),
+        reason: update.reason.clone(),
+        agent_id: Some(Id::new(agent_id)),
+        timestamp: Some(update.timestamp_ms as f64 / 1000.0),
+        uuid: Some(b64(&update.uuid)),
+        healthy: update.healthy,
+        container_status: v1::ContainerStatus::with_addresses(&update.ip_addresses),
+    }
+}
+
 fn b64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text.as_bytes())
 }

@@ -333,18 +333,7 @@ impl Master {
         }
         let was_terminal = task.state.is_terminal();
         task.state = update.state;
-        let status = TaskStatus {
-            task_id: Id::new(&update.task_id),
-            state: update.state,
-            message: update.message.clone(),
-            source: Some("SOURCE_EXECUTOR".into()),
-            reason: update.reason.clone(),
-            agent_id: Some(Id::new(&agent_id)),
-            timestamp: Some(update.timestamp_ms as f64 / 1000.0),
-            uuid: Some(b64(&update.uuid)),
-            healthy: update.healthy,
-            container_status: v1::ContainerStatus::with_addresses(&update.ip_addresses),
-        };
+        let status = executor_status(&update, &agent_id);
         task.last_status = Some(TaskStatus {
             uuid: None,
             ..status.clone()
@@ -520,16 +509,10 @@ impl Master {
         let was_terminal = task.state.is_terminal();
         task.state = state;
         let status = TaskStatus {
-            task_id: Id::new(&key.1),
-            state,
             message: Some(message.into()),
-            source: Some("SOURCE_MASTER".into()),
-            reason: Some(reason.into()),
             agent_id: Some(Id::new(&task.agent_id)),
             timestamp: Some(self.env.unix_ms() as f64 / 1000.0),
-            uuid: None,
-            healthy: None,
-            container_status: None,
+            ..TaskStatus::from_master(Id::new(&key.1), state, reason)
         };
         task.last_status = Some(status.clone());
         if state.is_terminal() && !was_terminal {
@@ -555,16 +538,9 @@ impl Master {
     pub(super) fn master_status(&self, key: &(String, String), reason: &str) -> Option<TaskStatus> {
         let task = self.tasks.get(key)?;
         Some(TaskStatus {
-            task_id: Id::new(&key.1),
-            state: task.state,
-            message: None,
-            source: Some("SOURCE_MASTER".into()),
-            reason: Some(reason.into()),
             agent_id: Some(Id::new(&task.agent_id)),
             timestamp: Some(self.env.unix_ms() as f64 / 1000.0),
-            uuid: None,
-            healthy: None,
-            container_status: None,
+            ..TaskStatus::from_master(Id::new(&key.1), task.state, reason)
         })
     }
 

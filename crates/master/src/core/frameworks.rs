@@ -128,18 +128,7 @@ impl Master {
                 continue;
             };
             *on = Some(stream_id.clone());
-            let status = TaskStatus {
-                task_id: Id::new(&update.task_id),
-                state: update.state,
-                message: update.message.clone(),
-                source: Some("SOURCE_EXECUTOR".into()),
-                reason: update.reason.clone(),
-                agent_id: Some(Id::new(&task.agent_id)),
-                timestamp: Some(update.timestamp_ms as f64 / 1000.0),
-                uuid: Some(b64(&update.uuid)),
-                healthy: None,
-                container_status: None,
-            };
+            let status = executor_status(update, &task.agent_id);
             self.send_event(framework_id, &Event::update(status));
             self.counters.updates_forwarded += 1;
         }
@@ -433,16 +422,10 @@ impl Master {
         message: &str,
     ) {
         let status = TaskStatus {
-            task_id: task.task_id.clone(),
-            state,
             message: Some(message.into()),
-            source: Some("SOURCE_MASTER".into()),
-            reason: Some(reason.into()),
             agent_id: Some(task.agent_id.clone()),
             timestamp: Some(self.env.unix_ms() as f64 / 1000.0),
-            uuid: None,
-            healthy: None,
-            container_status: None,
+            ..TaskStatus::from_master(task.task_id.clone(), state, reason)
         };
         self.emit_task_update(&task.task_id.value, state);
         self.send_event(framework_id, &Event::update(status));
@@ -524,16 +507,8 @@ impl Master {
                     ..s
                 })
                 .unwrap_or(TaskStatus {
-                    task_id: Id::new(task_id),
-                    state: task.state,
-                    message: None,
-                    source: Some("SOURCE_MASTER".into()),
-                    reason: Some("REASON_RECONCILIATION".into()),
                     agent_id: Some(Id::new(&task.agent_id)),
-                    timestamp: None,
-                    uuid: None,
-                    healthy: None,
-                    container_status: None,
+                    ..TaskStatus::from_master(Id::new(task_id), task.state, "REASON_RECONCILIATION")
                 })
         };
         if reconcile.tasks.is_empty() {
@@ -578,16 +553,14 @@ impl Master {
                 };
                 if let Some(state) = state {
                     statuses.push(TaskStatus {
-                        task_id: asked.task_id.clone(),
-                        state,
                         message: Some("Reconciliation: task is unknown".into()),
-                        source: Some("SOURCE_MASTER".into()),
-                        reason: Some("REASON_RECONCILIATION".into()),
                         agent_id: asked.agent_id.clone(),
                         timestamp: Some(self.env.unix_ms() as f64 / 1000.0),
-                        uuid: None,
-                        healthy: None,
-                        container_status: None,
+                        ..TaskStatus::from_master(
+                            asked.task_id.clone(),
+                            state,
+                            "REASON_RECONCILIATION",
+                        )
                     });
                 }
             }
