@@ -110,8 +110,8 @@ pub fn parse(check: &Json) -> Result<HealthCheckSpec, String> {
                             .collect::<Vec<_>>()
                     })
                     .unwrap_or_default();
-                let mut words = vec![crate::task::shell_quote(value)];
-                words.extend(arguments.into_iter().map(crate::task::shell_quote));
+                let mut words = vec![crate::shell::quote(value)];
+                words.extend(arguments.into_iter().map(crate::shell::quote));
                 format!("exec {}", words.join(" "))
             };
             let environment = command

@@ -21,6 +21,7 @@ pub mod detector;
 pub mod files;
 pub mod health;
 pub mod live;
+pub mod shell;
 pub mod state;
 pub mod status;
 pub mod task;

@@ -154,14 +154,15 @@ fn command_line(command: Option<&v1::CommandInfo>) -> Result<Option<String>, Str
     let Some(program) = command.value.as_deref().filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
-    let mut words = vec![shell_quote(program)];
-    words.extend(command.arguments.iter().skip(1).map(|a| shell_quote(a)));
+    let mut words = vec![crate::shell::quote(program)];
+    words.extend(
+        command
+            .arguments
+            .iter()
+            .skip(1)
+            .map(|a| crate::shell::quote(a)),
+    );
     Ok(Some(format!("exec {}", words.join(" "))))
-}
-
-/// Quotes a word for `sh`: `'...'` with every `'` written as `'\''`.
-pub fn shell_quote(word: &str) -> String {
-    format!("'{}'", word.replace('\'', r"'\''"))
 }
 
 /// The task's ports in the order its `ports` resources list them.

@@ -570,7 +570,7 @@ fn read_trace(trace: &str, app: &str, n: usize) -> LaunchTrace {
         };
         match event.name.as_str() {
             "http" if event.field("step") == Some("0") => {
-                if node == drover_sim::run::CLIENT {
+                if node == drover_sim::trace::CLIENT {
                     found.post_status = event.field("status").map(str::to_string);
                 } else if found.post_ms.is_none() {
                     found.post_ms = Some(at_ms);

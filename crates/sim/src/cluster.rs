@@ -248,7 +248,7 @@ impl ClusterMap {
                 && !node.name.starts_with('-')
                 && !matches!(
                     node.name.as_str(),
-                    crate::trace::HARNESS | crate::run::CLIENT
+                    crate::trace::HARNESS | crate::trace::CLIENT
                 );
             if !valid {
                 return Err(error(path.clone(), format!("expected a host name (letters, digits, `-`; not `sim` or `client`), found {:?}", node.name)));

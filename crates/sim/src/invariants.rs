@@ -1022,7 +1022,7 @@ impl Invariant for AckedChangesSurvive {
     }
 
     fn observe(&mut self, line: &TraceLine, view: &ClusterView) -> Result<(), String> {
-        if line.node == crate::run::CLIENT && line.event.name == "http" {
+        if line.node == crate::trace::CLIENT && line.event.name == "http" {
             if let Some(id) = line.event.field("deployment") {
                 if !self.ended.contains(id) {
                     let request = format!(

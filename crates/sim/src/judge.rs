@@ -8,8 +8,9 @@ use drover_core::Event;
 
 use crate::cluster::{ClusterMap, Roles};
 use crate::invariants::{self, ClusterView, Invariant, Pending};
-use crate::run::{Failure, Outcome, CLIENT};
+use crate::run::{Failure, Outcome};
 use crate::scenario::{Action, Scenario, ScenarioError};
+use crate::trace::CLIENT;
 use crate::trace::{TraceLine, HARNESS};
 
 /// Events worth a line in the readable timeline (besides the harness's own and the client's).

@@ -23,10 +23,7 @@ use crate::invariants::ClusterView;
 use crate::judge::Judge;
 use crate::net::{Conditions, Network, Owner};
 use crate::scenario::{Action, HttpAction, Scenario, ScenarioError};
-use crate::trace::{Trace, HARNESS};
-
-/// The host the harness sends its HTTP requests from.
-pub const CLIENT: &str = "client";
+use crate::trace::{Trace, CLIENT, HARNESS};
 
 /// A broken expectation.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -10,6 +10,9 @@ use tokio::sync::Notify;
 /// The node name the harness uses for its own actions.
 pub const HARNESS: &str = "sim";
 
+/// The host the harness sends its HTTP requests from (its lines are the `client http` ones).
+pub const CLIENT: &str = "client";
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TraceLine {
     pub at_ms: u64,

@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use bytes::Bytes;
 use drover_core::Event;
 use drover_sim::judge::Judge;
-use drover_sim::run::CLIENT;
 use drover_sim::scenario::{Action, HttpAction, Scenario};
+use drover_sim::trace::CLIENT;
 use drover_sim::trace::{TraceLine, HARNESS};
 use drover_sim::Outcome;
 

@@ -7,7 +7,8 @@ use drover_core::Event;
 use serde::ser::SerializeTuple;
 use serde::{Serialize, Serializer};
 
-use crate::run::{Failure, CLIENT};
+use crate::run::Failure;
+use crate::trace::CLIENT;
 use crate::trace::HARNESS;
 
 /// The whole picture of one run.

@@ -20,7 +20,8 @@ use super::process::{run_check, sandbox, Launch, Process};
 use crate::containerizer::{
     kill_requested, Containerizer, Exit, Handle, KillSignal, Kind, Launched, Running,
 };
-use crate::task::{shell_quote, LaunchSpec};
+use crate::shell::quote as shell_quote;
+use crate::task::LaunchSpec;
 
 /// The file in the sandbox that receives the command's exit status.
 pub const EXIT_STATUS_FILE: &str = "drover_exit_status";
