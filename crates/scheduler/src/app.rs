@@ -390,11 +390,6 @@ impl AppDefinition {
         self.to_json(self.version.as_deref(), true)
     }
 
-    /// Reads what [`AppDefinition::to_storage_json`] wrote (validated like a request).
-    pub fn from_storage_json(value: &Value) -> Result<AppDefinition, crate::validation::ApiError> {
-        crate::validation::app_from_value(value, &PathId::root())
-    }
-
     fn to_json(&self, version: Option<&str>, with_unknown: bool) -> Value {
         let mut out = Map::new();
         let opt_str = |s: &Option<String>| s.as_ref().map_or(Value::Null, |s| json!(s));

@@ -209,6 +209,14 @@ pub fn parse_app(body: &[u8]) -> Result<AppDefinition, ApiError> {
     app_from_value(&parse_json(body)?, &PathId::root())
 }
 
+impl AppDefinition {
+    /// Reads what [`AppDefinition::to_storage_json`] wrote (validated like a request). Here, not
+    /// in `app.rs`, so that definitions do not depend on their validation.
+    pub fn from_storage_json(value: &Value) -> Result<AppDefinition, ApiError> {
+        app_from_value(value, &PathId::root())
+    }
+}
+
 /// Reads an app from JSON already parsed, ids relative to `base`.
 pub fn app_from_value(value: &Value, base: &PathId) -> Result<AppDefinition, ApiError> {
     let mut ctx = Ctx::default();
