@@ -1,0 +1,192 @@
+//! The server's sockets: clients' connections (ZooKeeper's wire framing in and out) and the
+//! raft peers' links, each a task of its own feeding the core's inputs.
+
+use super::*;
+
+pub(super) async fn accept_clients(
+    mut listener: Listener,
+    inputs: mpsc::UnboundedSender<Input>,
+    max_packet_bytes: usize,
+) {
+    let mut next: ConnectionId = 1;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        drover_core::env::spawn(client_connection(
+            next,
+            stream,
+            inputs.clone(),
+            max_packet_bytes,
+        ));
+        next += 1;
+    }
+}
+
+/// Reads a client's packets into the core and writes what the core answers, in order.
+pub(super) async fn client_connection(
+    connection: ConnectionId,
+    stream: Stream,
+    inputs: mpsc::UnboundedSender<Input>,
+    max_packet_bytes: usize,
+) {
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (out, mut outgoing) = mpsc::unbounded_channel();
+    let mut buffer = BytesMut::with_capacity(8192);
+    let mut connected = false;
+    'serve: loop {
+        tokio::select! {
+            biased;
+            message = outgoing.recv() => match message {
+                                Some(Outgoing::Packet(packet)) => {
+                    let written = tokio::time::timeout(CLIENT_WRITE_TIMEOUT, writer.write_all(&packet)).await;
+                    if !matches!(written, Ok(Ok(()))) {
+                        break 'serve;
+                    }
+                }
+                Some(Outgoing::Close) | None => break 'serve,
+            },
+            read = reader.read_buf(&mut buffer) => {
+                if !matches!(read, Ok(n) if n > 0) {
+                    break 'serve;
+                }
+                // ZooKeeper's four-letter words (`ruok`, `srvr`, ...) come instead of a handshake.
+                if !connected && buffer.len() >= 4 {
+                    if let Some(word) = FOUR_LETTER_WORDS.iter().find(|w| buffer.starts_with(w.as_bytes())) {
+                        connected = true;
+                        let _ = inputs.send(Input::FourLetter { word, out: out.clone() });
+                        buffer.clear();
+                        continue 'serve;
+                    }
+                }
+                loop {
+                    let packet = match split_packet(&mut buffer, max_packet_bytes) {
+                        Ok(Some(packet)) => packet,
+                        Ok(None) => break,
+                        Err(error) => {
+                            tracing::debug!(connection, %error, "closing a client connection");
+                            break 'serve;
+                        }
+                    };
+                    let input = if connected {
+                        match proto::decode_request(&packet) {
+                            Ok(request) => Input::Request { connection, request },
+                            Err(error) => {
+                                tracing::debug!(connection, %error, "closing a client connection");
+                                break 'serve;
+                            }
+                        }
+                    } else {
+                        match proto::decode_connect(&packet) {
+                            Ok(request) => {
+                                connected = true;
+                                Input::Connect { connection, request, out: out.clone() }
+                            }
+                            Err(error) => {
+                                tracing::debug!(connection, %error, "closing a client connection");
+                                break 'serve;
+                            }
+                        }
+                    };
+                    if inputs.send(input).is_err() {
+                        break 'serve;
+                    }
+                }
+            }
+        }
+    }
+    let _ = writer.shutdown().await;
+    let _ = inputs.send(Input::Closed { connection });
+}
+
+pub(super) async fn accept_peers(mut listener: Listener, inputs: mpsc::UnboundedSender<Input>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let inputs = inputs.clone();
+        drover_core::env::spawn(async move {
+            let mut frames = FramedRead::new(stream, FrameCodec::with_max(PEER_MAX_FRAME_BYTES));
+            while let Ok(Some(Ok(frame))) = tokio::time::timeout(PEER_IDLE, frames.next()).await {
+                let input = match decode_binary(&frame) {
+                    Ok((PEER_RAFT, body)) => match Message::parse_from_bytes(body) {
+                        Ok(message) => Input::Raft(Box::new(message)),
+                        Err(_) => break,
+                    },
+                    Ok((PEER_KEEPALIVE_KIND, _)) => continue,
+                    Ok((PEER_TOUCH, body)) => {
+                        let sessions = body
+                            .chunks_exact(8)
+                            .map(|c| {
+                                i64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
+                            })
+                            .collect();
+                        Input::Touch(sessions)
+                    }
+                    _ => break,
+                };
+                if inputs.send(input).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// Sends frames to one peer over one connection. The connection is re-opened when a write fails
+/// or the peer closes it; a keepalive goes out when it has been quiet, because the receiving side
+/// closes a connection that carried nothing for [`PEER_IDLE`] (after a partition a TCP connection
+/// may never carry anything again).
+pub(super) async fn send_to_peer(
+    env: Env,
+    host: String,
+    port: u16,
+    mut frames: mpsc::Receiver<Bytes>,
+) {
+    type Writer = FramedWrite<tokio::io::WriteHalf<Stream>, FrameCodec>;
+    let mut open: Option<(Writer, tokio::io::ReadHalf<Stream>)> = None;
+    let mut last_sent = tokio::time::Instant::now();
+    let mut scratch = [0u8; 64];
+    loop {
+        let keepalive_at = last_sent + PEER_KEEPALIVE;
+        let connected = open.is_some();
+        let frame = tokio::select! {
+            biased;
+            frame = frames.recv() => match frame {
+                Some(frame) => frame,
+                None => return,
+            },
+            // The peer never writes on this connection: any read result means it is gone.
+            _ = async {
+                match open.as_mut() {
+                    Some((_, reader)) => reader.read(&mut scratch).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                open = None;
+                continue;
+            }
+            _ = tokio::time::sleep_until(keepalive_at), if connected => encode_binary(PEER_KEEPALIVE_KIND, &[]),
+        };
+        if open.is_none() {
+            if let Ok(stream) = env.connect(&host, port, PEER_CONNECT_TIMEOUT).await {
+                let (reader, writer) = tokio::io::split(stream);
+                open = Some((
+                    FramedWrite::new(writer, FrameCodec::with_max(PEER_MAX_FRAME_BYTES)),
+                    reader,
+                ));
+            }
+        }
+        if let Some((writer, _)) = &mut open {
+            if !matches!(
+                tokio::time::timeout(PEER_CONNECT_TIMEOUT, writer.send(frame)).await,
+                Ok(Ok(()))
+            ) {
+                open = None;
+            }
+            last_sent = tokio::time::Instant::now();
+        }
+    }
+}
