@@ -1,5 +1,6 @@
 //! Integration tests of the root package: one binary, one module per boundary.
 
+mod arm_readme;
 mod cli;
 mod coord_live;
 mod determinism;

@@ -350,22 +350,37 @@ fn signal_group(pid: i64) {
         .status();
 }
 
-/// One HTTP/1.0 exchange with a JSON body on loopback: the status and the JSON answer (`null`
-/// for an empty or non-JSON body).
+/// One HTTP/1.0 exchange with a JSON body on 127.0.0.1: the status and the JSON answer.
 fn request(
     port: u16,
     method: &str,
     path: &str,
     body: Option<&str>,
 ) -> Result<(u16, Value), String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    http_json(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        method,
+        path,
+        body,
+    )
+}
+
+/// One HTTP/1.0 exchange with a JSON body: the status and the JSON answer (`null` if none).
+pub(crate) fn http_json(
+    address: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, Value), String> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))
+        .map_err(|e| format!("{address}: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| e.to_string())?;
     let body = body.unwrap_or("");
     write!(
         stream,
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+        "{method} {path} HTTP/1.0\r\nHost: {address}\r\nContent-Type: application/json\r\n\
          Accept: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
