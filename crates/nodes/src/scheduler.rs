@@ -5,7 +5,7 @@ use clap::Args;
 use drover_master::client::Locator;
 use drover_master::daemon::ZkUrl;
 use drover_scheduler::core::Tuning;
-use drover_scheduler::daemon::{self, Config};
+use drover_scheduler::daemon::Config;
 use drover_sim::Role;
 
 pub use drover_scheduler::daemon::DEFAULT_PORT as PORT;
@@ -87,7 +87,7 @@ pub async fn main(
             ..Tuning::default()
         },
     };
-    daemon::serve(env, config, shutdown)
+    drover_scheduler::process::serve(env, config, shutdown)
         .await
         .context("scheduler")
 }
@@ -113,11 +113,9 @@ pub fn role() -> Role {
                 tuning: Tuning::default(),
             };
             let env = context.env.clone();
-            daemon::serve(
-                env,
-                config,
-                async move { context.shutdown.requested().await },
-            )
+            drover_scheduler::process::serve(env, config, async move {
+                context.shutdown.requested().await
+            })
             .await?;
             Ok(())
         })

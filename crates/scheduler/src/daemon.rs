@@ -6,7 +6,6 @@
 //! Everything goes through the Env, so the same code runs live and in simulation.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -74,7 +73,7 @@ impl Reply {
 pub type ApiFn = Box<dyn FnOnce(&mut Scheduler, &mut Effects, u64) -> Reply + Send>;
 
 #[allow(clippy::large_enum_variant, reason = "moved once, not stored")]
-enum Input {
+pub(crate) enum Input {
     Elected {
         term: u64,
         store: Store,
@@ -94,7 +93,7 @@ enum Input {
 /// Shared with the HTTP handlers.
 #[derive(Clone)]
 pub struct Shared {
-    inputs: mpsc::Sender<Input>,
+    pub(crate) inputs: mpsc::Sender<Input>,
     pub env: Env,
     pub config: Config,
     pub events: broadcast::Sender<(String, Value)>,
@@ -123,40 +122,6 @@ impl Shared {
     }
 }
 
-/// Runs a scheduler until `shutdown` resolves.
-pub async fn serve(
-    env: Env,
-    config: Config,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> io::Result<()> {
-    let listener = env.bind(config.bind).await?;
-    let (inputs, receiver) = mpsc::channel(1024);
-    let (events, _) = broadcast::channel(1024);
-    let shared = Shared {
-        inputs: inputs.clone(),
-        env: env.clone(),
-        config: config.clone(),
-        events: events.clone(),
-        leader: Arc::new(Mutex::new(None)),
-    };
-    let router = crate::api::router(shared.clone());
-    let http = drover_core::env::spawn(async move {
-        let _ = drover_core::http::serve(listener, router, std::future::pending()).await;
-    });
-    let (abdicate_tx, abdicate_rx) = mpsc::channel(4);
-    drover_core::env::spawn(campaign(
-        env.clone(),
-        config.clone(),
-        inputs.clone(),
-        shared.leader.clone(),
-        abdicate_rx,
-    ));
-    drop(inputs);
-    core(env, config, receiver, events, abdicate_tx, shutdown).await;
-    http.abort();
-    Ok(())
-}
-
 struct Leading {
     scheduler: Scheduler,
     store: Store,
@@ -169,7 +134,7 @@ struct Leading {
 }
 
 /// The core task: the only owner of the scheduler's state.
-async fn core(
+pub(crate) async fn core(
     env: Env,
     config: Config,
     mut inputs: mpsc::Receiver<Input>,
@@ -743,7 +708,7 @@ impl recipes::Contender for Contender {
 }
 
 /// Campaigns for leadership for as long as the scheduler runs.
-async fn campaign(
+pub(crate) async fn campaign(
     env: Env,
     config: Config,
     inputs: mpsc::Sender<Input>,

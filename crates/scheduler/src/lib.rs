@@ -51,6 +51,7 @@ pub mod group;
 pub mod health;
 pub mod path;
 pub mod plan;
+pub mod process;
 pub mod ui;
 pub mod validation;
 
