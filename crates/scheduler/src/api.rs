@@ -794,7 +794,7 @@ fn change_group(
     q: &Params,
     mode: UpdateMode,
 ) -> Reply {
-    let update: GroupUpdate = match validation::parse_group(body, base) {
+    let update: GroupUpdate = match crate::group::parse_group(body, base) {
         Ok(u) => u,
         Err(e) => return Reply::error(e),
     };

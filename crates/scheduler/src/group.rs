@@ -655,10 +655,21 @@ pub(crate) fn decode_group_update(
     })
 }
 
+/// Reads a group body (`POST`/`PUT /v2/groups[/{base}]`): relative ids are resolved against
+/// `base`. Dependency cycles are found when the update is applied to the root group
+/// ([`crate::group::Group::apply_update`]), since they can run through groups the body does not
+/// list.
+pub fn parse_group(body: &[u8], base: &PathId) -> Result<GroupUpdate, ApiError> {
+    let value = crate::validation::parse_json(body)?;
+    let mut ctx = Ctx::default();
+    let update = decode_group_update(&value, "", base, false, &mut ctx);
+    crate::validation::finish(update, ctx)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::parse_group;
     use super::*;
-    use crate::validation::parse_group;
 
     const BASIC: &str = include_str!("../../../apps/basic.json");
 

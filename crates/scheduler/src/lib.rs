@@ -13,7 +13,7 @@
 //! | [`path`] | `PathId`: absolute and relative app/group ids, Marathon's name rules, resolution of `.`/`..` |
 //! | [`app`] | `AppDefinition`: Marathon's fields and defaults, strict reading (why `"cpus": ".25"` is a 422), Marathon's response shape |
 //! | [`group`] | groups, group updates (`POST`/`PUT /v2/groups`), effective dependencies, cycle detection, service ports |
-//! | [`validation`] | `parse_app`/`parse_group`/`apply_app_update` and `ApiError`: Marathon's 400/422 bodies and error paths (`/apps(0)/cpus`) |
+//! | [`validation`] | `parse_app`/`apply_app_update` and `ApiError`: Marathon's 400/422 bodies and error paths (`/apps(0)/cpus`) |
 //! | [`constraints`] | UNIQUE, CLUSTER, GROUP_BY, LIKE, UNLIKE, MAX_PER, IS: validation and placement decisions with a reason |
 //! | [`core`] | the leader's state: deployments, instances, launch queue, offers, convergence (no I/O; Env for ids, time, trace) |
 //! | [`health`] | Marathon-side HTTP/TCP health probes through the Env, and the health tracker |
@@ -23,12 +23,12 @@
 //! The typical flow of `POST /v2/groups` with `apps/basic.json`:
 //!
 //! ```
-//! use drover_scheduler::{group::{Group, UpdateMode}, path::PathId, plan::DeploymentPlan, validation};
+//! use drover_scheduler::{group::{self, Group, UpdateMode}, path::PathId, plan::DeploymentPlan, validation};
 //!
 //! let body = br#"{"id": "/demo", "groups": [
 //!     {"id": "/demo/db",  "apps": [{"id": "pg",  "cmd": "sleep 100"}]},
 //!     {"id": "/demo/web", "dependencies": ["../db"], "apps": [{"id": "www", "cmd": "sleep 100"}]}]}"#;
-//! let update = validation::parse_group(body, &PathId::root())?;            // 400/422 here
+//! let update = group::parse_group(body, &PathId::root())?;            // 400/422 here
 //! let root = Group::root();
 //! let target = root.apply_update(&PathId::root(), &update, UpdateMode::Create,
 //!                                "2024-05-01T10:00:00.000Z")?;              // 409/422 here
@@ -56,7 +56,8 @@ pub mod ui;
 pub mod validation;
 
 pub use app::AppDefinition;
+pub use group::parse_group;
 pub use group::{Group, GroupUpdate};
 pub use path::PathId;
 pub use plan::DeploymentPlan;
-pub use validation::{parse_app, parse_group, ApiError};
+pub use validation::{parse_app, ApiError};

@@ -318,8 +318,9 @@ pub fn restart_bounds(instances: u32, strategy: &UpgradeStrategy) -> RestartBoun
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::group::parse_group;
     use crate::group::UpdateMode;
-    use crate::validation::{parse_app, parse_group};
+    use crate::validation::parse_app;
     use proptest::prelude::*;
 
     const BASIC: &str = include_str!("../../../apps/basic.json");

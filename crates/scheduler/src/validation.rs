@@ -30,7 +30,6 @@ use serde_json::{json, Value};
 
 use crate::app::{decode_app, AppDefinition, ContainerType};
 use crate::decode::{index_path, Ctx};
-use crate::group::{decode_group_update, GroupUpdate};
 use crate::path::PathId;
 
 /// Marathon's message for apps without anything to run.
@@ -182,7 +181,7 @@ fn details(pairs: &[(String, String)]) -> Value {
     )
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     if body.len() > MAX_BODY_BYTES {
         return Err(ApiError {
             status: 413,
@@ -192,7 +191,7 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(ApiError::invalid_json)
 }
 
-fn finish<T>(value: Option<T>, ctx: Ctx) -> Result<T, ApiError> {
+pub(crate) fn finish<T>(value: Option<T>, ctx: Ctx) -> Result<T, ApiError> {
     if !ctx.json.is_empty() {
         return Err(ApiError::json_type_errors(&ctx.json));
     }
@@ -274,17 +273,6 @@ pub fn apply_app_update(
     app_from_value(&Value::Object(merged), &PathId::root())
 }
 
-/// Reads a group body (`POST`/`PUT /v2/groups[/{base}]`): relative ids are resolved against
-/// `base`. Dependency cycles are found when the update is applied to the root group
-/// ([`crate::group::Group::apply_update`]), since they can run through groups the body does not
-/// list.
-pub fn parse_group(body: &[u8], base: &PathId) -> Result<GroupUpdate, ApiError> {
-    let value = parse_json(body)?;
-    let mut ctx = Ctx::default();
-    let update = decode_group_update(&value, "", base, false, &mut ctx);
-    finish(update, ctx)
-}
-
 /// The rules that span several fields of an app, reported under `path`.
 pub(crate) fn check_app(app: &AppDefinition, path: &str, ctx: &mut Ctx) {
     let at = |key: &str| format!("{path}/{key}");
@@ -335,6 +323,7 @@ pub(crate) fn check_app(app: &AppDefinition, path: &str, ctx: &mut Ctx) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::group::parse_group;
     use crate::path::INVALID_SEGMENT;
 
     const LEGACY_WWW: &str = include_str!("../../../apps/legacy-www.json");

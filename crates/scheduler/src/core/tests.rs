@@ -1,6 +1,6 @@
 use super::*;
+use crate::group::parse_group;
 use crate::group::UpdateMode;
-use crate::validation::parse_group;
 
 const BASIC: &str = include_str!("../../../../apps/basic.json");
 
