@@ -80,17 +80,19 @@ impl Containers {
                 data: PathBuf::from("/data"),
                 scenario: PathBuf::from("/scenario.json"),
             };
-            let mut cmd = vec!["/drover".to_string()];
             // Their tasks join the run's network: they reach the nodes and each other, and go
             // with the run.
             let tasks = docker_label.as_deref().map(|label| (label, run_id));
-            cmd.extend(node_command(&inside, tasks, None));
+            let cmd = node_command(&inside, tasks, None);
             let endpoint = EndpointSettings {
                 aliases: Some(vec![node.name.clone()]),
                 ..Default::default()
             };
             let body = ContainerCreateBody {
                 image: Some(image.clone()),
+                // Set, not inherited: the static image's own entrypoint is `/drover` too, the
+                // imported one has none.
+                entrypoint: Some(vec!["/drover".to_string()]),
                 hostname: Some(node.name.clone()),
                 env: Some(vec!["RUST_LOG=info".into()]),
                 cmd: Some(cmd),
@@ -432,7 +434,18 @@ fn docker_socket() -> Option<PathBuf> {
 /// The node image, `drover-node:<hash of this binary>`: this binary, the shared libraries it
 /// needs, and Debian's static busybox for the tasks' shell, imported with `docker import` (no
 /// registry is reachable). Built once per binary and kept.
+///
+/// `DROVER_LIVE_IMAGE` names an image to take as it is instead, such as `drover:static-amd64`
+/// (`.ci/arm`: this binary built static, `FROM scratch`). It must hold the same build at
+/// `/drover`; agents that run command tasks also need `/bin/sh` in it, which that one lacks.
 async fn node_image(engine: &Docker) -> Result<String, String> {
+    if let Ok(image) = std::env::var("DROVER_LIVE_IMAGE") {
+        engine
+            .inspect_image(&image)
+            .await
+            .map_err(|e| format!("DROVER_LIVE_IMAGE {image}: {e}"))?;
+        return Ok(image);
+    }
     let exe = std::env::current_exe().map_err(|e| format!("this binary: {e}"))?;
     let bytes = std::fs::read(&exe).map_err(|e| format!("{}: {e}", exe.display()))?;
     // FNV-1a: a stable content hash without another dependency.
