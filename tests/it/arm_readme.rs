@@ -384,11 +384,7 @@ impl Hosts {
             {
                 continue;
             }
-            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            let state = stat
-                .rsplit_once(')')
-                .map(|(_, rest)| rest.trim().to_string());
-            if state.is_some_and(|s| !s.starts_with('Z') && !s.starts_with('X')) {
+            if crate::scheduler_live::alive(i64::from(pid)) {
                 left.push(pid);
             }
         }

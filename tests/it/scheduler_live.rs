@@ -264,11 +264,7 @@ impl Up {
                 else {
                     continue;
                 };
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-                let state = stat
-                    .rsplit_once(')')
-                    .map(|(_, rest)| rest.trim().to_string());
-                if state.is_some_and(|s| !s.starts_with('Z') && !s.starts_with('X')) {
+                if alive(pid) {
                     left.push(pid);
                 }
             }
@@ -396,6 +392,14 @@ pub(crate) fn http_json(
         .ok_or_else(|| format!("not an HTTP answer: {text:?}"))?;
     let answer = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     Ok((status, serde_json::from_str(answer).unwrap_or(Value::Null)))
+}
+
+/// Whether process `pid` runs (exists and is neither a zombie nor dead), from `/proc/PID/stat`.
+pub(crate) fn alive(pid: i64) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .map(|(_, rest)| rest.trim().to_string())
+        .is_some_and(|s| !s.starts_with('Z') && !s.starts_with('X'))
 }
 
 /// The seed's app definition, as the repository has it.
