@@ -165,8 +165,8 @@ impl Master {
         }
         self.send(MasterMessage::RunTask {
             framework_id: "fw-1".into(),
-            framework: json!({"name": "test-framework", "user": "root"}),
-            task,
+            framework: json!({"name": "test-framework", "user": "root"}).into(),
+            task: task.into(),
         })
         .await;
     }

@@ -93,11 +93,12 @@ pub enum MasterMessage {
     Registered { agent_id: String, master: String },
     /// The master will not admit this agent (for example: it was marked gone); the agent stops.
     Refused { reason: String },
-    /// Run a task (a Mesos v1 `TaskInfo`) for a framework (its `FrameworkInfo`).
+    /// Run a task (a Mesos v1 `TaskInfo`) for a framework (its `FrameworkInfo`). Shared: the
+    /// master keeps the task's JSON and sends one framework's JSON with each of its launches.
     RunTask {
         framework_id: String,
-        framework: serde_json::Value,
-        task: serde_json::Value,
+        framework: std::sync::Arc<serde_json::Value>,
+        task: std::sync::Arc<serde_json::Value>,
     },
     /// Kill a task; its terminal update follows through the status stream.
     KillTask {

@@ -203,9 +203,12 @@ struct Key {
 }
 
 /// A normalised bag of resources.
+///
+/// Shared on clone and copied on the first change (the allocator clones an agent's bag into an
+/// offer, the agent's allocation and the framework's holdings every cycle: a clone costs a count).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Resources {
-    entries: BTreeMap<Key, Value>,
+    entries: Arc<BTreeMap<Key, Value>>,
 }
 
 impl Resources {
@@ -232,9 +235,10 @@ impl Resources {
 
     /// Adds `value` under `key` (whose kind is the value's).
     fn merge(&mut self, key: Key, value: &Value) {
-        match (self.entries.get_mut(&key), value) {
+        let entries = Arc::make_mut(&mut self.entries);
+        match (entries.get_mut(&key), value) {
             (None, value) => {
-                self.entries.insert(key, value.clone());
+                entries.insert(key, value.clone());
             }
             (Some(Value::Scalar(a)), Value::Scalar(b)) => {
                 *a = a.checked_add(*b).unwrap_or(Scalar(u64::MAX))
@@ -278,12 +282,17 @@ impl Resources {
     pub fn for_role(&self, role: &str) -> Resources {
         let entries = self.entries.iter().filter(|(k, _)| &*k.role == role);
         Resources {
-            entries: entries.map(|(k, v)| (k.clone(), v.clone())).collect(),
+            entries: Arc::new(entries.map(|(k, v)| (k.clone(), v.clone())).collect()),
         }
     }
 
     pub fn add(&mut self, other: &Resources) {
-        for (key, value) in &other.entries {
+        if self.entries.is_empty() && other.entries.values().all(|v| !v.is_empty()) {
+            // Nothing to merge with: a copy (the allocator's common case, one clone of the tree).
+            self.entries = other.entries.clone();
+            return;
+        }
+        for (key, value) in other.entries.iter() {
             if !value.is_empty() {
                 self.merge(key.clone(), value);
             }
@@ -302,20 +311,27 @@ impl Resources {
 
     /// `self - other`, or `None` when `other` is not contained in `self`.
     pub fn checked_sub(&self, other: &Resources) -> Option<Resources> {
+        if Arc::ptr_eq(&self.entries, &other.entries) {
+            return Some(Resources::new());
+        }
         if !self.contains(other) {
             return None;
         }
+        if other.is_empty() {
+            return Some(self.clone());
+        }
         let mut out = self.clone();
-        for (key, value) in &other.entries {
-            let held = out.entries.get_mut(key)?;
+        let entries = Arc::make_mut(&mut out.entries);
+        for (key, value) in other.entries.iter() {
+            let held = entries.get_mut(key)?;
             match (held, value) {
                 (Value::Scalar(a), Value::Scalar(b)) => *a = a.checked_sub(*b)?,
                 (Value::Ranges(a), Value::Ranges(b)) => *a = a.difference(b),
                 (Value::Set(a), Value::Set(b)) => a.retain(|item| !b.contains(item)),
                 _ => return None,
             }
-            if out.entries.get(key).is_some_and(Value::is_empty) {
-                out.entries.remove(key);
+            if entries.get(key).is_some_and(Value::is_empty) {
+                entries.remove(key);
             }
         }
         Some(out)

@@ -7,9 +7,15 @@
 //! same (or less) on that agent until the filter expires; a suppressed framework is offered
 //! nothing until it revives. Offered and used resources both count as allocated.
 //!
+//! Shares are kept as plain numbers: what a framework or a role holds is summed per scalar
+//! resource (name and role) in thousandths, so ranking one after a grant costs no bag arithmetic;
+//! the bags (what a framework holds on each agent, what each agent has given) are kept for what
+//! needs them (recovering, reports). Ids are shared strings, so a key costs no allocation.
+//!
 //! Everything here is plain data and arithmetic: time comes in as `now_ms`, randomness as an RNG.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use drover_core::resources::{Resources, Value, ANY_ROLE};
 use rand::seq::SliceRandom;
@@ -17,6 +23,9 @@ use rand::RngCore;
 
 pub type AgentId = String;
 pub type FrameworkId = String;
+
+/// An id as the allocator keeps it: shared, so that keys and orders clone without allocating.
+type Name = Arc<str>;
 
 /// The default of Mesos' `--min_allocatable_resources`: an offer must hold at least one of these.
 pub fn default_min_allocatable() -> Vec<Resources> {
@@ -40,38 +49,70 @@ struct Agent {
     allocated: Resources,
 }
 
+/// Scalar quantities held, in thousandths, indexed by the allocator's scalar slots.
+#[derive(Clone, Debug, Default)]
+struct Sums(Vec<u64>);
+
+impl Sums {
+    fn add(&mut self, slot: usize, amount: u64, grant: bool) {
+        if self.0.len() <= slot {
+            self.0.resize(slot + 1, 0);
+        }
+        let held = &mut self.0[slot];
+        *held = if grant {
+            held.saturating_add(amount)
+        } else {
+            held.saturating_sub(amount)
+        };
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Framework {
-    role: String,
+    role: Name,
     suppressed: bool,
     /// Disconnected from the master: offered nothing, but keeps what it uses.
     inactive: bool,
-    allocated: Resources,
-    /// What `allocated` holds on each agent.
-    on_agents: BTreeMap<AgentId, Resources>,
+    /// What `on_agents` holds, summed per scalar slot (the numerators of its share).
+    held: Sums,
+    /// What the framework holds on each agent.
+    on_agents: BTreeMap<Name, Resources>,
     /// Per agent: resources declined with a filter, and until when.
-    filters: BTreeMap<AgentId, (Resources, u64)>,
+    filters: BTreeMap<Name, (Resources, u64)>,
 }
 
 #[derive(Clone, Debug, Default)]
 struct Role {
     weight_millis: u64,
-    allocated: Resources,
+    /// What the role's frameworks hold, summed per scalar slot.
+    held: Sums,
     /// Active (unsuppressed) frameworks ordered by (share, id).
-    order: BTreeSet<(u64, FrameworkId)>,
+    order: BTreeSet<(u64, Name)>,
+}
+
+/// One scalar resource as shares count it: a name reserved for a role (`cpus` of `*` and `cpus`
+/// of `web` are two), and the index of the name's cluster total.
+#[derive(Clone, Debug)]
+struct Slot {
+    name: Name,
+    role: Name,
+    total: usize,
 }
 
 /// The allocator's state: agents, frameworks, roles and what is allocated to whom.
 #[derive(Clone, Debug)]
 pub struct Allocator {
-    agents: BTreeMap<AgentId, Agent>,
-    frameworks: BTreeMap<FrameworkId, Framework>,
-    roles: BTreeMap<String, Role>,
+    agents: BTreeMap<Name, Agent>,
+    frameworks: BTreeMap<Name, Framework>,
+    roles: BTreeMap<Name, Role>,
     /// Roles with active frameworks, ordered by (weighted share, name).
-    role_order: BTreeSet<(u64, String)>,
+    role_order: BTreeSet<(u64, Name)>,
     /// Cluster totals per scalar resource name (the denominators of shares), in thousandths.
-    totals: BTreeMap<String, u64>,
+    totals: Vec<(Name, u64)>,
+    slots: Vec<Slot>,
     min_allocatable: Vec<Resources>,
+    /// Reused by every grant: the (slot, amount) pairs it changes.
+    scratch: Vec<(usize, u64)>,
 }
 
 impl Default for Allocator {
@@ -83,6 +124,13 @@ impl Default for Allocator {
 /// Parts per billion: shares as integers, so ordering is exact and portable.
 const SHARE_SCALE: u128 = 1_000_000_000;
 
+fn role_named(weight_millis: u64) -> Role {
+    Role {
+        weight_millis,
+        ..Role::default()
+    }
+}
+
 impl Allocator {
     pub fn new(min_allocatable: Vec<Resources>) -> Self {
         Allocator {
@@ -90,8 +138,10 @@ impl Allocator {
             frameworks: BTreeMap::new(),
             roles: BTreeMap::new(),
             role_order: BTreeSet::new(),
-            totals: BTreeMap::new(),
+            totals: Vec::new(),
+            slots: Vec::new(),
             min_allocatable,
+            scratch: Vec::new(),
         }
     }
 
@@ -100,24 +150,51 @@ impl Allocator {
         let millis = (weight * 1000.0).round().clamp(1.0, 1e12) as u64;
         self.unrank_role(role);
         self.roles
-            .entry(role.to_string())
-            .or_insert_with(|| Role {
-                weight_millis: 1000,
-                ..Role::default()
-            })
+            .entry(role.into())
+            .or_insert_with(|| role_named(1000))
             .weight_millis = millis;
         self.rank_role(role);
+    }
+
+    /// The index of a name's cluster total (made at 0 when new).
+    fn total_index(&mut self, name: &str) -> usize {
+        match self.totals.iter().position(|(n, _)| &**n == name) {
+            Some(index) => index,
+            None => {
+                self.totals.push((name.into(), 0));
+                self.totals.len() - 1
+            }
+        }
+    }
+
+    /// The slot of scalar `name` reserved for `role` (made when new).
+    fn slot(&mut self, name: &str, role: &str) -> usize {
+        if let Some(index) = self
+            .slots
+            .iter()
+            .position(|s| &*s.name == name && &*s.role == role)
+        {
+            return index;
+        }
+        let total = self.total_index(name);
+        self.slots.push(Slot {
+            name: name.into(),
+            role: role.into(),
+            total,
+        });
+        self.slots.len() - 1
     }
 
     pub fn add_agent(&mut self, id: &str, total: Resources) {
         self.remove_agent(id);
         for (name, _, value) in total.iter() {
             if let Value::Scalar(s) = value {
-                *self.totals.entry(name.to_string()).or_default() += s.thousandths();
+                let index = self.total_index(name);
+                self.totals[index].1 += s.thousandths();
             }
         }
         self.agents.insert(
-            id.to_string(),
+            id.into(),
             Agent {
                 total,
                 allocated: Resources::new(),
@@ -128,7 +205,7 @@ impl Allocator {
 
     /// Forgets an agent, and what was allocated on it.
     pub fn remove_agent(&mut self, id: &str) {
-        let holders: Vec<(FrameworkId, Resources)> = self
+        let holders: Vec<(Name, Resources)> = self
             .frameworks
             .iter()
             .filter_map(|(f, fw)| fw.on_agents.get(id).map(|r| (f.clone(), r.clone())))
@@ -140,15 +217,14 @@ impl Allocator {
             return;
         };
         for (name, _, value) in agent.total.iter() {
-            if let (Value::Scalar(s), Some(total)) = (value, self.totals.get_mut(name)) {
+            if let Value::Scalar(s) = value {
+                let index = self.total_index(name);
+                let total = &mut self.totals[index].1;
                 *total = total.saturating_sub(s.thousandths());
             }
         }
-        let holders: Vec<FrameworkId> = self.frameworks.keys().cloned().collect();
-        for framework in holders {
-            if let Some(f) = self.frameworks.get_mut(&framework) {
-                f.filters.remove(id);
-            }
+        for framework in self.frameworks.values_mut() {
+            framework.filters.remove(id);
         }
         // Frameworks' allocations on the agent are recovered by the caller's bookkeeping (it
         // knows which tasks and offers were there); shares are recomputed from what remains.
@@ -157,17 +233,21 @@ impl Allocator {
 
     pub fn add_framework(&mut self, id: &str, role: &str) {
         self.remove_framework(id);
-        self.roles.entry(role.to_string()).or_insert_with(|| Role {
-            weight_millis: 1000,
-            ..Role::default()
-        });
+        let role: Name = match self.roles.get_key_value(role) {
+            Some((name, _)) => name.clone(),
+            None => {
+                let name: Name = role.into();
+                self.roles.insert(name.clone(), role_named(1000));
+                name
+            }
+        };
         self.frameworks.insert(
-            id.to_string(),
+            id.into(),
             Framework {
-                role: role.to_string(),
+                role,
                 suppressed: false,
                 inactive: false,
-                allocated: Resources::new(),
+                held: Sums::default(),
                 on_agents: BTreeMap::new(),
                 filters: BTreeMap::new(),
             },
@@ -177,7 +257,7 @@ impl Allocator {
 
     /// Removes a framework and gives back everything allocated to it (on every agent).
     pub fn remove_framework(&mut self, id: &str) {
-        let held: Vec<(AgentId, Resources)> = match self.frameworks.get(id) {
+        let held: Vec<(Name, Resources)> = match self.frameworks.get(id) {
             Some(f) => f
                 .on_agents
                 .iter()
@@ -245,8 +325,7 @@ impl Allocator {
     ) {
         self.reallocate(framework, agent, resources, false);
         if let (Some(until), Some(f)) = (refuse_until_ms, self.frameworks.get_mut(framework)) {
-            f.filters
-                .insert(agent.to_string(), (resources.clone(), until));
+            f.filters.insert(agent.into(), (resources.clone(), until));
         }
     }
 
@@ -259,53 +338,82 @@ impl Allocator {
         let (role, ranked) = (f.role.clone(), !f.suppressed && !f.inactive);
         let old_framework_key = self.framework_key(framework);
         let old_role_key = self.role_key(&role);
-        let change = |held: &mut Resources| {
+        let agent_name: Name = match self.agents.get_key_value(agent) {
+            Some((name, _)) => name.clone(),
+            None => agent.into(),
+        };
+        if let Some(a) = self.agents.get_mut(agent) {
+            if grant {
+                a.allocated.add(resources);
+            } else {
+                a.allocated = a.allocated.checked_sub(resources).unwrap_or_default();
+            }
+        }
+        // What the framework's sums change by: what was granted, or what its bag on the agent
+        // really gave back (all of it when asked for more than it held).
+        let mut delta = None;
+        if let Some(f) = self.frameworks.get_mut(framework) {
+            let held = f.on_agents.entry(agent_name).or_default();
             if grant {
                 held.add(resources);
             } else {
-                *held = held.checked_sub(resources).unwrap_or_default();
+                match held.checked_sub(resources) {
+                    Some(rest) => *held = rest,
+                    None => delta = Some(std::mem::take(held)),
+                }
             }
-        };
-        if let Some(a) = self.agents.get_mut(agent) {
-            change(&mut a.allocated);
-        }
-        if let Some(f) = self.frameworks.get_mut(framework) {
-            change(&mut f.allocated);
-            let held = f.on_agents.entry(agent.to_string()).or_default();
-            change(held);
             if held.is_empty() {
                 f.on_agents.remove(agent);
             }
         }
-        if let Some(r) = self.roles.get_mut(&role) {
-            change(&mut r.allocated);
+        let delta = delta.as_ref().unwrap_or(resources);
+        let mut changes = std::mem::take(&mut self.scratch);
+        changes.clear();
+        for (name, reserved_for, value) in delta.iter() {
+            if let Value::Scalar(s) = value {
+                changes.push((self.slot(name, reserved_for), s.thousandths()));
+            }
+        }
+        if let Some(f) = self.frameworks.get_mut(framework) {
+            for &(slot, amount) in &changes {
+                f.held.add(slot, amount, grant);
+            }
         }
         let new_framework_key = self.framework_key(framework);
+        let Some(r) = self.roles.get_mut(&role) else {
+            self.scratch = changes;
+            return;
+        };
+        for &(slot, amount) in &changes {
+            r.held.add(slot, amount, grant);
+        }
+        self.scratch = changes;
+        if let (true, Some(old), Some(new)) = (ranked, old_framework_key, new_framework_key) {
+            r.order.remove(&old);
+            r.order.insert(new);
+        }
+        let active = !r.order.is_empty();
         let new_role_key = self.role_key(&role);
-        if let Some(r) = self.roles.get_mut(&role) {
-            if let (true, Some(old), Some(new)) = (ranked, old_framework_key, new_framework_key) {
-                r.order.remove(&old);
-                r.order.insert(new);
-            }
-            let active = !r.order.is_empty();
-            if let Some(old) = old_role_key {
-                self.role_order.remove(&old);
-            }
-            if let (true, Some(new)) = (active, new_role_key) {
-                self.role_order.insert(new);
-            }
+        if let Some(old) = old_role_key {
+            self.role_order.remove(&old);
+        }
+        if let (true, Some(new)) = (active, new_role_key) {
+            self.role_order.insert(new);
         }
     }
 
     /// What is free on an agent.
     pub fn available(&self, agent: &str) -> Option<Resources> {
         let a = self.agents.get(agent)?;
+        if a.allocated.is_empty() {
+            return Some(a.total.clone());
+        }
         a.total.checked_sub(&a.allocated)
     }
 
     /// One allocation cycle over every agent, in an order drawn from `rng`.
     pub fn allocate(&mut self, now_ms: u64, rng: &mut impl RngCore) -> Vec<Allocation> {
-        let mut agents: Vec<AgentId> = self.agents.keys().cloned().collect();
+        let mut agents: Vec<Name> = self.agents.keys().cloned().collect();
         agents.shuffle(rng);
         let mut out = Vec::new();
         for agent in agents {
@@ -326,7 +434,33 @@ impl Allocator {
         !resources.is_empty() && self.min_allocatable.iter().any(enough)
     }
 
-    fn allocate_agent(&mut self, agent: &str, now_ms: u64, out: &mut Vec<Allocation>) {
+    /// Whether `framework` may be offered `offerable` on `agent` (no filter of its holds it back).
+    fn unfiltered(&self, framework: &str, agent: &str, offerable: &Resources, now_ms: u64) -> bool {
+        self.frameworks
+            .get(framework)
+            .is_some_and(|fw| match fw.filters.get(agent) {
+                Some((refused, until)) => now_ms >= *until || !refused.contains(offerable),
+                None => true,
+            })
+    }
+
+    /// The first framework of `role`'s DRF order that may be offered `offerable` on `agent`.
+    fn first_taker(
+        &self,
+        role: &str,
+        agent: &str,
+        offerable: &Resources,
+        now_ms: u64,
+    ) -> Option<Name> {
+        let order = &self.roles.get(role)?.order;
+        order
+            .iter()
+            .map(|(_, f)| f)
+            .find(|f| self.unfiltered(f, agent, offerable, now_ms))
+            .cloned()
+    }
+
+    fn allocate_agent(&mut self, agent: &Name, now_ms: u64, out: &mut Vec<Allocation>) {
         let Some(mut available) = self.available(agent) else {
             return;
         };
@@ -335,44 +469,36 @@ impl Allocator {
         }
         // Roles by weighted share, then their frameworks by share: the first one that takes
         // resources here gets all it may have of them.
-        // Without reservations every role may have all of it (the common case, kept cheap).
         let reserved = available.iter().any(|(_, role, _)| role != ANY_ROLE);
-        let roles: Vec<String> = self.role_order.iter().map(|(_, r)| r.clone()).collect();
+        if !reserved {
+            // Every role may have all of it (the common case, kept cheap).
+            let chosen = self
+                .role_order
+                .iter()
+                .find_map(|(_, role)| self.first_taker(role, agent, &available, now_ms));
+            if let Some(framework) = chosen {
+                self.reallocate(&framework, agent, &available, true);
+                out.push(Allocation {
+                    framework: framework.to_string(),
+                    agent: agent.to_string(),
+                    resources: available,
+                });
+            }
+            return;
+        }
+        let roles: Vec<Name> = self.role_order.iter().map(|(_, r)| r.clone()).collect();
         for role in roles {
-            let offerable = if reserved {
-                offerable_to(&available, &role)
-            } else {
-                available.clone()
-            };
+            let offerable = offerable_to(&available, &role);
             if !self.allocatable(&offerable) {
                 continue;
             }
-            let Some(order) = self.roles.get(&role).map(|r| &r.order) else {
-                continue;
-            };
-            let chosen = order.iter().map(|(_, f)| f).find(|f| {
-                self.frameworks
-                    .get(*f)
-                    .is_some_and(|fw| match fw.filters.get(agent) {
-                        Some((refused, until)) => now_ms >= *until || !refused.contains(&offerable),
-                        None => true,
-                    })
-            });
-            let Some(framework) = chosen.cloned() else {
+            let Some(framework) = self.first_taker(&role, agent, &offerable, now_ms) else {
                 continue;
             };
             self.reallocate(&framework, agent, &offerable, true);
-            if !reserved {
-                out.push(Allocation {
-                    framework,
-                    agent: agent.to_string(),
-                    resources: offerable,
-                });
-                return;
-            }
             available = available.checked_sub(&offerable).unwrap_or_default();
             out.push(Allocation {
-                framework,
+                framework: framework.to_string(),
                 agent: agent.to_string(),
                 resources: offerable,
             });
@@ -382,23 +508,21 @@ impl Allocator {
         }
     }
 
-    /// The dominant share of `allocated`: the largest fraction of any scalar's cluster total.
-    fn share(&self, allocated: &Resources) -> u64 {
+    /// The dominant share of what is held: the largest fraction of any scalar's cluster total.
+    fn share(&self, held: &Sums) -> u64 {
         let mut best = 0u128;
-        for (name, _, value) in allocated.iter() {
-            let (Value::Scalar(s), Some(total)) = (value, self.totals.get(name)) else {
-                continue;
-            };
-            if *total > 0 {
-                best = best.max(u128::from(s.thousandths()) * SHARE_SCALE / u128::from(*total));
+        for (slot, amount) in self.slots.iter().zip(&held.0) {
+            let total = self.totals[slot.total].1;
+            if *amount > 0 && total > 0 {
+                best = best.max(u128::from(*amount) * SHARE_SCALE / u128::from(total));
             }
         }
         best.min(u128::from(u64::MAX)) as u64
     }
 
-    fn framework_key(&self, id: &str) -> Option<(u64, FrameworkId)> {
-        let f = self.frameworks.get(id)?;
-        Some((self.share(&f.allocated), id.to_string()))
+    fn framework_key(&self, id: &str) -> Option<(u64, Name)> {
+        let (name, f) = self.frameworks.get_key_value(id)?;
+        Some((self.share(&f.held), name.clone()))
     }
 
     fn rank_framework(&mut self, id: &str) {
@@ -432,11 +556,10 @@ impl Allocator {
         self.rank_role(&role);
     }
 
-    fn role_key(&self, role: &str) -> Option<(u64, String)> {
-        let r = self.roles.get(role)?;
-        let weighted =
-            u128::from(self.share(&r.allocated)) * 1000 / u128::from(r.weight_millis.max(1));
-        Some((weighted.min(u128::from(u64::MAX)) as u64, role.to_string()))
+    fn role_key(&self, role: &str) -> Option<(u64, Name)> {
+        let (name, r) = self.roles.get_key_value(role)?;
+        let weighted = u128::from(self.share(&r.held)) * 1000 / u128::from(r.weight_millis.max(1));
+        Some((weighted.min(u128::from(u64::MAX)) as u64, name.clone()))
     }
 
     fn rank_role(&mut self, role: &str) {
@@ -455,7 +578,7 @@ impl Allocator {
 
     /// Totals changed: every share may have moved.
     fn rerank_all(&mut self) {
-        let ids: Vec<FrameworkId> = self.frameworks.keys().cloned().collect();
+        let ids: Vec<Name> = self.frameworks.keys().cloned().collect();
         self.role_order.clear();
         for role in self.roles.values_mut() {
             role.order.clear();
@@ -467,17 +590,20 @@ impl Allocator {
 
     /// The dominant share of a framework, as a fraction (for reports and tests).
     pub fn framework_share(&self, id: &str) -> f64 {
-        self.frameworks.get(id).map_or(0.0, |f| {
-            self.share(&f.allocated) as f64 / SHARE_SCALE as f64
-        })
+        self.frameworks
+            .get(id)
+            .map_or(0.0, |f| self.share(&f.held) as f64 / SHARE_SCALE as f64)
     }
 
     /// What is allocated to a framework across all agents.
     pub fn allocated_to(&self, id: &str) -> Resources {
-        self.frameworks
-            .get(id)
-            .map(|f| f.allocated.clone())
-            .unwrap_or_default()
+        let mut all = Resources::new();
+        if let Some(f) = self.frameworks.get(id) {
+            for held in f.on_agents.values() {
+                all.add(held);
+            }
+        }
+        all
     }
 }
 
@@ -523,6 +649,28 @@ mod tests {
         assert!(
             allocator.allocate(0, &mut rng()).is_empty(),
             "nothing left to offer"
+        );
+    }
+
+    #[test]
+    fn giving_back_the_same_ports_of_two_agents_keeps_the_share_of_the_rest() {
+        // Every agent has the same port range: what a framework holds on three agents must not be
+        // summed as one bag (the ranges would merge, and giving two back would find the second's
+        // ports already gone and zero the framework's share while it still holds the third).
+        let mut allocator = Allocator::default();
+        for i in 0..3 {
+            allocator.add_agent(&format!("a{i}"), r("cpus:1;mem:64;ports:[31000-32000]"));
+        }
+        allocator.add_framework("f1", "*");
+        let mut offers = allocator.allocate(0, &mut rng());
+        assert_eq!(offers.len(), 3);
+        for offer in offers.drain(..2) {
+            allocator.recover("f1", &offer.agent, &offer.resources, None);
+        }
+        assert_eq!(allocator.framework_share("f1"), 0.333_333_333);
+        assert_eq!(
+            allocator.allocated_to("f1"),
+            r("cpus:1;mem:64;ports:[31000-32000]")
         );
     }
 

@@ -12,6 +12,7 @@
 //! `agents`, `frameworks`, `offers`, `reports` and `operator` (the event stream).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -141,7 +142,8 @@ struct Task {
     name: String,
     state: TaskState,
     resources: Resources,
-    info: Json,
+    /// The TaskInfo as the framework sent it (shared with the RunTask message).
+    info: Arc<Json>,
     /// The update the agent has in flight for this task, its uuid as the agent wrote it, and
     /// the stream it was forwarded on.
     in_flight: Option<(StatusUpdate, Option<String>)>,

@@ -86,8 +86,8 @@ async fn serve_agent(
                     for task in new_tasks() {
                         replies.push(MasterMessage::RunTask {
                             framework_id: "F1".into(),
-                            framework: json!({"name": "test"}),
-                            task,
+                            framework: json!({"name": "test"}).into(),
+                            task: task.into(),
                         });
                     }
                 }

@@ -243,7 +243,11 @@ impl Core {
                 framework_id,
                 framework,
                 task,
-            } => self.run_task(framework_id, framework, task).await?,
+            } => {
+                let (framework, task) =
+                    (Arc::unwrap_or_clone(framework), Arc::unwrap_or_clone(task));
+                self.run_task(framework_id, framework, task).await?
+            }
             MasterMessage::KillTask {
                 framework_id,
                 task_id,

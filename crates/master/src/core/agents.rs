@@ -142,7 +142,7 @@ impl Master {
                         name: task.name.clone(),
                         state: report.state,
                         resources: resources.clone(),
-                        info: report.task.clone(),
+                        info: Arc::new(report.task.clone()),
                         in_flight: None,
                         acked: BTreeSet::new(),
                         // What the agent last said beyond the state: its container's addresses.

@@ -275,10 +275,10 @@ impl Master {
         }
         let tasks: Vec<v1::TaskInfo> = accept
             .operations
-            .iter()
+            .into_iter()
             .filter(|op| op.kind == "LAUNCH")
-            .filter_map(|op| op.launch.as_ref())
-            .flat_map(|l| l.task_infos.iter().cloned())
+            .filter_map(|op| op.launch)
+            .flat_map(|l| l.task_infos)
             .collect();
         if !valid {
             // Mesos: tasks in an invalid accept are dropped (LOST for old frameworks).
@@ -298,11 +298,12 @@ impl Master {
             self.offers.remove(&offer_id.value);
         }
         let mut remaining = offered;
-        let framework_json = self
-            .frameworks
-            .get(framework_id)
-            .and_then(|f| serde_json::to_value(&f.info).ok())
-            .unwrap_or(Json::Null);
+        let framework_json = Arc::new(
+            self.frameworks
+                .get(framework_id)
+                .and_then(|f| serde_json::to_value(&f.info).ok())
+                .unwrap_or(Json::Null),
+        );
         for task in tasks {
             let key = (framework_id.to_string(), task.task_id.value.clone());
             let problem = if task.task_id.value.is_empty() {
@@ -360,7 +361,7 @@ impl Master {
                 continue;
             };
             remaining = left;
-            let task_json = serde_json::to_value(&task).unwrap_or(Json::Null);
+            let task_json = Arc::new(serde_json::to_value(&task).unwrap_or(Json::Null));
             self.tasks.insert(
                 key.clone(),
                 Task {
