@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # drover coord against real ZooKeeper 3.8, both as 3-server ensembles on loopback, in one run:
-# write throughput and p50/p99 latency (N clients, 1 KB setData + create), then the time from
-# killing the leader to the first successful write. Needs what .ci/install-wire-deps installs.
+# throughput and p50/p99 latency of 1 KB operations (CLIENTS clients; READS percent getData, the
+# rest setData + create), then the time from killing the leader to the first successful write.
+# CLIENTS and READS may be comma-separated lists: every pair is measured. Needs what
+# .ci/install-wire-deps installs.
 #
-#   bench/coord-vs-zookeeper.sh [CLIENTS] [SECONDS]
+#   bench/coord-vs-zookeeper.sh [CLIENTS] [SECONDS] [READS]
+#   bench/coord-vs-zookeeper.sh 16,128 10 0,90      # the README's table
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clients=${1:-16}
 seconds=${2:-10}
+reads=${3:-0}
 
 cargo build --release --quiet
 drover=${CARGO_TARGET_DIR:-target}/release/drover
@@ -80,9 +84,13 @@ zookeeper_pids=$(cat "$work"/zookeeper/node*/pid | paste -sd, -)
 wait_for_leader drover "$drover_hosts" "$work"/drover-*/log
 wait_for_leader zookeeper "$zookeeper_hosts" "$work/zookeeper.out"
 
-echo "== write throughput and latency ($clients clients, $seconds s each)"
-"$drover" bench coord --clients "$clients" --seconds "$seconds" \
-    --target "drover=$drover_hosts" --target "zookeeper=$zookeeper_hosts" 2>/dev/null
+for n in ${clients//,/ }; do
+    for r in ${reads//,/ }; do
+        echo "== throughput and latency: $n clients, $r% reads, $seconds s each"
+        "$drover" bench coord --clients "$n" --seconds "$seconds" --reads "$r" \
+            --target "drover=$drover_hosts" --target "zookeeper=$zookeeper_hosts" 2>/dev/null
+    done
+done
 
 echo "== leader failover (kill -9 of the leader, then the first successful write)"
 "$drover" bench failover --name drover --hosts "$drover_hosts" --pids "$drover_pids" 2>/dev/null

@@ -136,9 +136,12 @@ fn acl_is_open(acl: &[Acl]) -> bool {
     !acl.is_empty() && acl.iter().all(|a| a.scheme == "world" && a.id == "anyone")
 }
 
-/// The prior state of what an operation touched, so a failed multi can be undone.
+/// The prior state of what an operation touched, so a failed multi can be undone. Only a multi
+/// keeps it (`keep`): a single operation that fails changes nothing, and copying a parent node
+/// with all its children for every create would make creates cost as much as the parent is big.
 #[derive(Default)]
 struct Undo {
+    keep: bool,
     nodes: Vec<(String, Option<Node>)>,
     ephemerals: Vec<(i64, String, bool)>,
 }
@@ -360,7 +363,10 @@ impl DataTree {
         time_ms: i64,
         changes: &mut Vec<Change>,
     ) -> Response {
-        let mut undo = Undo::default();
+        let mut undo = Undo {
+            keep: true,
+            ..Undo::default()
+        };
         let mut staged = Vec::new();
         let mut results = Vec::with_capacity(ops.len());
         for (i, op) in ops.iter().enumerate() {
@@ -412,6 +418,9 @@ impl DataTree {
     }
 
     fn remember(&self, undo: &mut Undo, path: &str) {
+        if !undo.keep {
+            return;
+        }
         undo.nodes
             .push((path.to_string(), self.nodes.get(path).cloned()));
     }

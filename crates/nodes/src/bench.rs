@@ -100,6 +100,10 @@ pub struct CoordBench {
     seconds: u64,
     #[arg(long, default_value_t = 1024)]
     data_bytes: usize,
+    /// Percent of operations that are getData of the client's node (the rest: setData and
+    /// create, alternately), spread evenly: ZooKeeper's own benchmark measures by read share.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    reads: u8,
 }
 
 #[derive(Args)]
@@ -158,12 +162,12 @@ async fn coord(args: CoordBench) -> anyhow::Result<()> {
             .split_once('=')
             .with_context(|| format!("--target {target:?}: expected NAME=HOSTS"))?;
         println!(
-            "{name}: {} clients, {} s of 1 KB setData + create against {hosts}",
-            args.clients, args.seconds
+            "{name}: {} clients, {} s of 1 KB operations ({}% getData, the rest setData + create) against {hosts}",
+            args.clients, args.seconds, args.reads
         );
         let measured = load(name, hosts, &args).await?;
         println!(
-            "{name}: {} writes in {:.1} s = {:.0} writes/s, p50 {:.2} ms, p99 {:.2} ms",
+            "{name}: {} operations in {:.1} s = {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms",
             measured.writes,
             measured.seconds,
             measured.per_second(),
@@ -198,6 +202,7 @@ async fn load(name: &str, hosts: &str, args: &CoordBench) -> anyhow::Result<Meas
         .await
         .map_err(|e| anyhow::anyhow!("create {run}: {e}"))?;
     let data = vec![b'x'; args.data_bytes];
+    let reads = u64::from(args.reads);
     let warmup = Duration::from_secs(1);
     let started = Instant::now();
     let measure_from = started + warmup;
@@ -213,11 +218,20 @@ async fn load(name: &str, hosts: &str, args: &CoordBench) -> anyhow::Result<Meas
                 Err(e) => return Err(e),
             }
             let mut latencies = Vec::new();
-            let mut n = 0u64;
+            let (mut n, mut done_reads, mut writes) = (0u64, 0u64, 0u64);
             while Instant::now() < deadline {
                 let began = Instant::now();
                 n += 1;
-                if n.is_multiple_of(2) {
+                // Operation n is a read while reads so far are below `reads`% of n.
+                let read = done_reads * 100 < n * reads;
+                if read {
+                    done_reads += 1;
+                } else {
+                    writes += 1;
+                }
+                if read {
+                    zk.get_data(&base).await?;
+                } else if writes.is_multiple_of(2) {
                     zk.set_data(&base, &data, -1).await?;
                 } else {
                     zk.create(

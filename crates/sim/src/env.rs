@@ -13,7 +13,7 @@ use drover_core::env::{BoxFuture, Clock, Disk, EventSink};
 use drover_core::Event;
 
 use crate::net::Owner;
-use crate::scenario::DiskFault;
+use crate::scenario::{DiskFault, SLOW_SYNC_MS};
 use crate::trace::Trace;
 
 /// The wall-clock instant a simulation starts at: 2024-01-01T00:00:00Z.
@@ -62,6 +62,7 @@ pub struct DiskState {
     torn: bool,
     lose_synced: bool,
     failing: bool,
+    slow: bool,
 }
 
 impl DiskState {
@@ -118,11 +119,30 @@ impl SimDisk {
             DiskFault::Torn => state.torn = true,
             DiskFault::LoseSynced => state.lose_synced = true,
             DiskFault::Fail => state.failing = true,
+            DiskFault::Slow => state.slow = true,
             DiskFault::Ok => {
                 state.failing = false;
+                state.slow = false;
                 state.torn = false;
                 state.lose_synced = false;
             }
+        }
+    }
+
+    /// Makes what is pending for `path` durable.
+    fn sync_now(&self, path: &str) {
+        let mut state = self.state();
+        let before = state.durable.get(path).cloned();
+        match state.pending.remove(path) {
+            Some(Some(data)) => {
+                state.durable.insert(path.to_string(), data);
+                state.last_sync = Some((path.to_string(), before));
+            }
+            Some(None) => {
+                state.durable.remove(path);
+                state.last_sync = Some((path.to_string(), before));
+            }
+            None => {}
         }
     }
 
@@ -185,19 +205,15 @@ impl Disk for SimDisk {
         if let Some(failed) = self.failed() {
             return failed;
         }
-        let mut state = self.state();
-        let before = state.durable.get(path).cloned();
-        match state.pending.remove(path) {
-            Some(Some(data)) => {
-                state.durable.insert(path.to_string(), data);
-                state.last_sync = Some((path.to_string(), before));
-            }
-            Some(None) => {
-                state.durable.remove(path);
-                state.last_sync = Some((path.to_string(), before));
-            }
-            None => {}
+        if self.state().slow {
+            let (disk, path) = (self.clone(), path.to_string());
+            return Box::pin(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(SLOW_SYNC_MS)).await;
+                disk.sync_now(&path);
+                Ok(())
+            });
         }
+        self.sync_now(path);
         ready(Ok(()))
     }
 

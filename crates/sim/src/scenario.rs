@@ -350,6 +350,9 @@ struct NodeStep {
     node: String,
 }
 
+/// How long a sync takes on a `slow` disk.
+pub const SLOW_SYNC_MS: u64 = 40;
+
 /// What a `disk` step does to a node's disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -361,6 +364,9 @@ pub enum DiskFault {
     LoseSynced,
     /// Every disk operation fails with an I/O error until `ok`.
     Fail,
+    /// Every sync takes [`SLOW_SYNC_MS`] until `ok` (a loaded or failing-slow disk): what it
+    /// makes durable is durable only at the end.
+    Slow,
     /// The disk works again (and nothing is armed).
     Ok,
 }

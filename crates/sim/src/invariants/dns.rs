@@ -7,7 +7,10 @@
 //! a DNS that follows the master can know no more, so a task whose end no master has heard of
 //! is still running as far as DNS is concerned. Nor can a DNS know anything while it is cut off
 //! from the masters, held, paused or down: answers it gives then and for [`GRACE_MS`] after are
-//! not judged.
+//! not judged. A DNS keeps what it learned through a master failover, but one that first synced
+//! with the current leading master (it restarted since, or while no master led) learns from that
+//! master alone, which knows an agent's tasks only once the agent has re-registered with it: until
+//! then those tasks are not asked of that DNS.
 
 use std::collections::BTreeMap;
 
@@ -35,6 +38,18 @@ struct Truth {
     /// Until when no DNS is judged (a hold or a paused master).
     all_blind_until: u64,
     holding: bool,
+    /// When the current leading master was elected (the latest `leader` event of a master), the
+    /// first such time, and the master that leads now (none after it is deposed or stopped).
+    elected_ms: u64,
+    first_elected_ms: Option<u64>,
+    leader: Option<String>,
+    /// DNS node → when the leadership its current incarnation first synced with began (`None`:
+    /// restarted while no master led, and none has since). A DNS not here has run since the start.
+    synced_with: BTreeMap<String, Option<u64>>,
+    /// Task → the agent node it runs on.
+    agent_of: BTreeMap<String, String>,
+    /// Agent host name → when it last (re-)registered with a master.
+    registered: BTreeMap<String, u64>,
 }
 
 /// One answer a resolver heard.
@@ -58,6 +73,16 @@ impl Truth {
                 "release" => {
                     self.holding = false;
                     self.all_blind_until = self.all_blind_until.max(at + GRACE_MS);
+                }
+                "restart" => {
+                    let node = event.field("node").unwrap_or("");
+                    if view.map.role_of(node) == Some("dns") {
+                        let leadership = self.leader.is_some().then_some(self.elected_ms);
+                        self.synced_with.insert(node.to_string(), leadership);
+                    }
+                }
+                "crash" | "stop" if self.leader.as_deref() == event.field("node") => {
+                    self.leader = None;
                 }
                 "pause" => {
                     let node = event.field("node").unwrap_or("");
@@ -106,6 +131,23 @@ impl Truth {
                 }
                 let first = ip.split(',').next().unwrap_or(ip).to_string();
                 self.reached.insert(task.to_string(), (first, hostname));
+                self.agent_of.insert(task.to_string(), line.node.clone());
+            }
+            (Some("master"), "leader") => {
+                self.elected_ms = at;
+                self.first_elected_ms.get_or_insert(at);
+                self.leader = Some(line.node.clone());
+                for synced in self.synced_with.values_mut() {
+                    synced.get_or_insert(at);
+                }
+            }
+            (Some("master"), "deposed") if self.leader.as_deref() == Some(line.node.as_str()) => {
+                self.leader = None;
+            }
+            (Some("master"), "agent_registered") => {
+                if let Some(agent) = event.field("agent") {
+                    self.registered.insert(agent.to_string(), at);
+                }
             }
             (Some("master"), "task_update") => {
                 let (Some(task), Some(state)) = (event.field("task"), event.field("state")) else {
@@ -121,6 +163,22 @@ impl Truth {
             }
             _ => {}
         }
+    }
+
+    /// Since when `server` could know that `task` runs, which the master has known `since`: a DNS
+    /// that first synced with the current leadership learns a task from before it only when its
+    /// agent has re-registered with that master (`None` until then).
+    fn knowable_since(&self, server: &str, task: &str, since: u64) -> Option<u64> {
+        let synced = match self.synced_with.get(server) {
+            Some(synced) => (*synced)?,
+            None => self.first_elected_ms?,
+        };
+        if synced < self.elected_ms || since >= self.elected_ms {
+            return Some(since);
+        }
+        let agent = self.agent_of.get(task)?;
+        let registered = self.registered.get(agent).copied()?;
+        (registered >= self.elected_ms).then_some(since.max(registered))
     }
 
     /// The answer `line` reports, when it is one a resolver heard and the DNS could know.
@@ -235,6 +293,9 @@ impl Invariant for Complete {
             let Some((true, since)) = self.truth.master.get(task) else {
                 continue;
             };
+            let Some(since) = self.truth.knowable_since(heard.server, task, *since) else {
+                continue;
+            };
             if named
                 && current
                 && heard.asked_ms > since + LAG_MS
@@ -303,6 +364,7 @@ mod tests {
     }
 
     const RUNS: &[&str] = &[
+        "500 master-1 leader term=0",
         "1000 od1000-0 task_state task=t1 state=TASK_RUNNING uuid=u1 ip=10.0.7.2 hostname=ubuntu1.weave.local",
         "1005 master-1 task_update task=t1 state=TASK_RUNNING",
         "2000 resolver-1 dns_answer rcode=NXDOMAIN ips=- rtt_ms=5 name=ubuntu1 server=dns-1",
@@ -336,6 +398,40 @@ mod tests {
         ]);
         let error = judge(&mut Complete::default(), &view, &paused).unwrap_err();
         assert!(error.contains("asked at 22995 ms"), "{error}");
+    }
+
+    #[test]
+    fn a_dns_started_after_the_masters_election_owes_only_what_agents_told_that_master() {
+        let view = view();
+        const ELECTED: &str = "10000 master-1 leader term=1";
+        const RESTART: &str = "11000 sim restart node=dns-1";
+        const AT_20: &str =
+            "20000 resolver-1 dns_answer rcode=NXDOMAIN ips=- rtt_ms=5 name=ubuntu1 server=dns-1";
+        const AT_30: &str =
+            "30000 resolver-1 dns_answer rcode=NXDOMAIN ips=- rtt_ms=5 name=ubuntu1 server=dns-1";
+        // A DNS that ran through the failover keeps the task.
+        assert!(judge(&mut Complete::default(), &view, &with(&[ELECTED, AT_20])).is_err());
+        // One restarted after the election cannot know it until the agent re-registers ...
+        let restarted = with(&[ELECTED, RESTART, AT_20]);
+        assert_eq!(judge(&mut Complete::default(), &view, &restarted), Ok(()));
+        // ... and must know it a while after.
+        let back = with(&[
+            ELECTED,
+            RESTART,
+            "21000 master-1 agent_registered agent=od1000-0 tasks=1",
+            AT_30,
+        ]);
+        let error = judge(&mut Complete::default(), &view, &back).unwrap_err();
+        assert!(error.contains("without task t1"), "{error}");
+        // Restarted while no master led (the old one deposed, the new one not yet elected): the
+        // same.
+        let leaderless = with(&[
+            "8000 master-1 deposed",
+            "9000 sim restart node=dns-1",
+            ELECTED,
+            AT_20,
+        ]);
+        assert_eq!(judge(&mut Complete::default(), &view, &leaderless), Ok(()));
     }
 
     #[test]
