@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# A live launch on loopback: one coord server, one master, AGENTS agents (process containerizer)
-# and one scheduler on free 127.0.0.1 ports; then one app of INSTANCES instances (cpus 0.01,
+# A live launch on loopback: one coord server, one master, AGENTS agents (CONTAINERIZER: `mesos`,
+# real processes, by default; `sim` runs no process, a control-plane measure like Nomad C1M's mock
+# driver) and one scheduler on free 127.0.0.1 ports; then one app of INSTANCES instances (cpus 0.01,
 # mem 1, `sleep 1000`) is POSTed to /v2/apps and timed until all are RUNNING (tasks/s, and the
 # ratio to Marathon 0.15's 500 instances on 189 agents in 14.18 s), then DELETEd and timed until
 # the master has no task left. Every daemon and every task process is killed on exit.
 #
-#   bench/launch-1000.sh [INSTANCES] [AGENTS]
+#   bench/launch-1000.sh [INSTANCES] [AGENTS] [CONTAINERIZER]
+#   bench/launch-1000.sh 10000 3 sim
 set -euo pipefail
 cd "$(dirname "$0")/.."
 instances=${1:-1000}
 agents=${2:-3}
+containerizer=${3:-mesos}
 
 cargo build --release --quiet
 drover=${CARGO_TARGET_DIR:-target}/release/drover
@@ -90,15 +93,18 @@ start master "$drover" master --ip 127.0.0.1 --port "$master_port" --zk "$zk/mes
 # Each agent gets its own range of host ports (below Linux' ephemeral range), enough for two
 # tasks per CPU-share it could be given.
 per_agent=$(( (2 * instances + agents - 1) / agents + 100 ))
+# Room for every instance (cpus 0.01, mem 1) on each agent, at least cpus 8 and mem 4096.
+cpus=$(( instances / (100 * agents) + 1 )); cpus=$(( cpus > 8 ? cpus : 8 ))
+mem=$(( instances / agents + 100 )); mem=$(( mem > 4096 ? mem : 4096 ))
 for i in $(seq 0 $((agents - 1))); do
     first=$((10000 + i * per_agent))
     start "agent-$i" "$drover" agent --ip 127.0.0.1 --port "$(free_port)" --hostname "agent-$i" \
-        --master "$zk/mesos" --containerizers mesos --work-dir "$work/agent-$i" \
-        --resources "cpus:8;mem:4096;disk:10000;ports:[$first-$((first + per_agent - 1))]"
+        --master "$zk/mesos" --containerizers "$containerizer" --work-dir "$work/agent-$i" \
+        --resources "cpus:$cpus;mem:$mem;disk:10000;ports:[$first-$((first + per_agent - 1))]"
 done
 start scheduler "$drover" scheduler --ip 127.0.0.1 --http-port "$scheduler_port" \
     --master "$zk/mesos" --zk "$zk/marathon"
 
-echo "== launch of $instances instances on $agents agents (coord :$coord_port, master :$master_port, scheduler :$scheduler_port)"
+echo "== launch of $instances instances on $agents agents, containerizer $containerizer (coord :$coord_port, master :$master_port, scheduler :$scheduler_port)"
 "$drover" bench launch --scheduler "127.0.0.1:$scheduler_port" --master "127.0.0.1:$master_port" \
     --instances "$instances" --agents "$agents" --timeout 120

@@ -46,7 +46,9 @@ pub struct AgentArgs {
     /// Mesos' text form, e.g. `rack:r1;zone:a`.
     #[arg(long, default_value = "")]
     attributes: String,
-    /// Which containerizers run tasks: `mesos` (processes), `docker`.
+    /// Which containerizers run tasks: `mesos` (processes), `docker`, or `sim` (no process at all:
+    /// a task's `sleep N` is a timer and it answers HTTP on its first port, as in the simulator;
+    /// the mock driver of a control-plane benchmark, like Nomad C1M's).
     #[arg(long, default_value = "mesos", value_delimiter = ',')]
     containerizers: Vec<String>,
     /// The Docker network BRIDGE tasks join, made when missing, so that the containers of every
@@ -89,9 +91,11 @@ pub async fn main(
     std::fs::create_dir_all(&meta)
         .with_context(|| format!("create the work dir {}", meta.display()))?;
 
+    let env = drover_core::env::live::env(&hostname, &meta, None);
     let mut containerizers: Vec<Arc<dyn Containerizer>> = Vec::new();
     for name in &args.containerizers {
         match name.trim() {
+            "sim" => containerizers.push(Arc::new(SimContainerizer::new(env.clone()))),
             "mesos" => containerizers.push(Arc::new(MesosContainerizer::new(&args.work_dir))),
             "docker" => {
                 let label = format!("{hostname}:{}", args.port);
@@ -105,7 +109,9 @@ pub async fn main(
                 };
                 containerizers.push(Arc::new(DockerTasks::new(docker)));
             }
-            other => anyhow::bail!("--containerizers: expected mesos or docker, found {other:?}"),
+            other => {
+                anyhow::bail!("--containerizers: expected mesos, docker or sim, found {other:?}")
+            }
         }
     }
 
@@ -115,7 +121,6 @@ pub async fn main(
     config.attributes = args.attributes.clone();
     config.recover = recover;
     config.ping_timeout = Duration::from_millis(args.ping_timeout_ms);
-    let env = drover_core::env::live::env(&hostname, &meta, None);
     tracing::info!(%hostname, port = args.port, master = %args.master, resources = %config.resources, "agent starting");
     drover_agent::run(env, config, containerizers, shutdown)
         .await
