@@ -405,9 +405,6 @@ impl Allocator {
     /// What is free on an agent.
     pub fn available(&self, agent: &str) -> Option<Resources> {
         let a = self.agents.get(agent)?;
-        if a.allocated.is_empty() {
-            return Some(a.total.clone());
-        }
         a.total.checked_sub(&a.allocated)
     }
 

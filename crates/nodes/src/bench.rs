@@ -223,23 +223,21 @@ async fn load(name: &str, hosts: &str, args: &CoordBench) -> anyhow::Result<Meas
                 let began = Instant::now();
                 n += 1;
                 // Operation n is a read while reads so far are below `reads`% of n.
-                let read = done_reads * 100 < n * reads;
-                if read {
+                if done_reads * 100 < n * reads {
                     done_reads += 1;
+                    zk.get_data(&base).await?;
                 } else {
                     writes += 1;
-                }
-                if read {
-                    zk.get_data(&base).await?;
-                } else if writes.is_multiple_of(2) {
-                    zk.set_data(&base, &data, -1).await?;
-                } else {
-                    zk.create(
-                        &format!("{base}/n-"),
-                        &data,
-                        CreateMode::PersistentSequential,
-                    )
-                    .await?;
+                    if writes.is_multiple_of(2) {
+                        zk.set_data(&base, &data, -1).await?;
+                    } else {
+                        zk.create(
+                            &format!("{base}/n-"),
+                            &data,
+                            CreateMode::PersistentSequential,
+                        )
+                        .await?;
+                    }
                 }
                 if began >= measure_from && Instant::now() <= deadline {
                     latencies.push(began.elapsed().as_micros() as u64);
