@@ -8,6 +8,10 @@
 #
 #   bench/launch-1000.sh [INSTANCES] [AGENTS] [CONTAINERIZER]
 #   bench/launch-1000.sh 10000 3 sim
+#   LAUNCH_TOKENS=20000 bench/launch-1000.sh 10000 3 sim
+#
+# LAUNCH_TOKENS (default: the scheduler's, 1000 per second) is Marathon's launch throttle: at most
+# that many launches per second; raise it to measure what the control plane itself can do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 instances=${1:-1000}
@@ -103,8 +107,8 @@ for i in $(seq 0 $((agents - 1))); do
         --resources "cpus:$cpus;mem:$mem;disk:10000;ports:[$first-$((first + per_agent - 1))]"
 done
 start scheduler "$drover" scheduler --ip 127.0.0.1 --http-port "$scheduler_port" \
-    --master "$zk/mesos" --zk "$zk/marathon"
+    --master "$zk/mesos" --zk "$zk/marathon" ${LAUNCH_TOKENS:+--launch-tokens "$LAUNCH_TOKENS"}
 
-echo "== launch of $instances instances on $agents agents, containerizer $containerizer (coord :$coord_port, master :$master_port, scheduler :$scheduler_port)"
+echo "== launch of $instances instances on $agents agents, containerizer $containerizer, launch tokens ${LAUNCH_TOKENS:-default} (coord :$coord_port, master :$master_port, scheduler :$scheduler_port)"
 "$drover" bench launch --scheduler "127.0.0.1:$scheduler_port" --master "127.0.0.1:$master_port" \
     --instances "$instances" --agents "$agents" --timeout 120

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 
 use crate::proto::{
@@ -23,7 +24,7 @@ pub const MAX_DATA_BYTES: usize = 1024 * 1024;
 pub struct Node {
     pub data: Vec<u8>,
     pub stat: Stat,
-    pub children: BTreeSet<String>,
+    pub children: OrdSet<String>,
     /// How many children were ever created here: the next sequential suffix. (ZooKeeper numbers
     /// sequential children by creates only; `cversion` counts deletes too.)
     #[serde(default)]
@@ -63,8 +64,10 @@ pub enum Change {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataTree {
-    nodes: BTreeMap<String, Node>,
-    sessions: BTreeMap<i64, Session>,
+    /// Persistent maps: a clone shares everything with the original and costs O(1), so a
+    /// snapshot is taken of a clone while the tree goes on changing.
+    nodes: OrdMap<String, Node>,
+    sessions: OrdMap<i64, Session>,
     /// Ephemeral paths by owner session.
     ephemerals: BTreeMap<i64, BTreeSet<String>>,
     /// The zxid of the last applied entry.
@@ -74,8 +77,8 @@ pub struct DataTree {
 impl Default for DataTree {
     fn default() -> Self {
         let mut tree = DataTree {
-            nodes: BTreeMap::new(),
-            sessions: BTreeMap::new(),
+            nodes: OrdMap::new(),
+            sessions: OrdMap::new(),
             ephemerals: BTreeMap::new(),
             last_zxid: 0,
         };
@@ -148,11 +151,24 @@ struct Undo {
 
 const SNAPSHOT_VERSION: i32 = 1;
 
-impl DataTree {
-    /// The tree and sessions in a compact binary form (jute primitives): what a raft snapshot
-    /// carries. Children lists and the ephemeral index are derived again on decoding.
-    pub fn encode_snapshot(&self) -> Vec<u8> {
+/// The tree and sessions at one zxid, sharing their storage with the tree they came from.
+pub struct SnapshotView {
+    nodes: OrdMap<String, Node>,
+    sessions: OrdMap<i64, Session>,
+    last_zxid: i64,
+}
+
+impl SnapshotView {
+    /// The compact binary form a raft snapshot carries (see [`DataTree::encode_snapshot`]).
+    pub fn encode(&self) -> Vec<u8> {
+        // Path, data, stat and counters of every node, in one allocation.
+        let size: usize = self
+            .nodes
+            .iter()
+            .map(|(p, n)| p.len() + n.data.len() + 80)
+            .sum();
         let mut w = Writer::default();
+        w.bytes.reserve(size);
         w.int(SNAPSHOT_VERSION);
         w.long(self.last_zxid);
         w.int(self.nodes.len() as i32);
@@ -170,6 +186,23 @@ impl DataTree {
         }
         w.bytes
     }
+}
+
+impl DataTree {
+    /// The tree and sessions in a compact binary form (jute primitives): what a raft snapshot
+    /// carries. Children lists and the ephemeral index are derived again on decoding.
+    pub fn encode_snapshot(&self) -> Vec<u8> {
+        self.snapshot_view().encode()
+    }
+
+    /// The tree as it is now, for encoding elsewhere while this one goes on changing: O(1).
+    pub fn snapshot_view(&self) -> SnapshotView {
+        SnapshotView {
+            nodes: self.nodes.clone(),
+            sessions: self.sessions.clone(),
+            last_zxid: self.last_zxid,
+        }
+    }
 
     pub fn decode_snapshot(bytes: &[u8]) -> Result<DataTree, DecodeError> {
         let mut r = Reader::new(bytes);
@@ -182,8 +215,8 @@ impl DataTree {
         }
         let last_zxid = r.long("last zxid")?;
         let mut tree = DataTree {
-            nodes: BTreeMap::new(),
-            sessions: BTreeMap::new(),
+            nodes: OrdMap::new(),
+            sessions: OrdMap::new(),
             ephemerals: BTreeMap::new(),
             last_zxid,
         };
@@ -198,7 +231,7 @@ impl DataTree {
                 Node {
                     data,
                     stat,
-                    children: BTreeSet::new(),
+                    children: OrdSet::new(),
                     creates,
                 },
             );
@@ -584,7 +617,7 @@ impl DataTree {
             Node {
                 data: data.to_vec(),
                 stat,
-                children: BTreeSet::new(),
+                children: OrdSet::new(),
                 creates: 0,
             },
         );

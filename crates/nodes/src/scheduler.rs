@@ -38,6 +38,13 @@ pub struct SchedulerArgs {
     /// A kill no terminal state answered within this many ms is sent again.
     #[arg(long, default_value_t = 10_000)]
     pub kill_retry_timeout: u64,
+    /// At most this many launches per --launch-token-refresh-interval (Marathon's
+    /// `launch_tokens`, a throttle: Marathon's own default is 100 per 30 s).
+    #[arg(long, default_value_t = Tuning::default().launch_tokens)]
+    pub launch_tokens: u32,
+    /// How often (ms) the launch tokens are refilled.
+    #[arg(long, default_value_t = Tuning::default().launch_token_interval_ms)]
+    pub launch_token_refresh_interval: u64,
 }
 
 /// Reads `--master`: a `zk://` URL or `HOST:PORT`.
@@ -84,6 +91,8 @@ pub async fn main(
             launch_timeout_ms: args.task_launch_timeout,
             reconcile_interval_ms: args.reconciliation_interval,
             kill_retry_ms: args.kill_retry_timeout,
+            launch_tokens: args.launch_tokens,
+            launch_token_interval_ms: args.launch_token_refresh_interval.max(1),
             ..Tuning::default()
         },
     };

@@ -8,7 +8,7 @@
 pub mod live;
 mod spawn;
 
-pub use spawn::{simulating, spawn, spawn_into, Simulating};
+pub use spawn::{compute, simulating, spawn, spawn_into, Simulating};
 
 use std::fmt;
 use std::future::Future;

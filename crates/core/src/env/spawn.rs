@@ -66,3 +66,26 @@ where
         set.spawn(future)
     }
 }
+
+/// Runs CPU-heavy `work` (encoding a large snapshot, say) without holding up the node's other
+/// tasks. Live it goes to tokio's blocking pool: on a runtime worker it could hold a task that
+/// just woke there (tokio's LIFO slot is never stolen) for as long as it computes. In the
+/// simulator it runs inline: simulated time does not pass while the CPU works.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the one place that moves computation off the live runtime's workers"
+)]
+pub async fn compute<T, F>(work: F) -> T
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    if in_simulation() {
+        return work();
+    }
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => panic!("the blocking pool dropped a computation: {error}"),
+    }
+}

@@ -135,22 +135,32 @@ impl Scheduler {
                     self.queue.insert(id.clone(), need);
                 }
             }
+            // How long the master should keep what this offer leaves unused from us: long when
+            // nothing waits and nothing was launched (a REVIVE brings offers back), until the
+            // launch tokens refill when only they were missing, not at all while instances
+            // wait that this offer's share rule alone held back (the rest of the agent is
+            // wanted in the next allocation), and a while otherwise.
+            let idle = self.queue.is_empty();
+            let refuse_ms = if idle && infos.is_empty() {
+                self.tuning.decline_idle_ms
+            } else if idle {
+                self.tuning.decline_unfit_ms
+            } else if self.tokens.0 == 0 {
+                (self.tokens.1 + self.tuning.launch_token_interval_ms).saturating_sub(now_ms)
+            } else if infos.is_empty() {
+                self.tuning.decline_unfit_ms
+            } else {
+                0
+            };
+            let filters = Some(v1::Filters {
+                refuse_seconds: Some(refuse_ms as f64 / 1000.0),
+            });
             if infos.is_empty() {
                 self.counters.offers_declined += 1;
-                let idle = self.queue.is_empty();
                 let mut call = bare(CallType::Decline);
                 call.decline = Some(v1::Decline {
                     offer_ids: vec![offer.id.clone()],
-                    filters: Some(v1::Filters {
-                        refuse_seconds: Some(
-                            if idle {
-                                self.tuning.decline_idle_ms
-                            } else {
-                                self.tuning.decline_unfit_ms
-                            } as f64
-                                / 1000.0,
-                        ),
-                    }),
+                    filters,
                 });
                 if idle {
                     self.suppressed = true;
@@ -164,9 +174,7 @@ impl Scheduler {
                         kind: "LAUNCH".into(),
                         launch: Some(v1::Launch { task_infos: infos }),
                     }],
-                    filters: Some(v1::Filters {
-                        refuse_seconds: Some(self.tuning.decline_unfit_ms as f64 / 1000.0),
-                    }),
+                    filters,
                 });
                 out.push((ops, call));
             }

@@ -279,3 +279,39 @@ fn an_unknown_running_task_is_killed() {
         .as_ref()
         .is_some_and(|k| k.task_id.value == "stranger.1")));
 }
+
+fn refuse_seconds(call: &Call) -> Option<f64> {
+    let filters = match (&call.accept, &call.decline) {
+        (Some(accept), _) => accept.filters.as_ref(),
+        (_, Some(decline)) => decline.filters.as_ref(),
+        _ => None,
+    };
+    filters.and_then(|f| f.refuse_seconds)
+}
+
+#[test]
+fn what_an_offer_leaves_is_refused_only_as_long_as_nothing_here_could_use_it() {
+    let mut s = scheduler();
+    deploy_basic(&mut s);
+    // Two offers in one event share the two instances; the first leaves one waiting for the
+    // second, so its agent's leftovers are wanted back in the very next allocation.
+    let decisions = s.offers(&[offer(0, 4.0), offer(1, 4.0)], 100);
+    assert_eq!(launched(&decisions).len(), 2);
+    assert_eq!(refuse_seconds(&decisions[0].1), Some(0.0));
+    // Nothing waits after the second: its leftovers are refused as an unfit offer's.
+    assert_eq!(refuse_seconds(&decisions[1].1), Some(5.0));
+
+    // Out of launch tokens: refused until they refill, not for the unfit offers' 5 s.
+    let mut s = scheduler();
+    s.tuning.launch_tokens = 1;
+    s.tokens = (1, 0);
+    deploy_basic(&mut s);
+    let decisions = s.offers(&[offer(0, 4.0)], 300);
+    assert_eq!(launched(&decisions).len(), 1);
+    assert_eq!(refuse_seconds(&decisions[0].1), Some(0.7));
+    let decisions = s.offers(&[offer(1, 4.0)], 600);
+    assert!(decisions[0].1.decline.is_some());
+    assert_eq!(refuse_seconds(&decisions[0].1), Some(0.4));
+    let decisions = s.offers(&[offer(1, 4.0)], 1000);
+    assert_eq!(launched(&decisions).len(), 1, "the tokens refilled");
+}
