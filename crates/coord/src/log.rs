@@ -580,6 +580,20 @@ mod tests {
         log.snapshot_written(env, written).await.unwrap()
     }
 
+    /// Installs a snapshot the leader sent, at `index` of `term`.
+    async fn install_leaders(log: &RaftLog, env: &Env, index: u64, term: u64, data: &'static [u8]) {
+        let mut leaders = Snapshot {
+            data: Bytes::from_static(data),
+            ..Default::default()
+        };
+        leaders.mut_metadata().index = index;
+        leaders.mut_metadata().term = term;
+        leaders
+            .mut_metadata()
+            .set_conf_state(log.initial_state().unwrap().conf_state);
+        log.install_snapshot(env, leaders).await.unwrap();
+    }
+
     #[tokio::test]
     async fn a_torn_tail_is_ignored_and_later_appends_survive_the_next_restart() {
         let dir = Dir::new("torn");
@@ -695,16 +709,7 @@ mod tests {
             .write(&env, Bytes::from_static(b"tree at 5"))
             .await
             .unwrap();
-        let mut leaders = Snapshot {
-            data: Bytes::from_static(b"tree at 20"),
-            ..Default::default()
-        };
-        leaders.mut_metadata().index = 20;
-        leaders.mut_metadata().term = 2;
-        leaders
-            .mut_metadata()
-            .set_conf_state(log.initial_state().unwrap().conf_state);
-        log.install_snapshot(&env, leaders).await.unwrap();
+        install_leaders(&log, &env, 20, 2, b"tree at 20").await;
         assert!(!log.snapshot_written(&env, local).await.unwrap());
         let env = dir.env();
         let log = RaftLog::open(&env, &[1, 2]).await.unwrap();
@@ -724,16 +729,7 @@ mod tests {
         let dir = Dir::new("same-index");
         let env = dir.env();
         let log = RaftLog::open(&env, &[1, 2]).await.unwrap();
-        let mut leaders = Snapshot {
-            data: Bytes::from_static(b"tree at 9"),
-            ..Default::default()
-        };
-        leaders.mut_metadata().index = 9;
-        leaders.mut_metadata().term = 1;
-        leaders
-            .mut_metadata()
-            .set_conf_state(log.initial_state().unwrap().conf_state);
-        log.install_snapshot(&env, leaders).await.unwrap();
+        install_leaders(&log, &env, 9, 1, b"tree at 9").await;
         // The same tree, snapshotted here: the file has the same name as the installed one's.
         assert!(!snapshot_at(&log, &env, 9, b"tree at 9").await);
         let env = dir.env();
