@@ -596,7 +596,8 @@ fn the_two_arm_hosts_commands_run_the_seed_on_two_loopback_hosts() -> Result<(),
             .collect();
         if on != HOSTS.into() {
             return Err(format!(
-                "{app} runs on {on:?}, not on od1000-0 and od1000-1"
+                "{app} runs on {on:?}, not on od1000-0 and od1000-1\n{}",
+                cluster.logs()
             ));
         }
     }

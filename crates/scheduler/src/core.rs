@@ -91,6 +91,9 @@ pub struct Tuning {
     /// A kill not answered by a terminal state within this long is sent again (Marathon's
     /// `kill_retry_timeout`): a kill, or its answer, can be lost with a connection or a master.
     pub kill_retry_ms: u64,
+    /// An agent whose last offer came within this long counts among those an app's instances
+    /// spread over (agents that stop offering, being full or gone, drop out after it).
+    pub spread_window_ms: u64,
 }
 
 impl Default for Tuning {
@@ -103,6 +106,7 @@ impl Default for Tuning {
             launch_tokens: 1_000,
             launch_token_interval_ms: 1_000,
             kill_retry_ms: 10_000,
+            spread_window_ms: 10_000,
         }
     }
 }
@@ -363,6 +367,8 @@ pub struct Scheduler {
     /// When offers were last asked for (REVIVE) and last received (monotonic ms).
     last_revive_ms: u64,
     last_offer_ms: u64,
+    /// Agents that offered within the spread window: when last, and what they had left.
+    offered: BTreeMap<String, offers::Offered>,
     /// Tasks asked for by the current reconciliation that no update answered yet, and when to
     /// ask again (monotonic ms) with the current back-off.
     unreconciled: BTreeSet<String>,
@@ -444,6 +450,7 @@ impl Scheduler {
             kills_sent: BTreeMap::new(),
             last_revive_ms: 0,
             last_offer_ms: 0,
+            offered: BTreeMap::new(),
             unreconciled: BTreeSet::new(),
             reconcile_retry: (0, RECONCILE_RETRY_MS),
         };

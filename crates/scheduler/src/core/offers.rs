@@ -12,13 +12,22 @@ impl Scheduler {
         if now_ms >= self.tokens.1 + self.tuning.launch_token_interval_ms {
             self.tokens = (self.tuning.launch_tokens, now_ms);
         }
-        // Instances are spread over the offers of one event: each offer takes at most its
-        // share of what an app needs (the rest waits for the next offers).
-        let shares: BTreeMap<PathId, u32> = self
-            .queue
-            .iter()
-            .map(|(id, need)| (id.clone(), need.div_ceil(offers.len().max(1) as u32)))
-            .collect();
+        // Every agent offered now counts for the spread, with what it offers.
+        let window = self.tuning.spread_window_ms;
+        self.offered
+            .retain(|_, seen| seen.at_ms.saturating_add(window) >= now_ms);
+        for offer in offers {
+            self.offered.insert(
+                offer.agent_id.value.clone(),
+                Offered {
+                    at_ms: now_ms,
+                    host: offer.hostname.clone(),
+                    attributes: offer_attributes(offer),
+                    free: Free::of(offer),
+                },
+            );
+        }
+        let mut spreads: BTreeMap<PathId, Spread> = BTreeMap::new();
         for offer in offers {
             self.counters.offers_processed += 1;
             let mut free = Free::of(offer);
@@ -31,7 +40,6 @@ impl Scheduler {
                 let Some(app) = self.root.app(&id).cloned() else {
                     continue;
                 };
-                let mut share = shares.get(&id).copied().unwrap_or(need);
                 if !self.launch_ready || self.backoff.get(&id).is_some_and(|b| now_ms < b.until_ms)
                 {
                     continue;
@@ -39,7 +47,11 @@ impl Scheduler {
                 let unix = self.env.unix_ms();
                 self.offer_stats.entry(id.clone()).or_default().processed += 1;
                 let mut used = false;
-                while need > 0 && share > 0 && self.tokens.0 > 0 {
+                let spread = spreads
+                    .entry(id.clone())
+                    .or_insert_with(|| self.spread_of(&app, &id));
+                let agent = &offer.agent_id.value;
+                while need > 0 && self.tokens.0 > 0 && spread.may_take(agent, need) {
                     if let Some(roles) = &app.accepted_resource_roles {
                         if !roles.iter().any(|r| *r == free.role || r == "*") {
                             let stats = self.offer_stats.entry(id.clone()).or_default();
@@ -118,7 +130,7 @@ impl Scheduler {
                     self.instances.insert(task_id, instance);
                     self.counters.launched += 1;
                     need -= 1;
-                    share -= 1;
+                    spread.took(agent);
                     self.tokens.0 -= 1;
                     used = true;
                 }
@@ -135,11 +147,14 @@ impl Scheduler {
                     self.queue.insert(id.clone(), need);
                 }
             }
+            if let Some(seen) = self.offered.get_mut(&offer.agent_id.value) {
+                seen.free = free;
+            }
             // How long the master should keep what this offer leaves unused from us: long when
             // nothing waits and nothing was launched (a REVIVE brings offers back), until the
             // launch tokens refill when only they were missing, not at all while instances
-            // wait that this offer's share rule alone held back (the rest of the agent is
-            // wanted in the next allocation), and a while otherwise.
+            // wait after launches here (the rest of the agent may be wanted in the next
+            // allocation), and a while otherwise.
             let idle = self.queue.is_empty();
             let refuse_ms = if idle && infos.is_empty() {
                 self.tuning.decline_idle_ms
@@ -184,6 +199,7 @@ impl Scheduler {
 }
 
 /// Resources of one offer still free while it is being matched.
+#[derive(Clone, Debug)]
 pub(super) struct Free {
     cpus: f64,
     mem: f64,
@@ -261,6 +277,87 @@ impl Free {
         }
         self.ports = left;
         Some(out)
+    }
+}
+
+/// An agent that offered lately: when, its name and attributes, and what it had left after
+/// this scheduler's launches.
+#[derive(Clone, Debug)]
+pub(super) struct Offered {
+    at_ms: u64,
+    host: String,
+    attributes: BTreeMap<String, String>,
+    free: Free,
+}
+
+/// How one app's instances stand on the agents that could take one more: an offer's agent
+/// takes instances only while it has no more of them than an even share of what the app will
+/// have there, so an app spreads over the agents that offer, whether their offers come
+/// together or one by one (Marathon leaves spreading to constraints; the seed's apps run one
+/// instance on each agent without any).
+pub(super) struct Spread {
+    on: BTreeMap<String, u32>,
+    placed: u32,
+}
+
+impl Spread {
+    /// Whether `agent` may take one more instance while `need` still wait.
+    fn may_take(&self, agent: &str, need: u32) -> bool {
+        let agents = self.on.len().max(1) as u32;
+        let even = (self.placed + need).div_ceil(agents);
+        self.on.get(agent).copied().unwrap_or(0) < even
+    }
+
+    fn took(&mut self, agent: &str) {
+        *self.on.entry(agent.to_string()).or_default() += 1;
+        self.placed += 1;
+    }
+}
+
+impl Scheduler {
+    /// The agents that offered within the spread window and could take one more instance of
+    /// `app` by what they had left (role, resources, ports, constraints), each with the app's
+    /// active instances on it.
+    fn spread_of(&self, app: &AppDefinition, id: &PathId) -> Spread {
+        let name = id.to_string();
+        let active: Vec<&Instance> = self
+            .instances
+            .values()
+            .filter(|i| i.app == name && i.is_active())
+            .collect();
+        let placements: Vec<Placement<'_>> = active
+            .iter()
+            .map(|i| Placement::new(&i.host, &i.attributes))
+            .collect();
+        let ports = host_ports(app);
+        let mut on: BTreeMap<String, u32> = self
+            .offered
+            .iter()
+            .filter(|(_, seen)| {
+                let role_ok = app
+                    .accepted_resource_roles
+                    .as_ref()
+                    .is_none_or(|roles| roles.iter().any(|r| *r == seen.free.role || r == "*"));
+                role_ok
+                    && shortfall(app, &seen.free).is_none()
+                    && seen.free.clone().take_ports(&ports).is_some()
+                    && constraints::check(
+                        &app.constraints,
+                        &Placement::new(&seen.host, &seen.attributes),
+                        &placements,
+                    )
+                    .is_ok()
+            })
+            .map(|(agent, _)| (agent.clone(), 0))
+            .collect();
+        let mut placed = 0;
+        for i in &active {
+            if let Some(n) = on.get_mut(&i.agent_id) {
+                *n += 1;
+                placed += 1;
+            }
+        }
+        Spread { on, placed }
     }
 }
 

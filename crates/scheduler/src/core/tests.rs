@@ -315,3 +315,48 @@ fn what_an_offer_leaves_is_refused_only_as_long_as_nothing_here_could_use_it() {
     let decisions = s.offers(&[offer(1, 4.0)], 1000);
     assert_eq!(launched(&decisions).len(), 1, "the tokens refilled");
 }
+
+#[test]
+fn an_app_spreads_over_the_agents_that_offer_even_when_their_offers_come_one_by_one() {
+    let mut s = scheduler();
+    deploy_basic(&mut s);
+    let group2 = PathId::parse("/arm-demo/group2/ubuntu2");
+    let tasks = launched(&s.offers(&[offer(0, 4.0), offer(1, 4.0)], 0));
+    for (task, _) in &tasks {
+        running(&mut s, task);
+    }
+    assert_eq!(s.queue.get(&group2), Some(&2));
+    // The first agent's leftovers come back alone: one instance there, the other is kept for
+    // the second agent, which offered a moment ago.
+    let alone = launched(&s.offers(&[offer(0, 4.0)], 1_000));
+    assert_eq!(alone.len(), 1, "{alone:?}");
+    assert_eq!(alone[0].1, "a0");
+    let again = s.offers(&[offer(0, 4.0)], 1_100);
+    assert!(launched(&again).is_empty() && again[0].1.decline.is_some());
+    let other = launched(&s.offers(&[offer(1, 4.0)], 1_200));
+    assert_eq!(other.len(), 1);
+    assert_eq!(other[0].1, "a1");
+
+    // An agent that has no room for an instance, or stopped offering for longer than the
+    // window, holds nothing back.
+    let mut s = scheduler();
+    deploy_basic(&mut s);
+    let _ = s.offers(&[offer(1, 0.1)], 0);
+    assert_eq!(
+        launched(&s.offers(&[offer(0, 4.0)], 100)).len(),
+        2,
+        "a1 is too small"
+    );
+    let window = Tuning::default().spread_window_ms;
+    for (at, placed) in [(window, 1), (window + 1, 2)] {
+        let mut s = scheduler();
+        let declined = s.offers(&[offer(1, 4.0)], 0);
+        assert!(declined[0].1.decline.is_some(), "nothing to launch yet");
+        deploy_basic(&mut s);
+        assert_eq!(
+            launched(&s.offers(&[offer(0, 4.0)], at)).len(),
+            placed,
+            "at {at}"
+        );
+    }
+}
