@@ -193,6 +193,8 @@ pub struct Master {
     /// Offers wait until the registry's agents are mostly back (or the timeout passes).
     recovering_until_ms: Option<u64>,
     elected_ms: u64,
+    /// Whether this leader has sent any offer yet (its first is an event: offers flow again).
+    offered: bool,
     next_id: u64,
     /// The master's id and a value drawn at this election: ids never repeat when the same
     /// process leads again.
@@ -260,6 +262,7 @@ impl Master {
             registry,
             recovering_until_ms,
             elected_ms: now_ms,
+            offered: false,
             next_id: 0,
             id_prefix,
             counters: Counters {

@@ -4,7 +4,7 @@
 //!
 //! Everything goes through the Env, so the same code runs live and in simulation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use drover_coord::client::{Client, ClientConfig, CreateMode};
-use drover_coord::proto::ErrorCode;
+use drover_coord::proto::{Acl, ErrorCode, MultiResult, Op};
 use drover_coord::recipes;
 use drover_core::agent_proto::{AgentMessage, MasterMessage, Registration};
 use drover_core::env::{Listener, Stream};
@@ -82,12 +82,19 @@ impl std::str::FromStr for ZkUrl {
     }
 }
 
+/// At most this many registrations are held while a winning master loads its registry (more
+/// agents are dropped and retry, as all would without the hold).
+const EARLY_REGISTRATIONS: usize = 100_000;
+
 /// What the core task is asked to do.
 #[allow(
     clippy::large_enum_variant,
     reason = "inputs are moved once, not stored"
 )]
 enum Input {
+    /// This master won the election and is loading the registry: agents that register now are
+    /// held until it leads (Mesos' agents would be dropped and retry after a back-off).
+    Winning,
     Elected {
         term: u64,
         registry: BTreeMap<String, RegistryEntry>,
@@ -145,16 +152,66 @@ enum ApiReply {
 /// `json.info_` members may live inside it) or the master's disk.
 #[derive(Clone)]
 enum RegistryStore {
-    Coord { client: Client, path: String },
+    Coord {
+        client: Client,
+        path: String,
+        /// The agents whose node exists (loaded or written since).
+        stored: BTreeSet<String>,
+    },
     Disk(Env),
 }
 
 const REGISTRY_FILE: &str = "registry.json";
+/// Registry reads (a new leader's) and writes kept in flight at once.
+const REGISTRY_READS_IN_FLIGHT: usize = 256;
+/// Bytes of registry writes per coord `multi` (coord's packets stop at 1 MiB).
+const REGISTRY_MULTI_BYTES: usize = 256 * 1024;
+/// Inputs the core takes in one round before it writes the registry.
+const INPUTS_PER_ROUND: usize = 1024;
+
+/// One `multi` of registry writes; when coord refuses it (a node that exists, or not, against
+/// what `stored` said), each node is written alone.
+async fn registry_multi(
+    client: &Client,
+    batch: Vec<(String, Op)>,
+    stored: &mut BTreeSet<String>,
+) -> Result<(), String> {
+    let ops: Vec<Op> = batch.iter().map(|(_, op)| op.clone()).collect();
+    let refused = match client.multi(ops).await {
+        Ok(results) => results.iter().any(|r| matches!(r, MultiResult::Error(_))),
+        Err(ErrorCode::ConnectionLoss | ErrorCode::SessionExpired) => {
+            return Err("registry multi: the coord session was lost".into())
+        }
+        Err(_) => true,
+    };
+    for (agent, op) in batch {
+        if refused {
+            let (Op::SetData { path, data, .. } | Op::Create { path, data, .. }) = op else {
+                continue;
+            };
+            match client.set_data(&path, &data, -1).await {
+                Ok(_) => {}
+                Err(ErrorCode::NoNode) => client
+                    .create(&path, &data, CreateMode::Persistent)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("{path}: {e:?}"))?,
+                Err(e) => return Err(format!("{path}: {e:?}")),
+            }
+        }
+        stored.insert(agent);
+    }
+    Ok(())
+}
 
 impl RegistryStore {
-    async fn load(&self) -> Result<BTreeMap<String, RegistryEntry>, String> {
+    async fn load(&mut self) -> Result<BTreeMap<String, RegistryEntry>, String> {
         match self {
-            RegistryStore::Coord { client, path } => {
+            RegistryStore::Coord {
+                client,
+                path,
+                stored,
+            } => {
                 let dir = format!("{path}-registry");
                 client
                     .ensure_path(&dir)
@@ -166,8 +223,19 @@ impl RegistryStore {
                     .await
                     .map_err(|e| format!("{dir}: {e:?}"))?;
                 names.sort();
-                for name in names {
-                    match client.get_data(&format!("{dir}/{name}")).await {
+                stored.clear();
+                stored.extend(names.iter().cloned());
+                let client = &*client;
+                // Many reads in flight on the one session (answered in order): a registry of
+                // thousands of agents loads in a few round trips, not one per agent.
+                let mut reads = futures_util::stream::iter(names)
+                    .map(|name| {
+                        let path = format!("{dir}/{name}");
+                        async move { (name, client.get_data(&path).await) }
+                    })
+                    .buffered(REGISTRY_READS_IN_FLIGHT);
+                while let Some((name, read)) = reads.next().await {
+                    match read {
                         Ok((data, _)) => {
                             if let Ok(entry) = serde_json::from_slice(&data) {
                                 out.insert(name, entry);
@@ -189,27 +257,57 @@ impl RegistryStore {
         }
     }
 
+    /// Records `writes`: on coord one node per agent, in `multi`s of up to
+    /// `REGISTRY_MULTI_BYTES` (one raft entry for many agents), each node written alone
+    /// instead when a `multi` is refused; on disk the whole registry as `all` gives it, once.
     async fn write(
-        &self,
-        write: &RegistryWrite,
-        all: &BTreeMap<String, RegistryEntry>,
+        &mut self,
+        writes: &[RegistryWrite],
+        all: impl FnOnce() -> BTreeMap<String, RegistryEntry>,
     ) -> Result<(), String> {
         match self {
-            RegistryStore::Coord { client, path } => {
-                let node = format!("{path}-registry/{}", write.agent_id);
-                let data = serde_json::to_vec(&write.entry).unwrap_or_default();
-                match client.set_data(&node, &data, -1).await {
-                    Ok(_) => Ok(()),
-                    Err(ErrorCode::NoNode) => client
-                        .create(&node, &data, CreateMode::Persistent)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| format!("{node}: {e:?}")),
-                    Err(e) => Err(format!("{node}: {e:?}")),
+            RegistryStore::Coord {
+                client,
+                path,
+                stored,
+            } => {
+                // The last write of each agent.
+                let mut last: BTreeMap<&str, &RegistryEntry> = BTreeMap::new();
+                for write in writes {
+                    last.insert(&write.agent_id, &write.entry);
                 }
+                let mut batch: Vec<(String, Op)> = Vec::new();
+                let mut bytes = 0;
+                let total = last.len();
+                for (n, (agent, entry)) in last.into_iter().enumerate() {
+                    let node = format!("{path}-registry/{agent}");
+                    let data = serde_json::to_vec(entry).unwrap_or_default();
+                    bytes += node.len() + data.len();
+                    let op = if stored.contains(agent) {
+                        Op::SetData {
+                            path: node,
+                            data,
+                            version: -1,
+                        }
+                    } else {
+                        Op::Create {
+                            path: node,
+                            data,
+                            acl: vec![Acl::open()],
+                            flags: 0,
+                            opcode: drover_coord::proto::op::CREATE,
+                        }
+                    };
+                    batch.push((agent.to_string(), op));
+                    if bytes >= REGISTRY_MULTI_BYTES || n + 1 == total {
+                        registry_multi(client, std::mem::take(&mut batch), stored).await?;
+                        bytes = 0;
+                    }
+                }
+                Ok(())
             }
             RegistryStore::Disk(env) => {
-                let data = serde_json::to_vec(all).unwrap_or_default();
+                let data = serde_json::to_vec(&all()).unwrap_or_default();
                 env.disk()
                     .write(REGISTRY_FILE, Bytes::from(data))
                     .await
@@ -282,7 +380,7 @@ pub async fn serve(
             ));
         }
         None => {
-            let store = RegistryStore::Disk(env.clone());
+            let mut store = RegistryStore::Disk(env.clone());
             let registry = store.load().await.map_err(io::Error::other)?;
             let _ = inputs
                 .send(Input::Elected {
@@ -311,6 +409,8 @@ async fn core(
     let start = tokio::time::Instant::now();
     let now = move || start.elapsed().as_millis() as u64;
     let mut leader: Option<(Master, RegistryStore)> = None;
+    // Registrations that came while this master, having won, loaded the registry.
+    let mut early: Option<Vec<Input>> = None;
     let mut allocation =
         tokio::time::interval(Duration::from_millis(tuning.allocation_interval_ms.max(1)));
     let mut pings =
@@ -327,7 +427,13 @@ async fn core(
             _ = &mut shutdown => break,
             input = inputs.recv() => {
                 let Some(input) = input else { break };
-                handle(&env, &tuning, &info, &mut leader, input, now());
+                take(&env, &tuning, &info, &mut leader, &mut early, input, now());
+                // What else is queued is taken too before the registry is written: the
+                // registrations of many agents share one round of writes.
+                for _ in 0..INPUTS_PER_ROUND {
+                    let Ok(input) = inputs.try_recv() else { break };
+                    take(&env, &tuning, &info, &mut leader, &mut early, input, now());
+                }
             }
             _ = allocation.tick() => {
                 if let Some((master, _)) = leader.as_mut() {
@@ -351,10 +457,9 @@ async fn core(
                 allocate(master, now());
             }
             let writes: Vec<RegistryWrite> = master.registry_writes.drain(..).collect();
-            for write in writes {
-                let all = master.registry_snapshot();
-                if let Err(e) = store.write(&write, &all).await {
-                    tracing::warn!(agent = %write.agent_id, error = %e, "registry write failed");
+            if !writes.is_empty() {
+                if let Err(e) = store.write(&writes, || master.registry_snapshot()).await {
+                    tracing::warn!(error = %e, "registry write failed");
                     env.emit(Event::new("registry_write_failed"));
                     if matches!(store, RegistryStore::Coord { .. }) {
                         // As Mesos' registrar aborts the master: a leader that cannot record
@@ -362,10 +467,45 @@ async fn core(
                         env.emit(Event::new("deposed"));
                         leader = None;
                         let _ = abdicate.try_send(());
-                        break;
                     }
                 }
             }
+        }
+    }
+}
+
+/// One input for the core: registrations are held while this master, having won, loads the
+/// registry, and handled once it leads.
+fn take(
+    env: &Env,
+    tuning: &Tuning,
+    info: &MasterInfo,
+    leader: &mut Option<(Master, RegistryStore)>,
+    early: &mut Option<Vec<Input>>,
+    input: Input,
+    now_ms: u64,
+) {
+    match (input, early.as_mut()) {
+        (Input::Winning, _) => *early = Some(Vec::new()),
+        (input @ Input::AgentRegister { .. }, Some(held))
+            if leader.is_none() && held.len() < EARLY_REGISTRATIONS =>
+        {
+            held.push(input);
+        }
+        (Input::AgentClosed { conn }, Some(held)) if leader.is_none() => {
+            held.retain(|i| !matches!(i, Input::AgentRegister { conn: c, .. } if *c == conn));
+        }
+        (input @ Input::Elected { .. }, _) => {
+            handle(env, tuning, info, leader, input, now_ms);
+            for held in early.take().unwrap_or_default() {
+                handle(env, tuning, info, leader, held, now_ms);
+            }
+        }
+        (input, _) => {
+            if matches!(input, Input::Deposed { .. }) {
+                *early = None;
+            }
+            handle(env, tuning, info, leader, input, now_ms);
         }
     }
 }
@@ -387,6 +527,8 @@ fn handle(
     now_ms: u64,
 ) {
     match input {
+        // The core loop holds registrations from here until `Elected`.
+        Input::Winning => {}
         Input::Elected {
             term,
             registry,
@@ -510,10 +652,14 @@ impl recipes::Contender for Contender {
     async fn lead(&mut self, client: &Client, term: u64) -> bool {
         // A request to abdicate made under an earlier leadership is spent.
         while self.abdicate.try_recv().is_ok() {}
-        let store = RegistryStore::Coord {
+        let mut store = RegistryStore::Coord {
             client: client.clone(),
             path: self.zk.path.clone(),
+            stored: BTreeSet::new(),
         };
+        if self.inputs.send(Input::Winning).await.is_err() {
+            return false;
+        }
         let Ok(registry) = store.load().await else {
             return false;
         };

@@ -17,6 +17,7 @@ use drover_core::v1::{self, CallType, EventType, FrameworkInfo, Id};
 use drover_core::{Env, Event};
 use drover_master::client::{Driver, DriverEvent, Locator};
 use drover_master::daemon::ZkUrl;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -274,16 +275,20 @@ pub(crate) async fn core(
                         EventType::Offers => {
                             let offers = event.offers.map(|o| o.offers).unwrap_or_default();
                             let decisions = l.scheduler.offers(&offers, now());
-                            for (ops, call) in decisions {
-                                let Some(l) = leading.as_mut() else { break };
-                                // Instances are stored before the ACCEPT launches them.
-                                if !ops.is_empty() && l.store.apply(&ops).await.is_err() {
-                                    env.emit(Event::new("store_failed"));
-                                    env.emit(Event::new("deposed"));
-                                    leading = None;
-                                    let _ = abdicate.try_send(());
-                                    break;
-                                }
+                            // Instances are stored before the ACCEPTs launch them: the whole
+                            // event's in as few `multi`s as fit, not one round trip per offer.
+                            let ops: Vec<StoreOp> = decisions
+                                .iter()
+                                .flat_map(|(ops, _)| ops.iter().cloned())
+                                .collect();
+                            if !ops.is_empty() && l.store.apply(&ops).await.is_err() {
+                                env.emit(Event::new("store_failed"));
+                                env.emit(Event::new("deposed"));
+                                leading = None;
+                                let _ = abdicate.try_send(());
+                                continue;
+                            }
+                            for (_, call) in decisions {
                                 l.outbox.send(Outgoing::Call(call));
                             }
                             continue;
@@ -345,6 +350,78 @@ enum Outgoing {
 /// waits on the master: a call across a partition would hold it for the HTTP timeout, deaf to
 /// its own step-down while a successor takes over. Dropped with the leadership, and with it the
 /// calls not yet made: a deposed scheduler sends nothing more.
+impl Outgoing {
+    /// Whether it may be sent alongside its neighbours in any order.
+    fn commutes(&self) -> bool {
+        match self {
+            Outgoing::Acknowledge(_) => true,
+            Outgoing::Call(call) => matches!(call.kind, CallType::Accept | CallType::Decline),
+        }
+    }
+
+    /// Sends it; a DECLINE that may not have reached the master comes back, to be sent again.
+    /// Declining twice is harmless (the master answers that it knows the offer no more), while
+    /// an offer whose answer was lost stays with this framework until it subscribes again,
+    /// whatever it REVIVEs. An ACCEPT is never sent twice (the agent's resources may be in use
+    /// by then); an ACKNOWLEDGE lost is made good by the agent, which resends its update.
+    async fn send(self, driver: &Driver) -> Option<Outgoing> {
+        match self {
+            Outgoing::Call(call) => {
+                let again = (call.kind == CallType::Decline).then(|| call.clone());
+                match driver.call(call).await {
+                    Err(drover_master::client::CallError::Http(_)) => again.map(Outgoing::Call),
+                    _ => None,
+                }
+            }
+            Outgoing::Acknowledge(status) => {
+                let _ = driver.acknowledge(&status).await;
+                None
+            }
+        }
+    }
+}
+
+/// The DECLINEs of a run as one call per filter (a DECLINE names any number of offers).
+fn merge_declines(run: Vec<Outgoing>) -> Vec<Outgoing> {
+    let mut out = Vec::new();
+    let mut declines: BTreeMap<Option<u64>, v1::Call> = BTreeMap::new();
+    for outgoing in run {
+        match outgoing {
+            Outgoing::Call(v1::Call {
+                kind: CallType::Decline,
+                decline: Some(decline),
+                ..
+            }) => {
+                let filter = decline
+                    .filters
+                    .as_ref()
+                    .and_then(|f| f.refuse_seconds)
+                    .map(f64::to_bits);
+                let merged = declines.entry(filter).or_insert_with(|| {
+                    let mut call = crate::core::bare(CallType::Decline);
+                    call.decline = Some(v1::Decline {
+                        offer_ids: Vec::new(),
+                        filters: decline.filters.clone(),
+                    });
+                    call
+                });
+                if let Some(d) = merged.decline.as_mut() {
+                    d.offer_ids.extend(decline.offer_ids);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out.extend(declines.into_values().map(Outgoing::Call));
+    out
+}
+
+/// Queued calls the outbox looks at in one round, and calls it keeps in flight at once.
+const OUTBOX_ROUND: usize = 4096;
+const CALLS_IN_FLIGHT: usize = 32;
+/// A DECLINE that may not have reached the master is sent again after this long.
+const DECLINE_RETRY: Duration = Duration::from_secs(1);
+
 struct Outbox {
     calls: mpsc::UnboundedSender<Outgoing>,
     task: tokio::task::JoinHandle<()>,
@@ -353,12 +430,49 @@ struct Outbox {
 impl Outbox {
     fn start(driver: Driver) -> Outbox {
         let (calls, mut queue) = mpsc::unbounded_channel();
+        let again = calls.clone();
         let task = drover_core::env::spawn(async move {
-            while let Some(outgoing) = queue.recv().await {
-                let _ = match outgoing {
-                    Outgoing::Call(call) => driver.call(call).await,
-                    Outgoing::Acknowledge(status) => driver.acknowledge(&status).await,
-                };
+            while let Some(first) = queue.recv().await {
+                let mut queued: Vec<Outgoing> = vec![first];
+                while queued.len() < OUTBOX_ROUND {
+                    let Ok(next) = queue.try_recv() else { break };
+                    queued.push(next);
+                }
+                // Runs of calls whose order does not matter (ACCEPT, DECLINE, ACKNOWLEDGE) go
+                // out together, many in flight, the DECLINEs of one filter as one call; any
+                // other call (REVIVE, SUPPRESS, KILL, RECONCILE...) waits for what was queued
+                // before it and goes alone.
+                let mut queued = queued.into_iter().peekable();
+                let mut unsent: Vec<Outgoing> = Vec::new();
+                while let Some(next) = queued.next() {
+                    if !next.commutes() {
+                        unsent.extend(next.send(&driver).await);
+                        continue;
+                    }
+                    let mut run = vec![next];
+                    while let Some(more) = queued.next_if(Outgoing::commutes) {
+                        run.push(more);
+                    }
+                    let failed: Vec<Outgoing> = futures_util::stream::iter(merge_declines(run))
+                        .map(|outgoing| {
+                            let driver = driver.clone();
+                            async move { outgoing.send(&driver).await }
+                        })
+                        .buffer_unordered(CALLS_IN_FLIGHT)
+                        .filter_map(|failed| async move { failed })
+                        .collect()
+                        .await;
+                    unsent.extend(failed);
+                }
+                if !unsent.is_empty() {
+                    let again = again.clone();
+                    drover_core::env::spawn(async move {
+                        tokio::time::sleep(DECLINE_RETRY).await;
+                        for outgoing in unsent {
+                            let _ = again.send(outgoing);
+                        }
+                    });
+                }
             }
         });
         Outbox { calls, task }
@@ -745,4 +859,66 @@ pub async fn lookup_leader(env: &Env, zk: &ZkUrl) -> Option<String> {
     .flatten();
     client.close().await;
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decline(offer: &str, refuse_seconds: f64) -> Outgoing {
+        let mut call = crate::core::bare(CallType::Decline);
+        call.decline = Some(v1::Decline {
+            offer_ids: vec![Id::new(offer)],
+            filters: Some(v1::Filters {
+                refuse_seconds: Some(refuse_seconds),
+            }),
+        });
+        Outgoing::Call(call)
+    }
+
+    #[test]
+    fn the_declines_of_a_run_go_as_one_call_per_filter_and_the_rest_as_they_were() {
+        let mut accept = crate::core::bare(CallType::Accept);
+        accept.accept = Some(v1::Accept {
+            offer_ids: vec![Id::new("o2")],
+            operations: Vec::new(),
+            filters: None,
+        });
+        let run = vec![
+            decline("o1", 5.0),
+            Outgoing::Call(accept),
+            decline("o3", 120.0),
+            decline("o4", 5.0),
+        ];
+        assert!(run.iter().all(Outgoing::commutes));
+        let merged = merge_declines(run);
+        let shape: Vec<(CallType, Vec<String>, Option<f64>)> = merged
+            .iter()
+            .map(|o| match o {
+                Outgoing::Call(call) => {
+                    let (ids, filters) = match (&call.accept, &call.decline) {
+                        (Some(a), _) => (&a.offer_ids, &a.filters),
+                        (_, Some(d)) => (&d.offer_ids, &d.filters),
+                        _ => panic!("neither accept nor decline"),
+                    };
+                    (
+                        call.kind,
+                        ids.iter().map(|i| i.value.clone()).collect(),
+                        filters.as_ref().and_then(|f| f.refuse_seconds),
+                    )
+                }
+                Outgoing::Acknowledge(_) => panic!("no acknowledgement here"),
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (CallType::Accept, vec!["o2".to_string()], None),
+                (CallType::Decline, vec!["o1".into(), "o4".into()], Some(5.0)),
+                (CallType::Decline, vec!["o3".into()], Some(120.0)),
+            ]
+        );
+        // A revive is not sent alongside others: it waits for what was queued before it.
+        assert!(!Outgoing::Call(crate::core::bare(CallType::Revive)).commutes());
+    }
 }

@@ -31,6 +31,8 @@ pub struct ClusterView {
     pub leaders: BTreeMap<String, (u64, String)>,
     /// Nodes that are not running (crashed or stopped).
     pub down: std::collections::BTreeSet<String>,
+    /// The agent that last launched each task (`task_launched` events).
+    pub task_agents: BTreeMap<String, String>,
 }
 
 impl ClusterView {
@@ -43,6 +45,11 @@ impl ClusterView {
 
     /// Follows the events that change the view.
     pub fn observe(&mut self, line: &TraceLine) {
+        if line.event.name == "task_launched" {
+            if let Some(task) = line.event.field("task") {
+                self.task_agents.insert(task.to_string(), line.node.clone());
+            }
+        }
         if line.event.name == "leader" {
             if let (Some(role), Some(term)) = (
                 self.map.role_of(&line.node),
@@ -85,11 +92,19 @@ impl ClusterView {
                 )),
             };
         }
+        if let Some(task) = selector.strip_prefix("agent-of:") {
+            return match self.task_agents.get(task) {
+                Some(node) => Ok(vec![node.clone()]),
+                None => Err(format!(
+                    "selector {selector:?}: no agent has launched task `{task}` yet"
+                )),
+            };
+        }
         if self.map.role_of(selector).is_some() {
             return Ok(vec![selector.to_string()]);
         }
         Err(format!(
-            "selector {selector:?}: expected a node name, `role:<role>`, `leader:<role>` or `*`"
+            "selector {selector:?}: expected a node name, `role:<role>`, `leader:<role>`, `agent-of:<task>` or `*`"
         ))
     }
 
@@ -166,6 +181,14 @@ impl ClusterView {
 
     /// Checks a selector's form without needing the run (leaders are only known while it runs).
     pub fn check_selector(&self, selector: &str) -> Result<(), String> {
+        if let Some(task) = selector.strip_prefix("agent-of:") {
+            return match self.map.of_role("agent").is_empty() || task.is_empty() {
+                false => Ok(()),
+                true => Err(format!(
+                    "selector {selector:?}: expected a task id and a cluster with agents"
+                )),
+            };
+        }
         match selector.strip_prefix("leader:") {
             Some(role) if !self.map.of_role(role).is_empty() => Ok(()),
             Some(role) => Err(format!("selector {selector:?}: no node has role `{role}`")),

@@ -99,7 +99,8 @@ pub struct Step {
 }
 
 /// What the harness does at a point of the timeline. Node lists hold selectors: a node name,
-/// `leader:<role>`, `role:<role>`, or `*` (every node not named elsewhere in the action).
+/// `leader:<role>`, `role:<role>`, `agent-of:<task>` (the agent that last launched the task),
+/// or `*` (every node not named elsewhere in the action).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Cut every link between nodes of different groups (both ways).

@@ -147,10 +147,18 @@ impl Master {
         }
         for (framework, offers) in batches {
             self.counters.offers_sent += offers.len() as u64;
+            let count = offers.len();
             if !self.send_event(&framework, &Event::offers(offers.clone())) {
                 for offer in offers {
                     self.rescind(&offer.id.value);
                 }
+            } else if !self.offered {
+                self.offered = true;
+                self.env.emit(
+                    NodeEvent::new("first_offers")
+                        .with("framework", &framework)
+                        .with("offers", count),
+                );
             }
         }
     }
