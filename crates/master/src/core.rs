@@ -186,6 +186,9 @@ pub struct Master {
     agents: BTreeMap<String, Agent>,
     frameworks: BTreeMap<String, Framework>,
     tasks: BTreeMap<(String, String), Task>,
+    /// The keys of `tasks` by agent (a task's agent never changes once it is recorded), so
+    /// what concerns one agent does not walk every task of the cluster.
+    agent_tasks: BTreeMap<String, BTreeSet<(String, String)>>,
     offers: BTreeMap<String, OfferRecord>,
     allocator: Allocator,
     /// Agents the registry knows from before this term, and which of them came back.
@@ -235,6 +238,25 @@ fn unb64(text: &str) -> Option<String> {
 }
 
 impl Master {
+    /// Records a task (new: its key is not in `tasks`) and indexes it by agent.
+    fn insert_task(&mut self, key: (String, String), task: Task) {
+        self.agent_tasks
+            .entry(task.agent_id.clone())
+            .or_default()
+            .insert(key.clone());
+        self.tasks.insert(key, task);
+    }
+
+    /// The tasks recorded on `agent_id`.
+    fn tasks_on<'a>(&'a self, agent_id: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.agent_tasks
+            .get(agent_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.tasks.get(key))
+            .filter(move |t| t.agent_id == agent_id)
+    }
+
     /// A master that just won the election. `registry` holds the agents admitted by earlier
     /// leaders; `now_ms` is monotonic time.
     pub fn new(
@@ -257,6 +279,7 @@ impl Master {
             agents: BTreeMap::new(),
             frameworks: BTreeMap::new(),
             tasks: BTreeMap::new(),
+            agent_tasks: BTreeMap::new(),
             offers: BTreeMap::new(),
             allocator: Allocator::default(),
             registry,

@@ -134,7 +134,7 @@ impl Master {
             let resources = v1::from_mesos(&task.resources).unwrap_or_default();
             let known_state = self.tasks.get(&key).map(|t| t.state);
             if known_state.is_none() {
-                self.tasks.insert(
+                self.insert_task(
                     key.clone(),
                     Task {
                         framework_id: report.framework_id.clone(),
@@ -294,8 +294,8 @@ impl Master {
     pub(super) fn agent_lost_connection(&mut self, agent_id: &str) {
         self.rescind_where(|o| o.agent_id == agent_id);
         self.allocator.remove_agent(agent_id);
-        for task in self.tasks.values_mut() {
-            if task.agent_id == agent_id {
+        for key in self.agent_tasks.get(agent_id).into_iter().flatten() {
+            if let Some(task) = self.tasks.get_mut(key).filter(|t| t.agent_id == agent_id) {
                 task.counted = false;
             }
         }

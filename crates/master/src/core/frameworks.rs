@@ -362,7 +362,7 @@ impl Master {
             };
             remaining = left;
             let task_json = Arc::new(serde_json::to_value(&task).unwrap_or(Json::Null));
-            self.tasks.insert(
+            self.insert_task(
                 key.clone(),
                 Task {
                     framework_id: framework_id.to_string(),

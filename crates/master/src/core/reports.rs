@@ -91,8 +91,8 @@ impl Master {
 
     pub(super) fn used_on(&self, agent_id: &str) -> Resources {
         let mut used = Resources::new();
-        for t in self.tasks.values() {
-            if t.agent_id == agent_id && !t.state.is_terminal() {
+        for t in self.tasks_on(agent_id) {
+            if !t.state.is_terminal() {
                 used.add(&t.resources);
             }
         }
