@@ -3,7 +3,9 @@
 //!
 //! Layout (paths on the Env Disk, the work dir when live):
 //! - `agent/id`: the agent id the master gave (JSON);
-//! - `agent/status`: the status update manager's streams (JSON);
+//! - `agent/streams/<escaped task id>`: one task's status update stream (JSON), until its
+//!   terminal update is acknowledged (`agent/status`, all streams in one file, is what agents
+//!   wrote before: read at recovery and moved to per-stream files);
 //! - `agent/tasks/<escaped task id>`: one [`TaskCheckpoint`] per task not ended-and-acknowledged.
 //!
 //! Every write is synced before the agent acts on it: a task's checkpoint before it is launched,
@@ -16,13 +18,25 @@ use serde_json::Value as Json;
 use crate::containerizer::{Handle, Kind};
 
 pub const AGENT_ID_PATH: &str = "agent/id";
+/// Every task's status update stream in one file, as agents before per-stream files wrote it
+/// (read once at recovery, then replaced by `STREAMS_PREFIX` files).
 pub const STATUS_PATH: &str = "agent/status";
 pub const TASKS_PREFIX: &str = "agent/tasks/";
+pub const STREAMS_PREFIX: &str = "agent/streams/";
 
 /// The Disk path of a task's checkpoint: task ids may hold any character, the path only
 /// `[A-Za-z0-9_-.]` (others, and a leading `.`, written `%XX`).
 pub fn task_path(task_id: &str) -> String {
-    let mut path = String::from(TASKS_PREFIX);
+    encoded_path(TASKS_PREFIX, task_id)
+}
+
+/// The Disk path of a task's status update stream (encoded as [`task_path`]).
+pub fn stream_path(task_id: &str) -> String {
+    encoded_path(STREAMS_PREFIX, task_id)
+}
+
+fn encoded_path(prefix: &str, task_id: &str) -> String {
+    let mut path = String::from(prefix);
     for (i, byte) in task_id.bytes().enumerate() {
         let plain =
             byte.is_ascii_alphanumeric() || b"-_".contains(&byte) || (byte == b'.' && i > 0);

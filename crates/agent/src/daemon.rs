@@ -43,8 +43,8 @@ use tokio::time::Instant;
 use tokio_util::codec::Framed;
 
 use crate::checkpoint::{
-    decide, task_path, AgentIdentity, RecoverMode, Recovery, TaskCheckpoint, AGENT_ID_PATH,
-    STATUS_PATH, TASKS_PREFIX,
+    decide, stream_path, task_path, AgentIdentity, RecoverMode, Recovery, TaskCheckpoint,
+    AGENT_ID_PATH, STATUS_PATH, STREAMS_PREFIX, TASKS_PREFIX,
 };
 use crate::config::{attributes_json, AgentConfig};
 use crate::containerizer::{Containerizer, Exit, Handle, KillSignal, Kind, Launched};
@@ -422,6 +422,14 @@ impl Core {
         let disk = self.env.disk();
         disk.remove(path).await.map_err(failed)?;
         disk.sync(path).await.map_err(failed)
+    }
+
+    /// Checkpoints the status update stream of `task_id` (removes it once the stream ended).
+    async fn persist_stream(&mut self, task_id: &str) -> Result<(), AgentError> {
+        match self.manager.stream_snapshot(task_id) {
+            Some(bytes) => persist(&self.env, &stream_path(task_id), bytes).await,
+            None => self.forget(&stream_path(task_id)).await,
+        }
     }
 
     async fn persist_task(&mut self, task_id: &str) -> Result<(), AgentError> {

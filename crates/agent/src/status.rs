@@ -143,13 +143,36 @@ impl StatusUpdateManager {
         self.streams.contains_key(task)
     }
 
-    /// What to checkpoint (JSON); [`StatusUpdateManager::restore`] reads it back.
+    /// Every stream at once (JSON); [`StatusUpdateManager::restore`] reads it back. Agents
+    /// before per-stream checkpoints wrote this.
     pub fn snapshot(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
     pub fn restore(bytes: &[u8]) -> Result<StatusUpdateManager, String> {
         serde_json::from_slice(bytes).map_err(|e| format!("status update checkpoint: {e}"))
+    }
+
+    /// What to checkpoint of one task's stream (JSON), or `None` once the stream has ended (its
+    /// checkpoint goes): a change to one task writes that task's stream only, as Mesos' agent
+    /// keeps one update stream file per task.
+    pub fn stream_snapshot(&self, task: &str) -> Option<Vec<u8>> {
+        let stream = self.streams.get(task)?;
+        Some(serde_json::to_vec(&(task, stream)).unwrap_or_default())
+    }
+
+    /// Adds a stream checkpointed by [`StatusUpdateManager::stream_snapshot`] (it replaces
+    /// the task's stream, if there was one).
+    pub fn restore_stream(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let (task, stream): (String, Stream) =
+            serde_json::from_slice(bytes).map_err(|e| format!("status update stream: {e}"))?;
+        self.streams.insert(task, stream);
+        Ok(())
+    }
+
+    /// The tasks that have a stream.
+    pub fn tasks(&self) -> impl Iterator<Item = &str> {
+        self.streams.keys().map(String::as_str)
     }
 }
 
@@ -216,7 +239,21 @@ mod tests {
         manager.update(update("t", 1, TaskState::TaskFinished), 0);
         let restored = StatusUpdateManager::restore(&manager.snapshot()).unwrap();
         assert_eq!(restored, manager);
+        // One stream's checkpoint restores that stream alone.
+        manager.update(update("u", 1, TaskState::TaskRunning), 0);
+        let mut one = StatusUpdateManager::default();
+        one.restore_stream(&manager.stream_snapshot("u").unwrap())
+            .unwrap();
+        assert_eq!(one.tasks().collect::<Vec<_>>(), vec!["u"]);
+        assert_eq!(one.latest("u"), Some(TaskState::TaskRunning));
+        assert!(one.restore_stream(b"{").is_err());
+        assert_eq!(manager.acknowledge("u", "u-1", 1), Ok(None));
+        assert!(
+            manager.stream_snapshot("u").is_some(),
+            "RUNNING is not the end"
+        );
         assert_eq!(manager.acknowledge("t", "t-1", 1), Ok(None));
+        assert!(manager.stream_snapshot("t").is_none(), "its stream ended");
         assert_eq!(manager.next_retry_ms(), None);
         assert!(matches!(
             manager.acknowledge("t", "t-1", 1),

@@ -23,8 +23,37 @@ impl Core {
                 serde_json::from_slice(&bytes).map_err(|e| bad(AGENT_ID_PATH, e.to_string()))?;
             self.agent_id = Some(identity.agent_id);
         }
-        if let Some(bytes) = read(STATUS_PATH).await? {
-            self.manager = StatusUpdateManager::restore(&bytes).map_err(|e| bad(STATUS_PATH, e))?;
+        // The streams: one file each; an older agent's single file first, moved to them.
+        let legacy = read(STATUS_PATH).await?;
+        if let Some(bytes) = &legacy {
+            self.manager = StatusUpdateManager::restore(bytes).map_err(|e| bad(STATUS_PATH, e))?;
+        }
+        let streams = self
+            .env
+            .disk()
+            .list(STREAMS_PREFIX)
+            .await
+            .map_err(|e| bad(STREAMS_PREFIX, e.to_string()))?;
+        for path in streams {
+            let Some(bytes) = self
+                .env
+                .disk()
+                .read(&path)
+                .await
+                .map_err(|e| bad(&path, e.to_string()))?
+            else {
+                continue;
+            };
+            self.manager
+                .restore_stream(&bytes)
+                .map_err(|e| bad(&path, e))?;
+        }
+        if legacy.is_some() {
+            let tasks: Vec<String> = self.manager.tasks().map(str::to_string).collect();
+            for task in tasks {
+                self.persist_stream(&task).await?;
+            }
+            self.forget(STATUS_PATH).await?;
         }
         let paths = self
             .env

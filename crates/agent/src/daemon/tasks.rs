@@ -329,8 +329,7 @@ impl Core {
                 return Ok(());
             }
         };
-        let snapshot = self.manager.snapshot();
-        self.persist(STATUS_PATH, snapshot).await?;
+        self.persist_stream(task_id).await?;
         // From here the update is never sent again (invariants read this).
         self.env.emit(
             Event::new("task_acked")

@@ -96,8 +96,7 @@ impl Core {
             goes_out = send.is_some(),
             "status update"
         );
-        let snapshot = self.manager.snapshot();
-        self.persist(STATUS_PATH, snapshot).await?;
+        self.persist_stream(task_id).await?;
         if let Some(entry) = self.tasks.get_mut(task_id) {
             entry.checkpoint.state = state;
             self.persist_task(task_id).await?;
