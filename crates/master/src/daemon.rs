@@ -411,6 +411,8 @@ async fn core(
     let mut leader: Option<(Master, RegistryStore)> = None;
     // Registrations that came while this master, having won, loaded the registry.
     let mut early: Option<Vec<Input>> = None;
+    // A step-down taken from the queue in a round, handled after the round's registry writes.
+    let mut deposed: Option<Input> = None;
     let mut allocation =
         tokio::time::interval(Duration::from_millis(tuning.allocation_interval_ms.max(1)));
     let mut pings =
@@ -429,9 +431,14 @@ async fn core(
                 let Some(input) = input else { break };
                 take(&env, &tuning, &info, &mut leader, &mut early, input, now());
                 // What else is queued is taken too before the registry is written: the
-                // registrations of many agents share one round of writes.
+                // registrations of many agents share one round of writes. A step-down waits
+                // for the round's writes (the agents were told they are registered).
                 for _ in 0..INPUTS_PER_ROUND {
                     let Ok(input) = inputs.try_recv() else { break };
+                    if matches!(input, Input::Deposed { .. }) {
+                        deposed = Some(input);
+                        break;
+                    }
                     take(&env, &tuning, &info, &mut leader, &mut early, input, now());
                 }
             }
@@ -470,6 +477,9 @@ async fn core(
                     }
                 }
             }
+        }
+        if let Some(input) = deposed.take() {
+            take(&env, &tuning, &info, &mut leader, &mut early, input, now());
         }
     }
 }

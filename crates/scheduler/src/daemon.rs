@@ -359,15 +359,25 @@ impl Outgoing {
         }
     }
 
-    /// Sends it; a DECLINE that may not have reached the master comes back, to be sent again.
-    /// Declining twice is harmless (the master answers that it knows the offer no more), while
-    /// an offer whose answer was lost stays with this framework until it subscribes again,
-    /// whatever it REVIVEs. An ACCEPT is never sent twice (the agent's resources may be in use
-    /// by then); an ACKNOWLEDGE lost is made good by the agent, which resends its update.
+    /// Sends it; a DECLINE that may not have reached the master comes back, to be sent again
+    /// without its filter (a REVIVE sent meanwhile must not be undone by an old filter: the
+    /// offer comes back and is answered afresh). Declining twice is harmless (the master
+    /// ignores an offer it no longer has), while an offer whose answer was lost stays with this
+    /// framework until it subscribes again, whatever it REVIVEs. An ACCEPT is never sent twice
+    /// (the agent's resources may be in use by then); an ACKNOWLEDGE lost is made good by the
+    /// agent, which resends its update.
     async fn send(self, driver: &Driver) -> Option<Outgoing> {
         match self {
             Outgoing::Call(call) => {
-                let again = (call.kind == CallType::Decline).then(|| call.clone());
+                let again = (call.kind == CallType::Decline).then(|| {
+                    let mut again = call.clone();
+                    if let Some(decline) = again.decline.as_mut() {
+                        decline.filters = Some(v1::Filters {
+                            refuse_seconds: Some(0.0),
+                        });
+                    }
+                    again
+                });
                 match driver.call(call).await {
                     Err(drover_master::client::CallError::Http(_)) => again.map(Outgoing::Call),
                     _ => None,

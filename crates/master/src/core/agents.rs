@@ -102,12 +102,16 @@ impl Master {
             .collect();
         // Tasks the master placed on this agent that the agent no longer has were lost.
         let missing: Vec<(String, String)> = self
-            .tasks
-            .iter()
-            .filter(|(key, t)| {
-                t.agent_id == agent_id && !t.state.is_terminal() && !reported.contains(*key)
+            .agent_tasks
+            .get(agent_id)
+            .into_iter()
+            .flatten()
+            .filter(|key| {
+                self.tasks.get(*key).is_some_and(|t| {
+                    t.agent_id == agent_id && !t.state.is_terminal() && !reported.contains(*key)
+                })
             })
-            .map(|(key, _)| key.clone())
+            .cloned()
             .collect();
         for key in missing {
             let state = self.lost_state(&key.0, TaskState::TaskGone);
@@ -464,10 +468,16 @@ impl Master {
         self.env
             .emit(NodeEvent::new("agent_unreachable").with("agent", self.hostname_of(agent_id)));
         let keys: Vec<(String, String)> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.agent_id == agent_id && !t.state.is_terminal())
-            .map(|(k, _)| k.clone())
+            .agent_tasks
+            .get(agent_id)
+            .into_iter()
+            .flatten()
+            .filter(|key| {
+                self.tasks
+                    .get(*key)
+                    .is_some_and(|t| t.agent_id == agent_id && !t.state.is_terminal())
+            })
+            .cloned()
             .collect();
         for key in keys {
             let state = self.lost_state(&key.0, TaskState::TaskUnreachable);
