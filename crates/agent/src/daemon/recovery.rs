@@ -28,22 +28,7 @@ impl Core {
         if let Some(bytes) = &legacy {
             self.manager = StatusUpdateManager::restore(bytes).map_err(|e| bad(STATUS_PATH, e))?;
         }
-        let streams = self
-            .env
-            .disk()
-            .list(STREAMS_PREFIX)
-            .await
-            .map_err(|e| bad(STREAMS_PREFIX, e.to_string()))?;
-        for path in streams {
-            let Some(bytes) = self
-                .env
-                .disk()
-                .read(&path)
-                .await
-                .map_err(|e| bad(&path, e.to_string()))?
-            else {
-                continue;
-            };
+        for (path, bytes) in read_all(&self.env, STREAMS_PREFIX).await? {
             self.manager
                 .restore_stream(&bytes)
                 .map_err(|e| bad(&path, e))?;
@@ -55,23 +40,8 @@ impl Core {
             }
             self.forget(STATUS_PATH).await?;
         }
-        let paths = self
-            .env
-            .disk()
-            .list(TASKS_PREFIX)
-            .await
-            .map_err(|e| bad(TASKS_PREFIX, e.to_string()))?;
         let mut recovered = 0;
-        for path in paths {
-            let Some(bytes) = self
-                .env
-                .disk()
-                .read(&path)
-                .await
-                .map_err(|e| bad(&path, e.to_string()))?
-            else {
-                continue;
-            };
+        for (path, bytes) in read_all(&self.env, TASKS_PREFIX).await? {
             let mut checkpoint = TaskCheckpoint::decode(&bytes).map_err(|e| bad(&path, e))?;
             let latest = self.manager.latest(&checkpoint.task_id);
             let containerizer = self.containerizer_of(checkpoint.containerizer);
@@ -235,4 +205,19 @@ impl Core {
             }
         });
     }
+}
+
+/// Every file under `prefix` on the agent's Disk, with its bytes, in the Disk's order.
+async fn read_all(env: &Env, prefix: &str) -> Result<Vec<(String, Bytes)>, AgentError> {
+    let bad = |path: &str, e: io::Error| AgentError::Checkpoint {
+        path: path.to_string(),
+        reason: e.to_string(),
+    };
+    let mut out = Vec::new();
+    for path in env.disk().list(prefix).await.map_err(|e| bad(prefix, e))? {
+        if let Some(bytes) = env.disk().read(&path).await.map_err(|e| bad(&path, e))? {
+            out.push((path, bytes));
+        }
+    }
+    Ok(out)
 }
