@@ -10,6 +10,7 @@
 #   bench/launch-1000.sh 10000 3 sim
 #   LAUNCH_TOKENS=20000 bench/launch-1000.sh 10000 3 sim
 #
+# DROVER=path measures that binary instead of building this checkout's.
 # LAUNCH_TOKENS (default: the scheduler's, 1000 per second) is Marathon's launch throttle: at most
 # that many launches per second; raise it to measure what the control plane itself can do.
 set -euo pipefail
@@ -18,8 +19,9 @@ instances=${1:-1000}
 agents=${2:-3}
 containerizer=${3:-mesos}
 
-cargo build --release --quiet
-drover=${CARGO_TARGET_DIR:-target}/release/drover
+# DROVER names another binary to measure (an older build, for a comparison in the same session).
+if [ -z "${DROVER:-}" ]; then cargo build --release --quiet; fi
+drover=${DROVER:-${CARGO_TARGET_DIR:-target}/release/drover}
 work=$(mktemp -d /tmp/drover-launch-XXXXXX)
 work=$(cd "$work" && pwd -P)
 pids=()

@@ -90,7 +90,7 @@ fn placement(agents: usize, tasks: usize) {
     let mut master = Master::new(env, Tuning::default(), info, Default::default(), 0);
     let mut agent_rx = Vec::new();
     for a in 0..agents {
-        let (tx, rx) = tokio::sync::mpsc::channel(1 << 16);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         agent_rx.push(rx);
         let registration = Registration {
             agent_id: None,

@@ -108,6 +108,7 @@ pub async fn run(
         leader: None,
         master_hostname: None,
         epoch: Instant::now(),
+        pending: Pending::default(),
     };
     core.recover().await?;
 
@@ -150,12 +151,16 @@ pub async fn run(
             Some(reply) = sandbox_rx.recv() => Wake::Sandboxes(reply),
             () = sleep_until(deadline), if deadline.is_some() => Wake::Timer,
             Some(_) = core.runners.join_next(), if !core.runners.is_empty() => Wake::Nothing,
+            // Nothing else is ready: what the inputs so far staged goes to the disk.
+            () = std::future::ready(()), if !core.pending.is_empty() => Wake::Flush,
         };
         match wake {
             Wake::Shutdown => {
+                core.flush().await?;
                 tracing::info!("agent stopping; its tasks keep running");
                 return Ok(());
             }
+            Wake::Flush => core.flush().await?,
             Wake::Task(event) => core.on_task_event(event).await?,
             Wake::Link(input) => core.on_link(input).await?,
             Wake::Leader(leader) => core.on_leader(leader),
@@ -168,6 +173,9 @@ pub async fn run(
             }
             Wake::Timer => core.on_timer().await?,
             Wake::Nothing => {}
+        }
+        if core.pending.writes.len() >= FLUSH_AT {
+            core.flush().await?;
         }
     }
 }
@@ -268,6 +276,7 @@ enum Wake {
     Sandboxes(oneshot::Sender<Vec<Sandbox>>),
     Timer,
     Nothing,
+    Flush,
 }
 
 /// What a task's runner reports.
@@ -387,18 +396,41 @@ struct Core {
     master_hostname: Option<String>,
     /// Health checks measure their grace period on the monotonic clock, from here.
     epoch: Instant,
+    /// Checkpoints staged and what waits for them.
+    pending: Pending,
 }
 
-/// Writes and syncs a checkpoint file.
-async fn persist(env: &Env, path: &str, bytes: Vec<u8>) -> Result<(), AgentError> {
-    let failed = |e: io::Error| AgentError::Checkpoint {
-        path: path.to_string(),
-        reason: e.to_string(),
-    };
-    let disk = env.disk();
-    disk.write(path, Bytes::from(bytes)).await.map_err(failed)?;
-    disk.sync(path).await.map_err(failed)
+/// What the agent's checkpoints wait for (group commit): the core stages writes as it handles its
+/// inputs and writes and syncs them all at once when no input is waiting (or [`FLUSH_AT`] are
+/// staged). What must not happen before they are on the disk waits with them: status updates to
+/// the master, task launches, and the events that report either.
+#[derive(Default)]
+struct Pending {
+    /// Path -> its new content (None: removed).
+    writes: BTreeMap<String, Option<Bytes>>,
+    after: Vec<AfterSync>,
 }
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.after.is_empty()
+    }
+}
+
+enum AfterSync {
+    Emit(Event),
+    Update(StatusUpdate),
+    Launch {
+        task_id: String,
+        start: BoxFuture<'static, Result<Launched, String>>,
+        kill: KillSignal,
+    },
+}
+
+/// Staged writes that make the core flush before it takes another input.
+const FLUSH_AT: usize = 1024;
+/// Checkpoint writes of a flush in flight at once (more only contend for the directory's lock).
+const WRITES_IN_FLIGHT: usize = 8;
 
 fn state_name(state: TaskState) -> String {
     serde_json::to_value(state)
@@ -410,36 +442,115 @@ fn state_name(state: TaskState) -> String {
 impl Core {
     // ---- the Disk ----
 
-    async fn persist(&mut self, path: &str, bytes: Vec<u8>) -> Result<(), AgentError> {
-        persist(&self.env, path, bytes).await
+    /// Stages `bytes` as the content of `path`: written and synced by the next [`Core::flush`].
+    fn persist(&mut self, path: &str, bytes: Vec<u8>) {
+        self.pending
+            .writes
+            .insert(path.to_string(), Some(Bytes::from(bytes)));
     }
 
-    async fn forget(&mut self, path: &str) -> Result<(), AgentError> {
-        let failed = |e: io::Error| AgentError::Checkpoint {
-            path: path.to_string(),
-            reason: e.to_string(),
-        };
-        let disk = self.env.disk();
-        disk.remove(path).await.map_err(failed)?;
-        disk.sync(path).await.map_err(failed)
+    /// Stages the removal of `path`.
+    fn forget(&mut self, path: &str) {
+        self.pending.writes.insert(path.to_string(), None);
     }
 
-    /// Checkpoints the status update stream of `task_id` (removes it once the stream ended).
-    async fn persist_stream(&mut self, task_id: &str) -> Result<(), AgentError> {
+    /// Stages the status update stream of `task_id` (its removal once the stream ended).
+    fn persist_stream(&mut self, task_id: &str) {
         match self.manager.stream_snapshot(task_id) {
-            Some(bytes) => persist(&self.env, &stream_path(task_id), bytes).await,
-            None => self.forget(&stream_path(task_id)).await,
+            Some(bytes) => self.persist(&stream_path(task_id), bytes),
+            None => self.forget(&stream_path(task_id)),
         }
     }
 
-    async fn persist_task(&mut self, task_id: &str) -> Result<(), AgentError> {
-        match self.tasks.get(task_id) {
-            Some(entry) => {
-                let bytes = entry.checkpoint.encode();
-                persist(&self.env, &task_path(task_id), bytes).await
-            }
-            None => Ok(()),
+    fn persist_task(&mut self, task_id: &str) {
+        if let Some(entry) = self.tasks.get(task_id) {
+            let bytes = entry.checkpoint.encode();
+            self.persist(&task_path(task_id), bytes);
         }
+    }
+
+    /// An event, once what was staged before it is on the disk.
+    fn emit(&mut self, event: Event) {
+        if self.pending.is_empty() {
+            self.env.emit(event);
+        } else {
+            self.pending.after.push(AfterSync::Emit(event));
+        }
+    }
+
+    /// A status update to the master (while registered), once what was staged is on the disk.
+    async fn send_update(&mut self, update: StatusUpdate) -> bool {
+        if !self.pending.is_empty() {
+            self.pending.after.push(AfterSync::Update(update));
+            return true;
+        }
+        matches!(self.link, Link::Registered { .. })
+            && self.send(AgentMessage::Update(update)).await
+    }
+
+    /// Starts a task's runner once its checkpoint is on the disk.
+    fn launch(
+        &mut self,
+        task_id: String,
+        start: BoxFuture<'static, Result<Launched, String>>,
+        kill: KillSignal,
+    ) {
+        if self.pending.is_empty() {
+            self.spawn_runner(task_id, start, kill);
+        } else {
+            self.pending.after.push(AfterSync::Launch {
+                task_id,
+                start,
+                kill,
+            });
+        }
+    }
+
+    /// Writes and syncs everything staged, all at once (group commit), then does what waited
+    /// for it, in order.
+    async fn flush(&mut self) -> Result<(), AgentError> {
+        let writes = std::mem::take(&mut self.pending.writes);
+        let env = self.env.clone();
+        let done: Vec<Result<(), AgentError>> = futures_util::stream::iter(writes)
+            .map(|(path, data)| {
+                let env = env.clone();
+                let write: BoxFuture<'static, Result<(), AgentError>> = Box::pin(async move {
+                    let disk = env.disk();
+                    let written = match data {
+                        Some(data) => disk.write(&path, data).await,
+                        None => disk.remove(&path).await,
+                    };
+                    match written {
+                        Ok(()) => disk.sync(&path).await,
+                        failed => failed,
+                    }
+                    .map_err(|e| AgentError::Checkpoint {
+                        path,
+                        reason: e.to_string(),
+                    })
+                });
+                write
+            })
+            .buffer_unordered(WRITES_IN_FLIGHT)
+            .collect()
+            .await;
+        done.into_iter().collect::<Result<Vec<()>, _>>()?;
+        for after in std::mem::take(&mut self.pending.after) {
+            match after {
+                AfterSync::Emit(event) => self.env.emit(event),
+                AfterSync::Update(update) => {
+                    if matches!(self.link, Link::Registered { .. }) {
+                        self.send(AgentMessage::Update(update)).await;
+                    }
+                }
+                AfterSync::Launch {
+                    task_id,
+                    start,
+                    kill,
+                } => self.spawn_runner(task_id, start, kill),
+            }
+        }
+        Ok(())
     }
 
     // ---- /state ----

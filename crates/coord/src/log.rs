@@ -17,7 +17,7 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use drover_core::env::Fnv64;
+use drover_core::record::{encode as record, next as next_record};
 use drover_core::Env;
 use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
@@ -51,40 +51,6 @@ struct Files {
     closed: Vec<(String, u64)>,
     /// Snapshot files, oldest first, with their indexes.
     snapshots: Vec<(String, u64)>,
-}
-
-/// `u32 length, u8 kind, u64 checksum (FNV-1a of kind and body), body`.
-const RECORD_HEADER: usize = 13;
-
-fn checksum(kind: u8, body: &[u8]) -> u64 {
-    let mut hash = Fnv64::default();
-    hash.write(&[kind]);
-    hash.write(body);
-    hash.finish()
-}
-
-fn record(kind: u8, bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len() + RECORD_HEADER);
-    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-    out.push(kind);
-    out.extend_from_slice(&checksum(kind, bytes).to_be_bytes());
-    out.extend_from_slice(bytes);
-    out
-}
-
-/// The first whole, intact record of `bytes`: (kind, body, its length on disk).
-fn next_record(bytes: &[u8]) -> Option<(u8, &[u8], usize)> {
-    let header = bytes.get(..RECORD_HEADER)?;
-    let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let kind = header[4];
-    let mut sum = [0u8; 8];
-    sum.copy_from_slice(&header[5..13]);
-    let body = bytes.get(RECORD_HEADER..RECORD_HEADER + length)?;
-    (checksum(kind, body) == u64::from_be_bytes(sum)).then_some((
-        kind,
-        body,
-        RECORD_HEADER + length,
-    ))
 }
 
 fn storage_error(e: impl std::fmt::Display) -> std::io::Error {

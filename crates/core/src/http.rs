@@ -87,7 +87,8 @@ pub enum HttpError {
     TimedOut { target: String, timeout_ms: u128 },
 }
 
-/// Sends one request on a fresh connection to `host:port` and reads the whole response.
+/// Sends one request on a fresh connection to `host:port` and reads the whole response (the
+/// connection closes with it).
 pub async fn request(
     env: &Env,
     host: &str,
@@ -95,45 +96,197 @@ pub async fn request(
     request: Request<Bytes>,
     timeout: Duration,
 ) -> Result<Response<Bytes>, HttpError> {
-    let target = format!("{host}:{port}");
-    let exchange = async {
-        let stream =
-            env.connect(host, port, timeout)
-                .await
-                .map_err(|source| HttpError::Connect {
-                    target: target.clone(),
-                    source,
-                })?;
-        let failed = |reason: String| HttpError::Request {
-            target: target.clone(),
-            reason,
-        };
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        crate::env::spawn(async move {
-            // The connection ends with the exchange; its error, if any, surfaces there.
-            let _ = connection.await;
-        });
-        let (parts, body) = request.into_parts();
-        let mut request = Request::from_parts(parts, Full::new(body));
-        if !request.headers().contains_key(http::header::HOST) {
-            if let Ok(value) = http::HeaderValue::from_str(&target) {
-                request.headers_mut().insert(http::header::HOST, value);
+    Pool::new().request(env, host, port, request, timeout).await
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Connections kept open between requests to the same `host:port` (HTTP/1 keep-alive, as
+/// pymesos' `requests.Session` keeps them): one request at a time on each, so as many
+/// connections as requests in flight, reused once they are answered. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Pool {
+    idle: std::sync::Arc<std::sync::Mutex<Vec<Idle>>>,
+}
+
+struct Idle {
+    target: String,
+    sender: Sender,
+    since: tokio::time::Instant,
+}
+
+/// A connection idle this long is not reused (a server may be closing it).
+const POOL_IDLE: Duration = Duration::from_secs(5);
+/// The most connections a pool keeps idle.
+const POOL_MAX_IDLE: usize = 64;
+
+impl Pool {
+    pub fn new() -> Pool {
+        Pool::default()
+    }
+
+    /// [`request`] on a kept connection when one is open (a fresh one otherwise), which is kept
+    /// for the next request once its response is read. A request that a closing connection did
+    /// not send goes again on a fresh one; one that was sent is never sent twice.
+    pub async fn request(
+        &self,
+        env: &Env,
+        host: &str,
+        port: u16,
+        request: Request<Bytes>,
+        timeout: Duration,
+    ) -> Result<Response<Bytes>, HttpError> {
+        let target = format!("{host}:{port}");
+        let exchange = async {
+            let mut request = request;
+            loop {
+                let (mut sender, kept) = match self.take(&target) {
+                    Some(sender) => (sender, true),
+                    None => (open(env, host, port, &target, timeout).await?, false),
+                };
+                match send(&mut sender, &target, request).await {
+                    Ok((response, reusable)) => {
+                        if reusable {
+                            self.put(target.clone(), sender);
+                        }
+                        return Ok(response);
+                    }
+                    Err(Unsent::Back(back)) if kept => request = back,
+                    Err(Unsent::Back(_)) => return Err(not_sent(&target)),
+                    Err(Unsent::Failed(e)) => return Err(e),
+                }
             }
+        };
+        within(timeout, target.clone(), exchange).await
+    }
+
+    fn take(&self, target: &str) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let now = tokio::time::Instant::now();
+        idle.retain(|i| !i.sender.is_closed() && now.duration_since(i.since) < POOL_IDLE);
+        let at = idle.iter().rposition(|i| i.target == target)?;
+        Some(idle.remove(at).sender)
+    }
+
+    fn put(&self, target: String, sender: Sender) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() >= POOL_MAX_IDLE {
+            idle.remove(0);
         }
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        let (parts, body) = response.into_parts();
-        let body = Limited::new(body, MAX_RESPONSE_BYTES)
-            .collect()
-            .await
-            .map_err(|e| failed(format!("reading the body: {e}")))?
-            .to_bytes();
-        Ok(Response::from_parts(parts, body))
+        idle.push(Idle {
+            target,
+            sender,
+            since: tokio::time::Instant::now(),
+        });
+    }
+}
+
+/// A connection to `host:port`, its driving task spawned through the seam.
+async fn open(
+    env: &Env,
+    host: &str,
+    port: u16,
+    target: &str,
+    timeout: Duration,
+) -> Result<Sender, HttpError> {
+    let stream = env
+        .connect(host, port, timeout)
+        .await
+        .map_err(|source| HttpError::Connect {
+            target: target.to_string(),
+            source,
+        })?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| HttpError::Request {
+            target: target.to_string(),
+            reason: e.to_string(),
+        })?;
+    crate::env::spawn(async move {
+        // The connection ends when its sender is dropped; its error, if any, surfaces there.
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// Why an exchange on a connection did not give a response.
+enum Unsent {
+    /// The request was not sent (the connection was closing): here it is back.
+    Back(Request<Bytes>),
+    Failed(HttpError),
+}
+
+fn not_sent(target: &str) -> HttpError {
+    HttpError::Request {
+        target: target.to_string(),
+        reason: "the connection closed before the request went".into(),
+    }
+}
+
+/// One request on `sender` and its whole response; with it, whether the connection may carry
+/// another request.
+async fn send(
+    sender: &mut Sender,
+    target: &str,
+    request: Request<Bytes>,
+) -> Result<(Response<Bytes>, bool), Unsent> {
+    let failed = |reason: String| {
+        Unsent::Failed(HttpError::Request {
+            target: target.to_string(),
+            reason,
+        })
     };
+    if sender.ready().await.is_err() {
+        return Err(Unsent::Back(request));
+    }
+    let (mut parts, body) = request.into_parts();
+    if !parts.headers.contains_key(http::header::HOST) {
+        if let Ok(value) = http::HeaderValue::from_str(target) {
+            parts.headers.insert(http::header::HOST, value);
+        }
+    }
+    // What it takes to send the request again if this connection does not send it.
+    let again = (
+        parts.method.clone(),
+        parts.uri.clone(),
+        parts.headers.clone(),
+        body.clone(),
+    );
+    let response = match sender
+        .try_send_request(Request::from_parts(parts, Full::new(body)))
+        .await
+    {
+        Ok(response) => response,
+        Err(mut e) => {
+            if e.take_message().is_none() {
+                return Err(failed(e.into_error().to_string()));
+            }
+            let (method, uri, headers, body) = again;
+            let mut back = Request::new(body);
+            *back.method_mut() = method;
+            *back.uri_mut() = uri;
+            *back.headers_mut() = headers;
+            return Err(Unsent::Back(back));
+        }
+    };
+    let closes = response
+        .headers()
+        .get(http::header::CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    let (parts, body) = response.into_parts();
+    let body = Limited::new(body, MAX_RESPONSE_BYTES)
+        .collect()
+        .await
+        .map_err(|e| failed(format!("reading the body: {e}")))?
+        .to_bytes();
+    Ok((Response::from_parts(parts, body), !closes))
+}
+
+async fn within(
+    timeout: Duration,
+    target: String,
+    exchange: impl Future<Output = Result<Response<Bytes>, HttpError>>,
+) -> Result<Response<Bytes>, HttpError> {
     match tokio::time::timeout(timeout, exchange).await {
         Ok(result) => result,
         Err(_) => Err(HttpError::TimedOut {
@@ -147,6 +300,60 @@ pub async fn request(
 mod tests {
     use super::*;
     use axum::routing::get;
+
+    #[tokio::test]
+    async fn a_pool_reuses_its_connection_and_goes_on_a_fresh_one_when_the_server_closed_it() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let dir = std::env::temp_dir().join(format!("drover-pool-{}", std::process::id()));
+        let env = crate::env::live::env("test", &dir, Some(1));
+        let mut listener = env.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (connections_tx, mut connections) = tokio::sync::mpsc::unbounded_channel();
+        let counter = accepted.clone();
+        let server = crate::env::spawn(async move {
+            loop {
+                let Ok((stream, _)) = Listener::accept(&mut listener).await else {
+                    return;
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let service = hyper::service::service_fn(|_request| async {
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from("ok"))))
+                });
+                let connection = crate::env::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+                let _ = connections_tx.send(connection);
+            }
+        });
+        let pool = Pool::new();
+        let get = || Request::post("/call").body(Bytes::from("body")).unwrap();
+        for _ in 0..3 {
+            let response = pool
+                .request(&env, "127.0.0.1", port, get(), Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert_eq!(response.body(), "ok");
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "one connection for three calls"
+        );
+        // The server drops the connection while the pool keeps it.
+        connections.recv().await.unwrap().abort();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let response = pool
+            .request(&env, "127.0.0.1", port, get(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(response.body(), "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        server.abort();
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[tokio::test]
     async fn live_server_and_client_talk_over_the_seam() {

@@ -14,6 +14,7 @@ pub mod agent_proto;
 pub mod env;
 pub mod frame;
 pub mod http;
+pub mod record;
 pub mod recordio;
 pub mod resources;
 pub mod task;

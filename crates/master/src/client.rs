@@ -88,6 +88,8 @@ struct Session {
 pub struct Driver {
     env: Env,
     session: Arc<Mutex<Session>>,
+    /// Calls reuse their connections to the master (keep-alive).
+    pool: drover_core::http::Pool,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -107,6 +109,7 @@ impl Driver {
         let driver = Driver {
             env: env.clone(),
             session,
+            pool: drover_core::http::Pool::new(),
         };
         let (events, receiver) = mpsc::channel(1024);
         drover_core::env::spawn(run(driver.clone(), locator, info, events));
@@ -140,9 +143,10 @@ impl Driver {
                 status: 0,
                 message: e.to_string(),
             })?;
-        let response =
-            drover_core::http::request(&self.env, &endpoint.0, endpoint.1, request, TIMEOUT)
-                .await?;
+        let response = self
+            .pool
+            .request(&self.env, &endpoint.0, endpoint.1, request, TIMEOUT)
+            .await?;
         if response.status().is_success() {
             Ok(())
         } else {

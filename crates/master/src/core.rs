@@ -102,7 +102,7 @@ struct Agent {
     resources: Resources,
     attributes: String,
     /// The connection the agent is on, and where to send it messages.
-    conn: Option<(u64, mpsc::Sender<MasterMessage>)>,
+    conn: Option<(u64, mpsc::UnboundedSender<MasterMessage>)>,
     reachable: bool,
     awaiting_pong: bool,
     missed_pings: u32,

@@ -107,7 +107,7 @@ enum Input {
     AgentRegister {
         conn: u64,
         registration: Registration,
-        tx: mpsc::Sender<MasterMessage>,
+        tx: mpsc::UnboundedSender<MasterMessage>,
     },
     AgentMessage {
         conn: u64,
@@ -569,7 +569,7 @@ fn handle(
             };
             let id = master.admit_id(&registration);
             if let Err(e) = master.agent_registered(conn, &id, &registration, tx.clone(), now_ms) {
-                let _ = tx.try_send(MasterMessage::Refused { reason: e });
+                let _ = tx.send(MasterMessage::Refused { reason: e });
             }
         }
         Input::AgentMessage { conn, message } => {
@@ -598,7 +598,7 @@ fn handle(
                 return;
             };
             let answer = if call.kind == CallType::Subscribe {
-                let (tx, events): (StreamSender, _) = mpsc::channel(1024);
+                let (tx, events): (StreamSender, _) = mpsc::channel(FRAMEWORK_QUEUE);
                 match master.subscribe(&call, tx, now_ms) {
                     Ok((_, stream_id)) => ApiReply::Subscribed { stream_id, events },
                     Err(e) => ApiReply::Failed(e),
@@ -784,7 +784,7 @@ async fn agent_connection(conn: u64, stream: Stream, inputs: mpsc::Sender<Input>
             return;
         }
     };
-    let (tx, mut rx) = mpsc::channel::<MasterMessage>(1024);
+    let (tx, mut rx) = mpsc::unbounded_channel::<MasterMessage>();
     if inputs
         .send(Input::AgentRegister {
             conn,
@@ -897,9 +897,21 @@ impl axum::serve::Listener for ChannelListener {
 
 // ---------------------------------------------------------------- HTTP
 
+/// Events queued for a framework's stream (an ACCEPT of thousands of tasks on one agent brings
+/// as many status updates at once; what does not fit is dropped and comes again with the agent's
+/// retry).
+const FRAMEWORK_QUEUE: usize = 65_536;
+
+/// The largest v1 call body the master reads (axum's default is 2 MiB; an ACCEPT launching a few
+/// thousand tasks on one agent is larger). Bigger bodies get 413.
+pub const MAX_CALL_BYTES: usize = 64 << 20;
+
 fn router(shared: Shared) -> axum::Router {
     axum::Router::new()
-        .route("/api/v1/scheduler", post(scheduler_api))
+        .route(
+            "/api/v1/scheduler",
+            post(scheduler_api).layer(axum::extract::DefaultBodyLimit::max(MAX_CALL_BYTES)),
+        )
         .route("/api/v1", post(operator_api))
         .route("/master/state", get(state))
         .route("/master/state.json", get(state))

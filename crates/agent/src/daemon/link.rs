@@ -21,8 +21,7 @@ impl Core {
     /// and schedules the next attempt.
     pub(super) fn lose(&mut self, reason: &str) {
         if self.link.connected() {
-            self.env
-                .emit(Event::new("master_lost").with("reason", reason));
+            self.emit(Event::new("master_lost").with("reason", reason));
         }
         self.schedule_retry();
     }
@@ -35,8 +34,7 @@ impl Core {
         // Any link was made to an earlier leader (maybe a dead master at the same address).
         if self.link.target().is_some() || self.leader.is_some() {
             if self.link.connected() {
-                self.env
-                    .emit(Event::new("master_lost").with("reason", "new_leader"));
+                self.emit(Event::new("master_lost").with("reason", "new_leader"));
             }
             self.backoff = self.config.registration_backoff;
             self.schedule_retry();
@@ -86,7 +84,7 @@ impl Core {
         }
         if matches!(self.link, Link::Registered { .. }) {
             for update in self.manager.due(self.env.unix_ms()) {
-                self.send(AgentMessage::Update(update)).await;
+                self.send_update(update).await;
             }
         }
         Ok(())
@@ -201,8 +199,7 @@ impl Core {
                     self.persist(
                         AGENT_ID_PATH,
                         serde_json::to_vec(&identity).unwrap_or_default(),
-                    )
-                    .await?;
+                    );
                     self.agent_id = Some(agent_id.clone());
                 }
                 let Link::Registering { target, conn, .. } = std::mem::replace(
@@ -221,16 +218,15 @@ impl Core {
                     heard: Instant::now(),
                 };
                 self.backoff = self.config.registration_backoff;
-                self.env
-                    .emit(Event::new("agent_registered").with("agent_id", &agent_id));
+                self.emit(Event::new("agent_registered").with("agent_id", &agent_id));
                 for update in self.manager.resend_all(self.env.unix_ms()) {
-                    if !self.send(AgentMessage::Update(update)).await {
+                    if !self.send_update(update).await {
                         break;
                     }
                 }
             }
             MasterMessage::Refused { reason } => {
-                self.env.emit(Event::new("agent_refused"));
+                self.emit(Event::new("agent_refused"));
                 return Err(AgentError::Refused(reason));
             }
             MasterMessage::Ping { seq } => {

@@ -36,9 +36,9 @@ impl Core {
         if legacy.is_some() {
             let tasks: Vec<String> = self.manager.tasks().map(str::to_string).collect();
             for task in tasks {
-                self.persist_stream(&task).await?;
+                self.persist_stream(&task);
             }
-            self.forget(STATUS_PATH).await?;
+            self.forget(STATUS_PATH);
         }
         let mut recovered = 0;
         for (path, bytes) in read_all(&self.env, TASKS_PREFIX).await? {
@@ -52,7 +52,7 @@ impl Core {
                 containerizer.is_some(),
             );
             if decision == Recovery::Forget {
-                self.forget(&path).await?;
+                self.forget(&path);
                 continue;
             }
             recovered += 1;
@@ -104,7 +104,7 @@ impl Core {
                     .await?;
                 }
                 (decision, Ok(spec), Some(containerizer)) => {
-                    self.env.emit(
+                    self.emit(
                         Event::new("task_recovered")
                             .with("task", &task_id)
                             .with("cpus", spec.cpus)
@@ -125,12 +125,12 @@ impl Core {
                 }
             }
         }
+        self.flush().await?;
         let known: Vec<String> = self.tasks.keys().cloned().collect();
         for containerizer in &self.containerizers {
             containerizer.cleanup_orphans(&known).await;
         }
-        self.env
-            .emit(Event::new("agent_recovered").with("tasks", recovered));
+        self.emit(Event::new("agent_recovered").with("tasks", recovered));
         Ok(())
     }
 

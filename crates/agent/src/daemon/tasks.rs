@@ -14,7 +14,7 @@ impl Core {
                 }
                 if entry.checkpoint.handle.as_ref() != Some(&handle) {
                     entry.checkpoint.handle = Some(handle);
-                    self.persist_task(&task_id).await?;
+                    self.persist_task(&task_id);
                 }
                 let state = self.tasks.get(&task_id).map(|e| e.checkpoint.state);
                 if state != Some(TaskState::TaskRunning) {
@@ -111,8 +111,7 @@ impl Core {
             entry.health = Some(tracker);
             entry.checker = Some(checker);
         }
-        self.env
-            .emit(Event::new("health_checking").with("task", task_id));
+        self.emit(Event::new("health_checking").with("task", task_id));
     }
 
     /// A check's outcome: a change of health goes out as a TASK_RUNNING update with `healthy`;
@@ -157,7 +156,7 @@ impl Core {
                     message.as_deref().unwrap_or("failed")
                 ));
             }
-            self.env.emit(
+            self.emit(
                 Event::new("task_unhealthy_kill")
                     .with("task", task_id)
                     .with("failures", failures),
@@ -217,12 +216,12 @@ impl Core {
                 killed_unhealthy: false,
             },
         );
-        self.persist_task(&task_id).await?;
+        self.persist_task(&task_id);
         let (cpus, mem) = spec
             .as_ref()
             .map(|s| (s.cpus, s.mem_mb))
             .unwrap_or_default();
-        self.env.emit(
+        self.emit(
             Event::new("task_launched")
                 .with("task", &task_id)
                 .with("framework", &framework_id)
@@ -254,7 +253,7 @@ impl Core {
                     entry.kill = Some(kill);
                 }
                 let launch = containerizer.launch(&spec);
-                self.spawn_runner(task_id, launch, kill_rx);
+                self.launch(task_id, launch, kill_rx);
                 Ok(())
             }
         }
@@ -276,8 +275,7 @@ impl Core {
                         .as_ref()
                         .map_or(DEFAULT_KILL_GRACE, |s| s.kill_grace);
                     let _ = kill.send(grace);
-                    self.env
-                        .emit(Event::new("task_killing").with("task", task_id));
+                    self.emit(Event::new("task_killing").with("task", task_id));
                 }
                 // Else it is being killed already, or it ended: its update is on its way.
                 Ok(())
@@ -329,16 +327,16 @@ impl Core {
                 return Ok(());
             }
         };
-        self.persist_stream(task_id).await?;
+        self.persist_stream(task_id);
         // From here the update is never sent again (invariants read this).
-        self.env.emit(
+        self.emit(
             Event::new("task_acked")
                 .with("task", task_id)
                 .with("uuid", uuid),
         );
         if !self.manager.has_stream(task_id) {
             if let Some(entry) = self.tasks.remove(task_id) {
-                self.forget(&task_path(task_id)).await?;
+                self.forget(&task_path(task_id));
                 if let Some(handle) = &entry.checkpoint.handle {
                     if let Some(containerizer) =
                         self.containerizer_of(entry.checkpoint.containerizer)
@@ -363,7 +361,7 @@ impl Core {
             }
         }
         if let Some(next) = next {
-            self.send(AgentMessage::Update(next)).await;
+            self.send_update(next).await;
         }
         Ok(())
     }

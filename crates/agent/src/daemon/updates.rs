@@ -96,10 +96,10 @@ impl Core {
             goes_out = send.is_some(),
             "status update"
         );
-        self.persist_stream(task_id).await?;
+        self.persist_stream(task_id);
         if let Some(entry) = self.tasks.get_mut(task_id) {
             entry.checkpoint.state = state;
-            self.persist_task(task_id).await?;
+            self.persist_task(task_id);
         }
         let mut event = Event::new("task_state")
             .with("task", task_id)
@@ -111,11 +111,9 @@ impl Core {
         for (key, value) in reached {
             event = event.with(key, value);
         }
-        self.env.emit(event);
+        self.emit(event);
         if let Some(update) = send {
-            if matches!(self.link, Link::Registered { .. }) {
-                self.send(AgentMessage::Update(update)).await;
-            }
+            self.send_update(update).await;
         }
         Ok(())
     }

@@ -303,13 +303,15 @@ pub fn write_events_to(path: &Path) -> io::Result<()> {
 /// `write` flushes a larger file every this many bytes.
 const WRITE_FLUSH_BYTES: usize = 4 << 20;
 
-/// Files under a work directory. `write` replaces a file atomically (temporary file + rename);
-/// `sync` fsyncs the file, and its directory when an entry in it was created, renamed or removed
-/// since the directory's last fsync. Files appended to stay open.
+/// Files under a work directory. `write` replaces a file atomically (temporary file, synced, then
+/// renamed); `sync` fsyncs the file (unless `write` just did) and the directories on its way
+/// whose entries were created, renamed or removed since their last fsync. Files appended to stay
+/// open. Each operation is one trip to the blocking pool.
 pub struct FileDisk {
     root: PathBuf,
     open: tokio::sync::Mutex<BTreeMap<PathBuf, tokio::fs::File>>,
-    /// Directories whose entries changed since their last fsync.
+    /// Directories whose entries changed since their last fsync, and files `write` replaced
+    /// since (their data is synced; their new name is not until their directory is).
     changed_dirs: std::sync::Mutex<BTreeSet<PathBuf>>,
 }
 
@@ -346,9 +348,67 @@ impl FileDisk {
     }
 }
 
-async fn ensure_parent(file: &Path) -> io::Result<()> {
-    if let Some(parent) = file.parent() {
-        tokio::fs::create_dir_all(parent).await?;
+/// Creates `file`'s missing directories; returns the directories whose entries that changed.
+fn create_parents(file: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut missing = Vec::new();
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        if d.is_dir() {
+            break;
+        }
+        missing.push(d.to_path_buf());
+        dir = d.parent();
+    }
+    for d in missing.iter().rev() {
+        match std::fs::create_dir(d) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(missing
+        .iter()
+        .filter_map(|d| d.parent().map(Path::to_path_buf))
+        .collect())
+}
+
+/// Writes `data` to a temporary file beside `file`, syncs it and renames it over `file`, creating
+/// missing directories first. Returns the directories whose entries the created ones changed.
+fn write_replacing(file: &Path, data: &[u8]) -> io::Result<Vec<PathBuf>> {
+    use std::io::Write;
+    let created = create_parents(file)?;
+    // Beside the file, named after all of its name (`with_extension` would give `app.1` and
+    // `app.2` one temporary file, and two concurrent writes would trip over each other).
+    let mut name = file.as_os_str().to_owned();
+    name.push(".drover-tmp");
+    let temporary = PathBuf::from(name);
+    let mut out = std::fs::File::create(&temporary)?;
+    // A large file is flushed as it is written: on ext4 (data=ordered) an fsync of any other
+    // file waits for every dirty block of the journal's transaction, so 100 MB of snapshot left
+    // dirty would stall a raft log's next fsync for as long as the disk takes to write them all.
+    for chunk in data.chunks(WRITE_FLUSH_BYTES) {
+        out.write_all(chunk)?;
+        if data.len() > WRITE_FLUSH_BYTES {
+            out.sync_data()?;
+        }
+    }
+    out.sync_all()?;
+    std::fs::rename(&temporary, file)?;
+    Ok(created)
+}
+
+/// Syncs `file` (when given and it exists), then `dirs` in order.
+fn sync_file_and_dirs(file: Option<&Path>, dirs: &[PathBuf]) -> io::Result<()> {
+    if let Some(file) = file {
+        match std::fs::File::open(file) {
+            Ok(handle) => handle.sync_all()?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    for dir in dirs {
+        if let Ok(handle) = std::fs::File::open(dir) {
+            handle.sync_all()?;
+        }
     }
     Ok(())
 }
@@ -367,24 +427,20 @@ impl Disk for FileDisk {
     fn write<'a>(&'a self, path: &'a str, data: Bytes) -> BoxFuture<'a, io::Result<()>> {
         Box::pin(async move {
             let file = self.resolve(path)?;
-            ensure_parent(&file).await?;
-            let temporary = file.with_extension("drover-tmp");
-            let mut out = tokio::fs::File::create(&temporary).await?;
-            // A large file is flushed as it is written: on ext4 (data=ordered) an fsync of any
-            // other file waits for every dirty block of the journal's transaction, so 100 MB
-            // of snapshot left dirty would stall a raft log's next fsync for as long as the
-            // disk takes to write them all.
-            for chunk in data.chunks(WRITE_FLUSH_BYTES) {
-                out.write_all(chunk).await?;
-                if data.len() > WRITE_FLUSH_BYTES {
-                    out.sync_data().await?;
-                }
-            }
-            out.sync_all().await?;
             // An open append handle would go on writing to the replaced file.
             self.open.lock().await.remove(&file);
-            tokio::fs::rename(&temporary, &file).await?;
-            self.dir_changed(&file);
+            // One trip to the blocking pool for the whole write (each tokio::fs call is one).
+            let target = file.clone();
+            let created = tokio::task::spawn_blocking(move || write_replacing(&target, &data))
+                .await
+                .map_err(io::Error::other)??;
+            let mut changed = self.changed_dirs.lock().unwrap_or_else(|p| p.into_inner());
+            changed.extend(created);
+            if let Some(parent) = file.parent() {
+                changed.insert(parent.to_path_buf());
+            }
+            // Its data is synced already: `sync` has only its directory left to do.
+            changed.insert(file);
             Ok(())
         })
     }
@@ -394,7 +450,14 @@ impl Disk for FileDisk {
             let file = self.resolve(path)?;
             let mut open = self.open.lock().await;
             if !open.contains_key(&file) {
-                ensure_parent(&file).await?;
+                let target = file.clone();
+                let created = tokio::task::spawn_blocking(move || create_parents(&target))
+                    .await
+                    .map_err(io::Error::other)??;
+                self.changed_dirs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(created);
                 let existed = tokio::fs::try_exists(&file).await.unwrap_or(false);
                 let handle = tokio::fs::OpenOptions::new()
                     .create(true)
@@ -418,6 +481,10 @@ impl Disk for FileDisk {
         Box::pin(async move {
             let file = self.resolve(path)?;
             self.open.lock().await.remove(&file);
+            self.changed_dirs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&file);
             self.dir_changed(&file);
             match tokio::fs::remove_file(&file).await {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
@@ -436,27 +503,25 @@ impl Disk for FileDisk {
                 }
                 None => false,
             };
-            if !synced {
-                match tokio::fs::File::open(&file).await {
-                    Ok(handle) => handle.sync_all().await?,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            let Some(parent) = file.parent() else {
-                return Ok(());
+            // The directories on the way to the file whose entries changed (the file's own, and
+            // those a write created directories in), nearest first.
+            let (synced, dirs): (bool, Vec<PathBuf>) = {
+                let mut changed = self.changed_dirs.lock().unwrap_or_else(|p| p.into_inner());
+                // A file `write` replaced (and synced) since.
+                let synced = changed.remove(&file) || synced;
+                let dirs = file
+                    .ancestors()
+                    .skip(1)
+                    .take_while(|dir| dir.starts_with(&self.root))
+                    .filter(|dir| changed.remove(*dir))
+                    .map(Path::to_path_buf)
+                    .collect();
+                (synced, dirs)
             };
-            let changed = self
-                .changed_dirs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(parent);
-            if changed {
-                if let Ok(dir) = tokio::fs::File::open(parent).await {
-                    dir.sync_all().await?;
-                }
-            }
-            Ok(())
+            let target = (!synced).then_some(file);
+            tokio::task::spawn_blocking(move || sync_file_and_dirs(target.as_deref(), &dirs))
+                .await
+                .map_err(io::Error::other)?
         })
     }
 
@@ -573,6 +638,31 @@ mod tests {
         disk.remove("raft/log").await.unwrap();
         assert_eq!(disk.read("raft/log").await.unwrap(), None);
         assert!(disk.read("../escape").await.is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_of_names_that_differ_after_a_dot_all_land() {
+        let dir = std::env::temp_dir().join(format!("drover-disk-dots-{}", std::process::id()));
+        let disk = Arc::new(FileDisk::new(&dir));
+        let mut writes = tokio::task::JoinSet::new();
+        for i in 0..64 {
+            let disk = disk.clone();
+            writes.spawn(async move {
+                let path = format!("agent/tasks/app.{i}");
+                disk.write(&path, Bytes::from(format!("task {i}"))).await?;
+                disk.sync(&path).await
+            });
+        }
+        while let Some(done) = writes.join_next().await {
+            done.unwrap().unwrap();
+        }
+        let listed = disk.list("agent/tasks/").await.unwrap();
+        assert_eq!(listed.len(), 64, "{listed:?}");
+        assert_eq!(
+            disk.read("agent/tasks/app.7").await.unwrap().unwrap(),
+            &b"task 7"[..]
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

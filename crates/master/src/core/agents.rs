@@ -12,7 +12,7 @@ impl Master {
         conn: u64,
         agent_id: &str,
         registration: &Registration,
-        tx: mpsc::Sender<MasterMessage>,
+        tx: mpsc::UnboundedSender<MasterMessage>,
         now_ms: u64,
     ) -> Result<(), String> {
         let resources: Resources = registration
@@ -30,7 +30,7 @@ impl Master {
             });
         // A new connection replaces an old one; offers made on the old standing go.
         self.agent_lost_connection(agent_id);
-        let _ = tx.try_send(MasterMessage::Registered {
+        let _ = tx.send(MasterMessage::Registered {
             agent_id: agent_id.to_string(),
             master: self.info.id.clone(),
         });
@@ -426,7 +426,7 @@ impl Master {
 
     pub(super) fn send_to_agent(&self, agent_id: &str, message: MasterMessage) -> bool {
         match self.agents.get(agent_id).and_then(|a| a.conn.as_ref()) {
-            Some((_, tx)) => tx.try_send(message).is_ok(),
+            Some((_, tx)) => tx.send(message).is_ok(),
             None => false,
         }
     }
@@ -453,7 +453,7 @@ impl Master {
             agent.awaiting_pong = true;
             let seq = agent.ping_seq;
             if let Some((_, tx)) = agent.conn.as_ref() {
-                let _ = tx.try_send(MasterMessage::Ping { seq });
+                let _ = tx.send(MasterMessage::Ping { seq });
             }
         }
     }

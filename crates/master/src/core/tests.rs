@@ -4,7 +4,7 @@ use drover_core::v1::EventType;
 struct World {
     master: Master,
     stream: mpsc::Receiver<Bytes>,
-    agent: mpsc::Receiver<MasterMessage>,
+    agent: mpsc::UnboundedReceiver<MasterMessage>,
     framework: String,
     agent_id: String,
 }
@@ -30,7 +30,7 @@ fn events(rx: &mut mpsc::Receiver<Bytes>) -> Vec<Event> {
     records(rx)
 }
 
-fn messages(rx: &mut mpsc::Receiver<MasterMessage>) -> Vec<MasterMessage> {
+fn messages(rx: &mut mpsc::UnboundedReceiver<MasterMessage>) -> Vec<MasterMessage> {
     let mut out = Vec::new();
     while let Ok(m) = rx.try_recv() {
         out.push(m);
@@ -56,7 +56,7 @@ fn world(partition_aware: bool) -> World {
     let env = drover_core::env::live::env("m", dir, Some(3));
     let info = MasterInfo::new("m1", "127.0.0.1", 5050);
     let mut master = Master::new(env, Tuning::default(), info, BTreeMap::new(), 0);
-    let (agent_tx, agent) = mpsc::channel(64);
+    let (agent_tx, agent) = mpsc::unbounded_channel();
     let reg = registration(None, vec![]);
     let agent_id = master.admit_id(&reg);
     master
@@ -362,7 +362,7 @@ fn an_unreachable_agent_comes_back_without_its_tasks_being_killed() {
         state: TaskState::TaskRunning,
         ip_addresses: Vec::new(),
     };
-    let (tx, mut agent) = mpsc::channel(64);
+    let (tx, mut agent) = mpsc::unbounded_channel();
     let id = w.agent_id.clone();
     w.master
         .agent_registered(
@@ -436,7 +436,7 @@ fn a_new_master_names_agents_not_back_yet_and_learns_container_addresses_from_th
         state: TaskState::TaskRunning,
         ip_addresses: vec!["10.0.3.2".into()],
     };
-    let (tx, _agent) = mpsc::channel(64);
+    let (tx, _agent) = mpsc::unbounded_channel();
     master
         .agent_registered(
             1,
