@@ -246,15 +246,11 @@ impl Up {
     fn processes_left(&self) -> Vec<i64> {
         let mut left = Vec::new();
         for agent in ["od1000-0", "od1000-1"] {
-            let tasks = self.dir.join("work").join(agent).join("meta/agent/tasks");
-            let Ok(entries) = std::fs::read_dir(&tasks) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let Ok(text) = std::fs::read_to_string(entry.path()) else {
-                    continue;
-                };
-                let Ok(checkpoint) = serde_json::from_str::<Value>(&text) else {
+            let journal = self.dir.join("work").join(agent).join("meta/agent/journal");
+            let bytes = std::fs::read(&journal).unwrap_or_default();
+            let (journal, _) = drover_agent::journal::Journal::replay(&bytes);
+            for (_, data) in journal.under(drover_agent::checkpoint::TASKS_PREFIX) {
+                let Ok(checkpoint) = serde_json::from_slice::<Value>(data) else {
                     continue;
                 };
                 let handle = &checkpoint["handle"];

@@ -1,15 +1,17 @@
 //! What the agent keeps on its Disk so that a restarted agent knows its tasks, and the pure
 //! decision of what to do with each of them at recovery.
 //!
-//! Layout (paths on the Env Disk, the work dir when live):
+//! What is kept, by path (entries of the agent's [`crate::journal`], the one file `agent/journal`;
+//! agents before it wrote each path as a file of its own, which a new agent takes over):
 //! - `agent/id`: the agent id the master gave (JSON);
 //! - `agent/streams/<escaped task id>`: one task's status update stream (JSON), until its
-//!   terminal update is acknowledged (`agent/status`, all streams in one file, is what agents
-//!   wrote before: read at recovery and moved to per-stream files);
+//!   terminal update is acknowledged (`agent/status`, all streams in one, is what agents wrote
+//!   before that: moved to per-stream entries at recovery);
 //! - `agent/tasks/<escaped task id>`: one [`TaskCheckpoint`] per task not ended-and-acknowledged.
 //!
-//! Every write is synced before the agent acts on it: a task's checkpoint before it is launched,
-//! the status streams before an update is sent.
+//! Every change is synced before the agent acts on it: a task's checkpoint before it is launched,
+//! the status streams before an update is sent (the agent's core groups the changes of the inputs
+//! it handled into one append and one sync).
 
 use drover_core::task::TaskState;
 use serde::{Deserialize, Serialize};

@@ -51,6 +51,7 @@ use crate::containerizer::{Containerizer, Exit, Handle, KillSignal, Kind, Launch
 use crate::detector::{Detector, Leader};
 use crate::files::Sandbox;
 use crate::health::{CheckKind, HealthCheckSpec, HealthTracker};
+use crate::journal::{Journal, JOURNAL_PATH};
 use crate::state::{frameworks_json, resources_json, TaskView};
 use crate::status::StatusUpdateManager;
 use crate::task::{parse_task, task_id_of, Container, LaunchSpec, DEFAULT_KILL_GRACE};
@@ -109,6 +110,7 @@ pub async fn run(
         master_hostname: None,
         epoch: Instant::now(),
         pending: Pending::default(),
+        journal: Journal::default(),
     };
     core.recover().await?;
 
@@ -398,11 +400,13 @@ struct Core {
     epoch: Instant,
     /// Checkpoints staged and what waits for them.
     pending: Pending,
+    /// The checkpoints on the disk.
+    journal: Journal,
 }
 
 /// What the agent's checkpoints wait for (group commit): the core stages writes as it handles its
-/// inputs and writes and syncs them all at once when no input is waiting (or [`FLUSH_AT`] are
-/// staged). What must not happen before they are on the disk waits with them: status updates to
+/// inputs and appends them to its [`Journal`], synced once, when no input is waiting (or
+/// [`FLUSH_AT`] are staged). What must not happen before they are on the disk waits with them: status updates to
 /// the master, task launches, and the events that report either.
 #[derive(Default)]
 struct Pending {
@@ -429,8 +433,6 @@ enum AfterSync {
 
 /// Staged writes that make the core flush before it takes another input.
 const FLUSH_AT: usize = 1024;
-/// Checkpoint writes of a flush in flight at once (more only contend for the directory's lock).
-const WRITES_IN_FLIGHT: usize = 8;
 
 fn state_name(state: TaskState) -> String {
     serde_json::to_value(state)
@@ -506,35 +508,32 @@ impl Core {
         }
     }
 
-    /// Writes and syncs everything staged, all at once (group commit), then does what waited
-    /// for it, in order.
+    /// Writes and syncs everything staged, all at once (group commit: one append to the journal
+    /// and one sync), then does what waited for it, in order.
     async fn flush(&mut self) -> Result<(), AgentError> {
+        self.commit(false).await
+    }
+
+    /// [`Core::flush`]; with `rewrite` (and whenever the journal has grown enough) the journal
+    /// is replaced by one holding only what is live.
+    async fn commit(&mut self, rewrite: bool) -> Result<(), AgentError> {
         let writes = std::mem::take(&mut self.pending.writes);
-        let env = self.env.clone();
-        let done: Vec<Result<(), AgentError>> = futures_util::stream::iter(writes)
-            .map(|(path, data)| {
-                let env = env.clone();
-                let write: BoxFuture<'static, Result<(), AgentError>> = Box::pin(async move {
-                    let disk = env.disk();
-                    let written = match data {
-                        Some(data) => disk.write(&path, data).await,
-                        None => disk.remove(&path).await,
-                    };
-                    match written {
-                        Ok(()) => disk.sync(&path).await,
-                        failed => failed,
-                    }
-                    .map_err(|e| AgentError::Checkpoint {
-                        path,
-                        reason: e.to_string(),
-                    })
-                });
-                write
-            })
-            .buffer_unordered(WRITES_IN_FLIGHT)
-            .collect()
-            .await;
-        done.into_iter().collect::<Result<Vec<()>, _>>()?;
+        let appended = self.journal.apply(&writes);
+        let disk = self.env.disk();
+        let failed = |e: io::Error| AgentError::Checkpoint {
+            path: JOURNAL_PATH.to_string(),
+            reason: e.to_string(),
+        };
+        if rewrite || self.journal.wants_compaction() {
+            let whole = Bytes::from(self.journal.compacted());
+            disk.write(JOURNAL_PATH, whole).await.map_err(failed)?;
+            disk.sync(JOURNAL_PATH).await.map_err(failed)?;
+        } else if !appended.is_empty() {
+            disk.append(JOURNAL_PATH, Bytes::from(appended))
+                .await
+                .map_err(failed)?;
+            disk.sync(JOURNAL_PATH).await.map_err(failed)?;
+        }
         for after in std::mem::take(&mut self.pending.after) {
             match after {
                 AfterSync::Emit(event) => self.env.emit(event),

@@ -20,6 +20,7 @@ pub mod daemon;
 pub mod detector;
 pub mod files;
 pub mod health;
+pub mod journal;
 pub mod live;
 pub mod shell;
 pub mod state;

@@ -367,3 +367,94 @@ async fn a_live_agent_runs_command_health_checks_and_kills_unhealthy_tasks() {
     agent.stop().await;
     let _ = std::fs::remove_dir_all(work_dir);
 }
+
+/// An agent of this version starts on the checkpoint files an agent before the journal wrote (its
+/// id, a task checkpoint, the task's status stream): it takes them over, re-registers with the
+/// task, resends its unacknowledged update, and leaves only `agent/journal` behind.
+#[tokio::test]
+async fn an_agent_takes_over_the_checkpoint_files_an_older_agent_wrote() {
+    use drover_agent::checkpoint::{stream_path, task_path, TaskCheckpoint, TASKS_PREFIX};
+    use drover_agent::containerizer::Kind;
+    use drover_agent::journal::Journal;
+    use drover_agent::status::StatusUpdateManager;
+
+    let work_dir = scratch("older-files");
+    let meta = work_dir.join("meta");
+    let write = |path: &str, bytes: &[u8]| {
+        let file = meta.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, bytes).unwrap();
+    };
+    write("agent/id", br#"{"agent_id":"agent-old"}"#);
+    let checkpoint = TaskCheckpoint {
+        task_id: "done".into(),
+        framework_id: "fw-1".into(),
+        framework: json!({"name": "old-framework", "user": "root"}),
+        task: json!({"name": "done", "task_id": {"value": "done"}, "command": {"value": "true"}}),
+        containerizer: Kind::Mesos,
+        handle: None,
+        state: TaskState::TaskFinished,
+        launched_ms: 1,
+    };
+    write(&task_path("done"), &checkpoint.encode());
+    let mut manager = StatusUpdateManager::default();
+    let finished = StatusUpdate {
+        task_id: "done".into(),
+        framework_id: "fw-1".into(),
+        uuid: "u-finished".into(),
+        state: TaskState::TaskFinished,
+        message: Some("Command exited with status 0".into()),
+        reason: None,
+        timestamp_ms: 1,
+        healthy: None,
+        ip_addresses: Vec::new(),
+    };
+    manager.update(finished, 1);
+    write(
+        &stream_path("done"),
+        &manager.stream_snapshot("done").unwrap(),
+    );
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let agent = Agent::start(&work_dir, port);
+    let mut master = Master::accept(&listener, Vec::new()).await;
+    let registration = master.registration().await;
+    assert_eq!(registration.agent_id.as_deref(), Some("agent-old"));
+    assert_eq!(registration.tasks.len(), 1, "{registration:?}");
+    assert_eq!(registration.tasks[0].state, TaskState::TaskFinished);
+    master
+        .send(MasterMessage::Registered {
+            agent_id: "agent-old".into(),
+            master: "test-master".into(),
+        })
+        .await;
+    let resent = master.update("done", TaskState::TaskFinished).await;
+    assert_eq!(resent.uuid, "u-finished");
+    // Frames are handled in order: once the pong is back, so is the acknowledgement.
+    master.send(MasterMessage::Ping { seq: 7 }).await;
+    assert_eq!(master.recv().await, AgentMessage::Pong { seq: 7 });
+    agent.stop().await;
+
+    assert!(!meta.join("agent/id").exists());
+    assert!(!meta.join(task_path("done")).exists());
+    assert!(!meta.join(stream_path("done")).exists());
+    let (journal, _) = Journal::replay(&std::fs::read(meta.join("agent/journal")).unwrap());
+    assert!(journal
+        .get("agent/id")
+        .is_some_and(|id| id.ends_with(br#""agent-old"}"#)));
+    assert_eq!(
+        journal.under(TASKS_PREFIX).count(),
+        0,
+        "the acknowledged task is gone"
+    );
+
+    // The next agent: the same id, no task.
+    let agent = Agent::start(&work_dir, port);
+    let mut master = Master::accept(&listener, master.seen).await;
+    let registration = master.registration().await;
+    assert_eq!(registration.agent_id.as_deref(), Some("agent-old"));
+    assert!(registration.tasks.is_empty(), "{registration:?}");
+    agent.stop().await;
+    let _ = std::fs::remove_dir_all(work_dir);
+}

@@ -558,13 +558,16 @@ async fn kill_tasks(ip: String, agent: AgentPlan, docker: bool) {
     } else {
         None
     };
-    let paths = env.disk().list(TASKS_PREFIX).await.unwrap_or_default();
+    let journal = match drover_agent::journal::load(&env).await {
+        Ok((journal, _)) => journal,
+        Err((path, e)) => {
+            tracing::warn!(%path, error = %e, agent = %agent.name, "cannot read the agent's checkpoints");
+            return;
+        }
+    };
     let mut kills = JoinSet::new();
-    for path in paths {
-        let Ok(Some(bytes)) = env.disk().read(&path).await else {
-            continue;
-        };
-        let Ok(checkpoint) = TaskCheckpoint::decode(&bytes) else {
+    for (_, bytes) in journal.under(TASKS_PREFIX) {
+        let Ok(checkpoint) = TaskCheckpoint::decode(bytes) else {
             continue;
         };
         if checkpoint.state.is_terminal() {

@@ -8,32 +8,32 @@ impl Core {
             path: path.to_string(),
             reason,
         };
-        let env = self.env.clone();
-        let read = |path: &'static str| {
-            let env = env.clone();
-            async move {
-                env.disk()
-                    .read(path)
-                    .await
-                    .map_err(|e| bad(path, e.to_string()))
-            }
+        let (journal, legacy) = crate::journal::load(&self.env)
+            .await
+            .map_err(|(path, e)| bad(&path, e.to_string()))?;
+        self.journal = journal;
+        let under = |journal: &Journal, prefix| -> Vec<(String, Bytes)> {
+            journal
+                .under(prefix)
+                .map(|(path, bytes)| (path.to_string(), bytes.clone()))
+                .collect()
         };
-        if let Some(bytes) = read(AGENT_ID_PATH).await? {
+        if let Some(bytes) = self.journal.get(AGENT_ID_PATH) {
             let identity: AgentIdentity =
-                serde_json::from_slice(&bytes).map_err(|e| bad(AGENT_ID_PATH, e.to_string()))?;
+                serde_json::from_slice(bytes).map_err(|e| bad(AGENT_ID_PATH, e.to_string()))?;
             self.agent_id = Some(identity.agent_id);
         }
-        // The streams: one file each; an older agent's single file first, moved to them.
-        let legacy = read(STATUS_PATH).await?;
-        if let Some(bytes) = &legacy {
+        // The streams: one entry each; an older agent's single file first, moved to them.
+        let old_streams = self.journal.get(STATUS_PATH).cloned();
+        if let Some(bytes) = &old_streams {
             self.manager = StatusUpdateManager::restore(bytes).map_err(|e| bad(STATUS_PATH, e))?;
         }
-        for (path, bytes) in read_all(&self.env, STREAMS_PREFIX).await? {
+        for (path, bytes) in under(&self.journal, STREAMS_PREFIX) {
             self.manager
                 .restore_stream(&bytes)
                 .map_err(|e| bad(&path, e))?;
         }
-        if legacy.is_some() {
+        if old_streams.is_some() {
             let tasks: Vec<String> = self.manager.tasks().map(str::to_string).collect();
             for task in tasks {
                 self.persist_stream(&task);
@@ -41,7 +41,7 @@ impl Core {
             self.forget(STATUS_PATH);
         }
         let mut recovered = 0;
-        for (path, bytes) in read_all(&self.env, TASKS_PREFIX).await? {
+        for (path, bytes) in under(&self.journal, TASKS_PREFIX) {
             let mut checkpoint = TaskCheckpoint::decode(&bytes).map_err(|e| bad(&path, e))?;
             let latest = self.manager.latest(&checkpoint.task_id);
             let containerizer = self.containerizer_of(checkpoint.containerizer);
@@ -125,7 +125,17 @@ impl Core {
                 }
             }
         }
-        self.flush().await?;
+        // The journal starts afresh (nothing is appended after a torn tail); then the files of
+        // an older agent go.
+        self.commit(true).await?;
+        let disk = self.env.disk();
+        for path in legacy {
+            let gone = match disk.remove(&path).await {
+                Ok(()) => disk.sync(&path).await,
+                failed => failed,
+            };
+            gone.map_err(|e| bad(&path, e.to_string()))?;
+        }
         let known: Vec<String> = self.tasks.keys().cloned().collect();
         for containerizer in &self.containerizers {
             containerizer.cleanup_orphans(&known).await;
@@ -205,19 +215,4 @@ impl Core {
             }
         });
     }
-}
-
-/// Every file under `prefix` on the agent's Disk, with its bytes, in the Disk's order.
-async fn read_all(env: &Env, prefix: &str) -> Result<Vec<(String, Bytes)>, AgentError> {
-    let bad = |path: &str, e: io::Error| AgentError::Checkpoint {
-        path: path.to_string(),
-        reason: e.to_string(),
-    };
-    let mut out = Vec::new();
-    for path in env.disk().list(prefix).await.map_err(|e| bad(prefix, e))? {
-        if let Some(bytes) = env.disk().read(&path).await.map_err(|e| bad(&path, e))? {
-            out.push((path, bytes));
-        }
-    }
-    Ok(out)
 }
