@@ -426,9 +426,9 @@ fn merge_declines(run: Vec<Outgoing>) -> Vec<Outgoing> {
     out
 }
 
-/// Queued calls the outbox looks at in one round, and calls it keeps in flight at once (each
-/// call is a connection of its own: one at a time, a simulated launch over 1,000 agents could
-/// not keep up; 32 made a live 1,000-instance launch on 2 cores 1.5x slower than 4).
+/// Queued calls the outbox looks at in one round, and calls it keeps in flight at once (each on
+/// a kept-alive connection of the driver's pool: one at a time, a simulated launch over 1,000
+/// agents could not keep up; 32 made a live 1,000-instance launch on 2 cores 1.5x slower than 4).
 const OUTBOX_ROUND: usize = 4096;
 const CALLS_IN_FLIGHT: usize = 4;
 /// A DECLINE that may not have reached the master is sent again after this long.
