@@ -52,7 +52,7 @@ const REMOVE: u8 = 2;
 /// The journal is rewritten once it holds this many times the bytes of what is live...
 const COMPACT_FACTOR: u64 = 4;
 /// ...and at least this many bytes.
-const COMPACT_MIN_BYTES: u64 = 4 << 20;
+const COMPACT_MIN_BYTES: u64 = 64 << 10;
 
 /// What the journal says each path holds.
 #[derive(Debug, Default)]

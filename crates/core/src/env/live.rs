@@ -275,9 +275,17 @@ impl EventSink for LogEvents {
         tracing::info!(target: "drover::event", "{node} {event}");
         if let Some(file) = EVENTS_FILE.get() {
             // Real time, not the node's (maybe skewed) clock: the trace is the harness's time.
-            let unix_ms = real_unix_ms();
-            let line =
-                serde_json::json!({"unix_ms": unix_ms, "node": node, "event": event.to_string()});
+            // Microseconds too: the runner orders the events of different processes by them.
+            let unix_us = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(0);
+            let line = serde_json::json!({
+                "unix_ms": unix_us / 1000,
+                "unix_us": unix_us,
+                "node": node,
+                "event": event.to_string()
+            });
             let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
             // One write per line, straight to the kernel: a SIGKILL loses none of it.
             let _ = std::io::Write::write_all(&mut *file, format!("{line}\n").as_bytes());
@@ -289,7 +297,8 @@ static EVENTS_FILE: std::sync::OnceLock<std::sync::Mutex<std::fs::File>> =
     std::sync::OnceLock::new();
 
 /// From now on, this process's events are also appended to `path` as JSON lines
-/// (`{"unix_ms": .., "node": .., "event": "name key=value .."}`): the live runner's trace.
+/// (`{"unix_ms": .., "unix_us": .., "node": .., "event": "name key=value .."}`): the live
+/// runner's trace.
 pub fn write_events_to(path: &Path) -> io::Result<()> {
     let file = std::fs::OpenOptions::new()
         .create(true)

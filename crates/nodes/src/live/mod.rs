@@ -201,6 +201,9 @@ struct EventsFile {
     read: usize,
 }
 
+/// How old (µs) a node's event must be before it is judged (see `held`).
+const HOLD_US: u64 = 250_000;
+
 /// Plays the timeline against `backend`'s nodes at wall-clock times and judges their events.
 async fn play(
     scenario: &Scenario,
@@ -242,6 +245,8 @@ async fn play(
     let end_ms = scenario.duration.as_millis() as u64;
     let mut next = 0;
     let mut trace: Vec<TraceLine> = Vec::new();
+    // Nodes' events read but not judged yet, with their microseconds.
+    let mut held: Vec<(u64, TraceLine)> = Vec::new();
     let interrupted = loop {
         let now_ms = started.elapsed().as_millis() as u64;
         let mut fresh = Vec::new();
@@ -384,8 +389,16 @@ async fn play(
             });
         }
         for file in events.iter_mut() {
-            fresh.extend(file.take(t0_unix));
+            held.extend(file.take(t0_unix));
         }
+        // The nodes' events are judged in the order they happened (their microseconds), once
+        // they are old enough that no other process can still be writing an earlier one: files
+        // are read one after another, so a line written just after its file was read would come
+        // a round after a later line of a file read after it.
+        let harness_us = (now_ms + t0_unix) * 1000;
+        held.sort_by_key(|(us, _)| *us);
+        let ripe = held.partition_point(|(us, _)| *us + HOLD_US <= harness_us);
+        fresh.extend(held.drain(..ripe).map(|(_, line)| line));
         fresh.sort_by_key(|l| l.at_ms);
         for line in fresh {
             judge.observe(&line);
@@ -402,6 +415,11 @@ async fn play(
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
     };
+    held.sort_by_key(|(us, _)| *us);
+    for (_, line) in held {
+        judge.observe(&line);
+        trace.push(line);
+    }
     let end = started.elapsed().as_millis() as u64;
     if interrupted {
         return Err(format!("{INTERRUPTED}: everything the run made is removed"));
@@ -411,8 +429,9 @@ async fn play(
 }
 
 impl EventsFile {
-    /// The events written since the last call, as trace lines (ms since the run started).
-    fn take(&mut self, t0_unix: u64) -> Vec<TraceLine> {
+    /// The events written since the last call, as trace lines (ms since the run started), with
+    /// the microseconds (since the epoch) at which they were written.
+    fn take(&mut self, t0_unix: u64) -> Vec<(u64, TraceLine)> {
         let Ok(bytes) = std::fs::read(&self.path) else {
             return Vec::new();
         };
@@ -436,11 +455,15 @@ impl EventsFile {
             ) else {
                 continue;
             };
-            out.push(TraceLine {
-                at_ms: unix_ms.saturating_sub(t0_unix),
-                node: node.to_string(),
-                event,
-            });
+            let unix_us = value["unix_us"].as_u64().unwrap_or(unix_ms * 1000);
+            out.push((
+                unix_us,
+                TraceLine {
+                    at_ms: unix_ms.saturating_sub(t0_unix),
+                    node: node.to_string(),
+                    event,
+                },
+            ));
         }
         out
     }
