@@ -529,10 +529,9 @@ impl Core {
             disk.write(JOURNAL_PATH, whole).await.map_err(failed)?;
             disk.sync(JOURNAL_PATH).await.map_err(failed)?;
         } else if !appended.is_empty() {
-            disk.append(JOURNAL_PATH, Bytes::from(appended))
+            disk.append_and_sync(JOURNAL_PATH, Bytes::from(appended))
                 .await
                 .map_err(failed)?;
-            disk.sync(JOURNAL_PATH).await.map_err(failed)?;
         }
         for after in std::mem::take(&mut self.pending.after) {
             match after {

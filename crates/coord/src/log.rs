@@ -40,6 +40,9 @@ pub struct RaftLog {
     memory: MemStorage,
     snapshot: Arc<Mutex<Snapshot>>,
     files: Arc<Mutex<Files>>,
+    /// Records for the current segment not yet handed to the disk: [`RaftLog::sync`] appends
+    /// and syncs them in one operation.
+    unwritten: Arc<Mutex<Vec<u8>>>,
 }
 
 /// What is on disk besides the snapshot in use.
@@ -274,6 +277,7 @@ impl RaftLog {
                 closed,
                 snapshots: snapshot_files,
             })),
+            unwritten: Arc::default(),
         };
         log.roll(env).await?;
         Ok(log)
@@ -304,42 +308,64 @@ impl RaftLog {
         self.memory.rl().hard_state().clone()
     }
 
-    /// Appends entries (replacing any conflicting suffix) and persists them, unsynced.
-    pub async fn append(&self, env: &Env, entries: &[Entry]) -> std::io::Result<()> {
+    fn lock_unwritten(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.unwritten.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends entries (replacing any conflicting suffix): raft reads them at once; they reach
+    /// the disk with the next [`RaftLog::sync`].
+    pub fn append(&self, entries: &[Entry]) -> std::io::Result<()> {
         self.memory.wl().append(entries).map_err(storage_error)?;
-        let mut bytes = Vec::new();
+        let mut unwritten = self.lock_unwritten();
         for entry in entries {
-            bytes.extend(record(
-                ENTRY,
-                &entry.write_to_bytes().map_err(storage_error)?,
-            ));
+            let body = entry.write_to_bytes().map_err(storage_error)?;
+            drover_core::record::put(&mut unwritten, ENTRY, &body);
         }
-        let segment = {
+        if let Some(last) = entries.last() {
             let mut files = self.lock_files();
-            if let Some(last) = entries.last() {
-                files.current.1 = files.current.1.max(last.index);
-            }
-            segment_name(files.current.0)
-        };
-        env.disk().append(&segment, Bytes::from(bytes)).await
+            files.current.1 = files.current.1.max(last.index);
+        }
+        Ok(())
     }
 
-    pub async fn set_hard_state(&self, env: &Env, state: HardState) -> std::io::Result<()> {
-        let bytes = record(HARD_STATE, &state.write_to_bytes().map_err(storage_error)?);
+    /// Sets the hard state; it reaches the disk with the next [`RaftLog::sync`].
+    pub fn set_hard_state(&self, state: HardState) -> std::io::Result<()> {
+        let body = state.write_to_bytes().map_err(storage_error)?;
+        drover_core::record::put(&mut self.lock_unwritten(), HARD_STATE, &body);
         self.memory.wl().set_hardstate(state);
-        env.disk()
-            .append(&self.current_segment(), Bytes::from(bytes))
-            .await
+        Ok(())
     }
 
+    /// Makes everything appended and set so far durable: one append and sync of the current
+    /// segment (one trip to the disk, however many entries a raft ready held).
     pub async fn sync(&self, env: &Env) -> std::io::Result<()> {
-        env.disk().sync(&self.current_segment()).await
+        let unwritten = std::mem::take(&mut *self.lock_unwritten());
+        let segment = self.current_segment();
+        if unwritten.is_empty() {
+            env.disk().sync(&segment).await
+        } else {
+            env.disk()
+                .append_and_sync(&segment, Bytes::from(unwritten))
+                .await
+        }
+    }
+
+    /// Hands the records not yet written to the disk, unsynced (before the segment changes).
+    async fn write_unwritten(&self, env: &Env) -> std::io::Result<()> {
+        let unwritten = std::mem::take(&mut *self.lock_unwritten());
+        if unwritten.is_empty() {
+            return Ok(());
+        }
+        env.disk()
+            .append(&self.current_segment(), Bytes::from(unwritten))
+            .await
     }
 
     /// Closes the current segment and starts the next with the hard state; returns its name.
     /// Nothing is synced: every entry of the closed segment already is, and the new segment is
     /// synced before anything it supersedes is removed.
     async fn roll(&self, env: &Env) -> std::io::Result<String> {
+        self.write_unwritten(env).await?;
         let next = {
             let mut files = self.lock_files();
             let (number, highest) = files.current;
@@ -565,10 +591,9 @@ mod tests {
         let dir = Dir::new("torn");
         let env = dir.env();
         let log = RaftLog::open(&env, &[1]).await.unwrap();
-        log.append(&env, &[entry(1, 1), entry(2, 1), entry(3, 1)])
-            .await
+        log.append(&[entry(1, 1), entry(2, 1), entry(3, 1)])
             .unwrap();
-        log.set_hard_state(&env, state(1, 3)).await.unwrap();
+        log.set_hard_state(state(1, 3)).unwrap();
         log.sync(&env).await.unwrap();
         // A crash in the middle of the next append.
         let torn = record(ENTRY, &entry(4, 1).write_to_bytes().unwrap());
@@ -581,7 +606,7 @@ mod tests {
         let env = dir.env();
         let log = RaftLog::open(&env, &[1]).await.unwrap();
         assert_eq!((last(&log), log.hard_state().commit), (3, 3));
-        log.append(&env, &[entry(4, 2)]).await.unwrap();
+        log.append(&[entry(4, 2)]).unwrap();
         log.sync(&env).await.unwrap();
         let env = dir.env();
         let log = RaftLog::open(&env, &[1]).await.unwrap();
@@ -595,14 +620,12 @@ mod tests {
         let dir = Dir::new("compact");
         let env = dir.env();
         let log = RaftLog::open(&env, &[1, 2, 3]).await.unwrap();
-        log.append(&env, &(1..=10).map(|i| entry(i, 1)).collect::<Vec<_>>())
-            .await
+        log.append(&(1..=10).map(|i| entry(i, 1)).collect::<Vec<_>>())
             .unwrap();
-        log.set_hard_state(&env, state(1, 10)).await.unwrap();
+        log.set_hard_state(state(1, 10)).unwrap();
         log.sync(&env).await.unwrap();
         assert!(snapshot_at(&log, &env, 6, b"tree at 6").await);
-        log.append(&env, &(11..=12).map(|i| entry(i, 1)).collect::<Vec<_>>())
-            .await
+        log.append(&(11..=12).map(|i| entry(i, 1)).collect::<Vec<_>>())
             .unwrap();
         log.sync(&env).await.unwrap();
         let env = dir.env();
@@ -638,10 +661,9 @@ mod tests {
         let dir = Dir::new("torn-snapshot");
         let env = dir.env();
         let log = RaftLog::open(&env, &[1]).await.unwrap();
-        log.append(&env, &(1..=8).map(|i| entry(i, 1)).collect::<Vec<_>>())
-            .await
+        log.append(&(1..=8).map(|i| entry(i, 1)).collect::<Vec<_>>())
             .unwrap();
-        log.set_hard_state(&env, state(1, 8)).await.unwrap();
+        log.set_hard_state(state(1, 8)).unwrap();
         log.sync(&env).await.unwrap();
         assert!(snapshot_at(&log, &env, 4, b"tree at 4").await);
         // The next snapshot is begun but its file is torn by a crash.
@@ -666,10 +688,9 @@ mod tests {
         let dir = Dir::new("install");
         let env = dir.env();
         let log = RaftLog::open(&env, &[1, 2]).await.unwrap();
-        log.append(&env, &(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>())
-            .await
+        log.append(&(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>())
             .unwrap();
-        log.set_hard_state(&env, state(1, 5)).await.unwrap();
+        log.set_hard_state(state(1, 5)).unwrap();
         let pending = log.begin_snapshot(&env, 5).await.unwrap();
         let local = pending
             .write(&env, Bytes::from_static(b"tree at 5"))

@@ -712,11 +712,11 @@ impl Core {
             self.apply(committed);
             let mut persisted = false;
             if !ready.entries().is_empty() {
-                self.log.append(&self.env, ready.entries()).await?;
+                self.log.append(ready.entries())?;
                 persisted = true;
             }
             if let Some(state) = ready.hs() {
-                self.log.set_hard_state(&self.env, state.clone()).await?;
+                self.log.set_hard_state(state.clone())?;
                 persisted = true;
             }
             if persisted {
@@ -727,7 +727,7 @@ impl Core {
             if let Some(commit) = light.commit_index() {
                 let mut state = self.log.hard_state();
                 state.commit = commit;
-                self.log.set_hard_state(&self.env, state).await?;
+                self.log.set_hard_state(state)?;
             }
             self.send_messages(light.take_messages());
             let committed = light.take_committed_entries();

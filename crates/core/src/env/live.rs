@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
 
 use super::{
     node_rng, Accept, BoxFuture, Clock, DatagramSocket, Datagrams, Disk, Env, EnvParts, Event,
@@ -314,11 +313,14 @@ const WRITE_FLUSH_BYTES: usize = 4 << 20;
 
 /// Files under a work directory. `write` replaces a file atomically (temporary file, synced, then
 /// renamed); `sync` fsyncs the file (unless `write` just did) and the directories on its way
-/// whose entries were created, renamed or removed since their last fsync. Files appended to stay
-/// open. Each operation is one trip to the blocking pool.
+/// whose entries were created, renamed or removed since their last fsync; `append_and_sync` does
+/// both. Files appended to stay open. Each operation is one trip to the blocking pool (a sync with
+/// nothing to do, none): a coord ready's entries and hard state go in one.
 pub struct FileDisk {
     root: PathBuf,
-    open: tokio::sync::Mutex<BTreeMap<PathBuf, tokio::fs::File>>,
+    /// Files appended to, kept open. The lock is held across an append, so appends (and the
+    /// syncs of appended files) happen one at a time, in the order they were asked for.
+    open: tokio::sync::Mutex<BTreeMap<PathBuf, Arc<std::fs::File>>>,
     /// Directories whose entries changed since their last fsync, and files `write` replaced
     /// since (their data is synced; their new name is not until their directory is).
     changed_dirs: std::sync::Mutex<BTreeSet<PathBuf>>,
@@ -345,6 +347,65 @@ impl FileDisk {
             ));
         }
         Ok(self.root.join(relative))
+    }
+
+    fn lock_changed(&self) -> std::sync::MutexGuard<'_, BTreeSet<PathBuf>> {
+        self.changed_dirs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `file` was replaced by `write` since its directory was last synced (forgotten).
+    fn take_changed(&self, file: &Path) -> bool {
+        self.lock_changed().remove(file)
+    }
+
+    /// The directories on the way to `file` whose entries changed since their last fsync (the
+    /// file's own, and those a write created directories in), nearest first; forgotten, as they
+    /// are about to be synced.
+    fn changed_dirs_of(&self, file: &Path) -> Vec<PathBuf> {
+        let mut changed = self.lock_changed();
+        file.ancestors()
+            .skip(1)
+            .take_while(|dir| dir.starts_with(&self.root))
+            .filter(|dir| changed.remove(*dir))
+            .map(Path::to_path_buf)
+            .collect()
+    }
+
+    /// Appends `data` to `path` (opening it, and creating it and its directories, the first
+    /// time), then with `sync` makes it durable: one trip to the blocking pool.
+    async fn append_then(&self, path: &str, data: Bytes, sync: bool) -> io::Result<()> {
+        use std::io::Write;
+        let file = self.resolve(path)?;
+        let mut open = self.open.lock().await;
+        let handle = match open.get(&file) {
+            Some(handle) => handle.clone(),
+            None => {
+                let target = file.clone();
+                let (handle, created) =
+                    tokio::task::spawn_blocking(move || open_appending(&target))
+                        .await
+                        .map_err(io::Error::other)??;
+                self.lock_changed().extend(created);
+                let handle = Arc::new(handle);
+                open.insert(file.clone(), handle.clone());
+                handle
+            }
+        };
+        let dirs = if sync {
+            self.take_changed(&file);
+            self.changed_dirs_of(&file)
+        } else {
+            Vec::new()
+        };
+        tokio::task::spawn_blocking(move || {
+            (&*handle).write_all(&data)?;
+            if sync {
+                sync_file_and_dirs(Some(Target::Open(handle)), &dirs)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 
     fn dir_changed(&self, file: &Path) {
@@ -405,14 +466,39 @@ fn write_replacing(file: &Path, data: &[u8]) -> io::Result<Vec<PathBuf>> {
     Ok(created)
 }
 
-/// Syncs `file` (when given and it exists), then `dirs` in order.
-fn sync_file_and_dirs(file: Option<&Path>, dirs: &[PathBuf]) -> io::Result<()> {
-    if let Some(file) = file {
-        match std::fs::File::open(file) {
+/// A file to sync: one held open for appending, or one to open by name.
+enum Target {
+    Open(Arc<std::fs::File>),
+    Path(PathBuf),
+}
+
+/// Opens `file` for appending, creating it and its missing directories: the handle, and the
+/// directories whose entries changed.
+fn open_appending(file: &Path) -> io::Result<(std::fs::File, Vec<PathBuf>)> {
+    let mut changed = create_parents(file)?;
+    let existed = file.exists();
+    let handle = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)?;
+    if !existed {
+        if let Some(parent) = file.parent() {
+            changed.push(parent.to_path_buf());
+        }
+    }
+    Ok((handle, changed))
+}
+
+/// Syncs `file` (when given; by name only if it exists), then `dirs` in order.
+fn sync_file_and_dirs(file: Option<Target>, dirs: &[PathBuf]) -> io::Result<()> {
+    match file {
+        Some(Target::Open(handle)) => handle.sync_data()?,
+        Some(Target::Path(path)) => match std::fs::File::open(&path) {
             Ok(handle) => handle.sync_all()?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
-        }
+        },
+        None => {}
     }
     for dir in dirs {
         if let Ok(handle) = std::fs::File::open(dir) {
@@ -455,35 +541,11 @@ impl Disk for FileDisk {
     }
 
     fn append<'a>(&'a self, path: &'a str, data: Bytes) -> BoxFuture<'a, io::Result<()>> {
-        Box::pin(async move {
-            let file = self.resolve(path)?;
-            let mut open = self.open.lock().await;
-            if !open.contains_key(&file) {
-                let target = file.clone();
-                let created = tokio::task::spawn_blocking(move || create_parents(&target))
-                    .await
-                    .map_err(io::Error::other)??;
-                self.changed_dirs
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(created);
-                let existed = tokio::fs::try_exists(&file).await.unwrap_or(false);
-                let handle = tokio::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&file)
-                    .await?;
-                if !existed {
-                    self.dir_changed(&file);
-                }
-                open.insert(file.clone(), handle);
-            }
-            let out = open
-                .get_mut(&file)
-                .ok_or_else(|| io::Error::other("append handle vanished"))?;
-            out.write_all(&data).await?;
-            out.flush().await
-        })
+        Box::pin(self.append_then(path, data, false))
+    }
+
+    fn append_and_sync<'a>(&'a self, path: &'a str, data: Bytes) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(self.append_then(path, data, true))
     }
 
     fn remove<'a>(&'a self, path: &'a str) -> BoxFuture<'a, io::Result<()>> {
@@ -505,30 +567,20 @@ impl Disk for FileDisk {
     fn sync<'a>(&'a self, path: &'a str) -> BoxFuture<'a, io::Result<()>> {
         Box::pin(async move {
             let file = self.resolve(path)?;
-            let synced = match self.open.lock().await.get(&file) {
-                Some(handle) => {
-                    handle.sync_data().await?;
-                    true
-                }
-                None => false,
+            let open = self.open.lock().await;
+            let handle = open.get(&file).cloned();
+            // A file `write` replaced (and synced) since has only its directory left to do.
+            let replaced = self.take_changed(&file);
+            let dirs = self.changed_dirs_of(&file);
+            let target = match handle {
+                Some(handle) => Some(Target::Open(handle)),
+                None if replaced => None,
+                None => Some(Target::Path(file)),
             };
-            // The directories on the way to the file whose entries changed (the file's own, and
-            // those a write created directories in), nearest first.
-            let (synced, dirs): (bool, Vec<PathBuf>) = {
-                let mut changed = self.changed_dirs.lock().unwrap_or_else(|p| p.into_inner());
-                // A file `write` replaced (and synced) since.
-                let synced = changed.remove(&file) || synced;
-                let dirs = file
-                    .ancestors()
-                    .skip(1)
-                    .take_while(|dir| dir.starts_with(&self.root))
-                    .filter(|dir| changed.remove(*dir))
-                    .map(Path::to_path_buf)
-                    .collect();
-                (synced, dirs)
-            };
-            let target = (!synced).then_some(file);
-            tokio::task::spawn_blocking(move || sync_file_and_dirs(target.as_deref(), &dirs))
+            if target.is_none() && dirs.is_empty() {
+                return Ok(());
+            }
+            tokio::task::spawn_blocking(move || sync_file_and_dirs(target, &dirs))
                 .await
                 .map_err(io::Error::other)?
         })

@@ -110,6 +110,13 @@ pub trait Disk: Send + Sync + 'static {
     fn remove<'a>(&'a self, path: &'a str) -> BoxFuture<'a, io::Result<()>>;
     /// Makes every earlier mutation of `path` durable.
     fn sync<'a>(&'a self, path: &'a str) -> BoxFuture<'a, io::Result<()>>;
+    /// `append`, then `sync`: a disk may do both in one operation.
+    fn append_and_sync<'a>(&'a self, path: &'a str, data: Bytes) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(async move {
+            self.append(path, data).await?;
+            self.sync(path).await
+        })
+    }
     /// The paths that start with `prefix`, sorted.
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, io::Result<Vec<String>>>;
 }
