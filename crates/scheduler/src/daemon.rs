@@ -645,12 +645,14 @@ impl Store {
         let mut batch: Vec<Op> = Vec::new();
         let mut batch_keys: Vec<(String, bool)> = Vec::new();
         let mut bytes = 0usize;
-        let mut planned = self.known.clone();
+        // The keys as they will be once the batch is written: changes over `known` (a copy of
+        // `known`, with a key per instance, was most of a large simulation's time).
+        let mut planned = Planned::default();
         for op in ops {
             // Parents first (app versions live one level down).
             if let StoreOp::Put { key, .. } = op {
                 if let Some((parent, _)) = key.rsplit_once('/') {
-                    if parent.contains('/') && !planned.contains(parent) {
+                    if parent.contains('/') && !planned.contains(&self.known, parent) {
                         planned.insert(parent.to_string());
                         batch.push(create_op(self.path(parent), Vec::new()));
                         batch_keys.push((parent.to_string(), true));
@@ -660,7 +662,7 @@ impl Store {
             match op {
                 StoreOp::Put { key, data } => {
                     bytes += data.len() + key.len();
-                    if planned.contains(key) {
+                    if planned.contains(&self.known, key) {
                         batch.push(Op::SetData {
                             path: self.path(key),
                             data: data.clone(),
@@ -673,17 +675,12 @@ impl Store {
                     batch_keys.push((key.clone(), true));
                 }
                 StoreOp::Delete { key } => {
-                    if !planned.remove(key) {
+                    if !planned.remove(&self.known, key) {
                         continue;
                     }
                     // Children first (an app's versions).
-                    let children: Vec<String> = planned
-                        .iter()
-                        .filter(|k| k.starts_with(&format!("{key}/")))
-                        .cloned()
-                        .collect();
-                    for child in children {
-                        planned.remove(&child);
+                    for child in planned.children(&self.known, key) {
+                        planned.remove(&self.known, &child);
                         batch.push(Op::Delete {
                             path: self.path(&child),
                             version: -1,
@@ -727,6 +724,50 @@ impl Store {
             }
         }
         Ok(())
+    }
+}
+
+/// Store keys added (true) or removed (false) over the known ones, by a batch being planned.
+#[derive(Default)]
+struct Planned(BTreeMap<String, bool>);
+
+impl Planned {
+    fn contains(&self, known: &BTreeSet<String>, key: &str) -> bool {
+        self.0
+            .get(key)
+            .copied()
+            .unwrap_or_else(|| known.contains(key))
+    }
+
+    fn insert(&mut self, key: String) {
+        self.0.insert(key, true);
+    }
+
+    /// Whether the key was there.
+    fn remove(&mut self, known: &BTreeSet<String>, key: &str) -> bool {
+        let was = self.contains(known, key);
+        self.0.insert(key.to_string(), false);
+        was
+    }
+
+    /// The keys one level or more below `key`, sorted.
+    fn children(&self, known: &BTreeSet<String>, key: &str) -> Vec<String> {
+        let prefix = format!("{key}/");
+        let below = |k: &&String| k.starts_with(&prefix);
+        let mut found: BTreeSet<String> = known
+            .range(prefix.clone()..)
+            .take_while(below)
+            .cloned()
+            .collect();
+        found.extend(
+            self.0
+                .range(prefix.clone()..)
+                .map(|(k, _)| k)
+                .take_while(below)
+                .cloned(),
+        );
+        found.retain(|k| self.contains(known, k));
+        found.into_iter().collect()
     }
 }
 

@@ -49,15 +49,18 @@ impl Clock for SimClock {
 }
 
 /// A node's files: what was synced survives a crash, the rest is lost.
+///
+/// An append costs what it appends and a sync what it makes durable, never the whole file: the
+/// 10,000-agent simulation appends to every agent's journal thousands of times.
 #[derive(Default)]
 pub struct DiskState {
-    durable: BTreeMap<String, Bytes>,
-    /// Mutations since the last sync of each path; `None` is a removal.
-    pending: BTreeMap<String, Option<Bytes>>,
-    /// The latest append: its path, the length before it, and its length.
+    durable: BTreeMap<String, Vec<u8>>,
+    /// Mutations since the last sync of each path.
+    pending: BTreeMap<String, Pending>,
+    /// The latest append: its path, the file's length before it, and its length.
     last_append: Option<(String, usize, usize)>,
-    /// The latest sync that changed something: its path and what was durable before.
-    last_sync: Option<(String, Option<Bytes>)>,
+    /// The latest sync that changed something: its path and how to undo it.
+    last_sync: Option<(String, Undo)>,
     /// Faults armed for the next crash, and whether every operation fails now.
     torn: bool,
     lose_synced: bool,
@@ -65,11 +68,53 @@ pub struct DiskState {
     slow: bool,
 }
 
+/// What happened to a file since its last sync.
+enum Pending {
+    /// Bytes appended to what is durable.
+    Appended(Vec<u8>),
+    /// A new whole content (a write, or appends after a removal).
+    Replaced(Vec<u8>),
+    Removed,
+}
+
+/// How to take back a sync (a lying fsync).
+enum Undo {
+    /// It appended to a file that was this long (or did not exist).
+    Truncate(Option<usize>),
+    /// It replaced or removed this content.
+    Restore(Option<Vec<u8>>),
+}
+
 impl DiskState {
     fn current(&self, path: &str) -> Option<Bytes> {
+        let durable = self.durable.get(path);
         match self.pending.get(path) {
-            Some(pending) => pending.clone(),
-            None => self.durable.get(path).cloned(),
+            Some(Pending::Appended(tail)) => {
+                let mut whole = durable.cloned().unwrap_or_default();
+                whole.extend_from_slice(tail);
+                Some(Bytes::from(whole))
+            }
+            Some(Pending::Replaced(content)) => Some(Bytes::copy_from_slice(content)),
+            Some(Pending::Removed) => None,
+            None => durable.map(|d| Bytes::copy_from_slice(d)),
+        }
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        match self.pending.get(path) {
+            Some(Pending::Removed) => false,
+            Some(_) => true,
+            None => self.durable.contains_key(path),
+        }
+    }
+
+    fn len(&self, path: &str) -> usize {
+        let durable = self.durable.get(path).map_or(0, Vec::len);
+        match self.pending.get(path) {
+            Some(Pending::Appended(tail)) => durable + tail.len(),
+            Some(Pending::Replaced(content)) => content.len(),
+            Some(Pending::Removed) => 0,
+            None => durable,
         }
     }
 }
@@ -92,20 +137,34 @@ impl SimDisk {
         let mut state = self.state();
         if std::mem::take(&mut state.torn) {
             if let Some((path, before, appended)) = state.last_append.clone() {
-                if let Some(Some(content)) = state.pending.get(&path).cloned() {
+                if let Some(content) = state
+                    .pending
+                    .contains_key(&path)
+                    .then(|| state.current(&path))
+                    .flatten()
+                {
                     let keep = (before + appended / 2).min(content.len());
-                    if keep > state.durable.get(&path).map_or(0, Bytes::len) {
-                        state.durable.insert(path, content.slice(..keep));
+                    if keep > state.durable.get(&path).map_or(0, Vec::len) {
+                        state.durable.insert(path, content[..keep].to_vec());
                     }
                 }
             }
         }
         if std::mem::take(&mut state.lose_synced) {
-            if let Some((path, previous)) = state.last_sync.take() {
-                match previous {
-                    Some(data) => state.durable.insert(path, data),
-                    None => state.durable.remove(&path),
-                };
+            if let Some((path, undo)) = state.last_sync.take() {
+                match undo {
+                    Undo::Truncate(Some(length)) => {
+                        if let Some(file) = state.durable.get_mut(&path) {
+                            file.truncate(length);
+                        }
+                    }
+                    Undo::Truncate(None) | Undo::Restore(None) => {
+                        state.durable.remove(&path);
+                    }
+                    Undo::Restore(Some(content)) => {
+                        state.durable.insert(path, content);
+                    }
+                }
             }
         }
         state.pending.clear();
@@ -132,18 +191,23 @@ impl SimDisk {
     /// Makes what is pending for `path` durable.
     fn sync_now(&self, path: &str) {
         let mut state = self.state();
-        let before = state.durable.get(path).cloned();
-        match state.pending.remove(path) {
-            Some(Some(data)) => {
-                state.durable.insert(path.to_string(), data);
-                state.last_sync = Some((path.to_string(), before));
+        let undo = match state.pending.remove(path) {
+            Some(Pending::Appended(tail)) => {
+                let file = state.durable.get(path).map(Vec::len);
+                state
+                    .durable
+                    .entry(path.to_string())
+                    .or_default()
+                    .extend_from_slice(&tail);
+                Undo::Truncate(file)
             }
-            Some(None) => {
-                state.durable.remove(path);
-                state.last_sync = Some((path.to_string(), before));
+            Some(Pending::Replaced(content)) => {
+                Undo::Restore(state.durable.insert(path.to_string(), content))
             }
-            None => {}
-        }
+            Some(Pending::Removed) => Undo::Restore(state.durable.remove(path)),
+            None => return,
+        };
+        state.last_sync = Some((path.to_string(), undo));
     }
 
     pub fn is_failing(&self) -> bool {
@@ -175,7 +239,9 @@ impl Disk for SimDisk {
         if let Some(failed) = self.failed() {
             return failed;
         }
-        self.state().pending.insert(path.to_string(), Some(data));
+        self.state()
+            .pending
+            .insert(path.to_string(), Pending::Replaced(data.to_vec()));
         ready(Ok(()))
     }
 
@@ -184,12 +250,19 @@ impl Disk for SimDisk {
             return failed;
         }
         let mut state = self.state();
-        let mut content = state.current(path).map(|b| b.to_vec()).unwrap_or_default();
-        state.last_append = Some((path.to_string(), content.len(), data.len()));
-        content.extend_from_slice(&data);
-        state
-            .pending
-            .insert(path.to_string(), Some(Bytes::from(content)));
+        let before = state.len(path);
+        state.last_append = Some((path.to_string(), before, data.len()));
+        match state.pending.get_mut(path) {
+            Some(Pending::Appended(tail)) | Some(Pending::Replaced(tail)) => {
+                tail.extend_from_slice(&data)
+            }
+            Some(removed @ Pending::Removed) => *removed = Pending::Replaced(data.to_vec()),
+            None => {
+                state
+                    .pending
+                    .insert(path.to_string(), Pending::Appended(data.to_vec()));
+            }
+        }
         ready(Ok(()))
     }
 
@@ -197,7 +270,9 @@ impl Disk for SimDisk {
         if let Some(failed) = self.failed() {
             return failed;
         }
-        self.state().pending.insert(path.to_string(), None);
+        self.state()
+            .pending
+            .insert(path.to_string(), Pending::Removed);
         ready(Ok(()))
     }
 
@@ -226,7 +301,7 @@ impl Disk for SimDisk {
             .durable
             .keys()
             .chain(state.pending.keys())
-            .filter(|name| name.starts_with(prefix) && state.current(name).is_some())
+            .filter(|name| name.starts_with(prefix) && state.exists(name))
             .cloned()
             .collect();
         names.sort();

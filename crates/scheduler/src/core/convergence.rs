@@ -46,55 +46,9 @@ impl Scheduler {
                 .map(|m| m.0.clone())
                 .unwrap_or_default();
             let checks = !app.health_checks.is_empty();
-            let active: Vec<Instance> = self.active(id).into_iter().cloned().collect();
-            let (new, old): (Vec<&Instance>, Vec<&Instance>) = active
-                .iter()
-                .filter(|i| !i.kill_requested)
-                .partition(|i| i.config == config || held);
-            let total = active.len() as u32;
-            let mut launches = 0u32;
-            let mut kills: Vec<String> = Vec::new();
-            if old.is_empty() {
-                let live = new.len() as u32;
-                if live < count {
-                    launches = count - live;
-                } else if live > count {
-                    let mut victims = new.clone();
-                    victims.sort_by_key(|i| (i.staged_at, i.task_id.clone()));
-                    if app.kill_selection == KillSelection::YoungestFirst {
-                        victims.reverse();
-                    }
-                    // Not-yet-running ones go first either way.
-                    victims.sort_by_key(|i| i.is_running());
-                    kills.extend(
-                        victims
-                            .iter()
-                            .take((live - count) as usize)
-                            .map(|i| i.task_id.clone()),
-                    );
-                }
-            } else {
-                let bounds = plan::restart_bounds(count, &app.upgrade_strategy);
-                let ready_new = new
-                    .iter()
-                    .filter(|i| self.is_ready(i, &config, checks))
-                    .count() as u32;
-                let new_count = new.len() as u32;
-                if new_count < count && total < bounds.max_capacity {
-                    launches = (count - new_count).min(bounds.max_capacity - total);
-                }
-                let mut old_sorted = old.clone();
-                old_sorted.sort_by_key(|i| (i.is_running(), i.staged_at, i.task_id.clone()));
-                let mut old_left = old.len() as u32;
-                for i in old_sorted {
-                    let healthy_after = ready_new + old_left - 1;
-                    let must = !i.is_running() || healthy_after >= bounds.min_healthy;
-                    if must || old_left + new_count > count.max(bounds.max_capacity) {
-                        kills.push(i.task_id.clone());
-                        old_left -= 1;
-                    }
-                }
-            }
+            // Decided on borrowed instances (an app may have tens of thousands: cloning them on
+            // every pass was most of a large simulation's time), then carried out.
+            let (launches, kills) = self.plan_app(id, &app, &config, count, held, checks);
             for task in kills {
                 self.kill(&task, fx);
             }
@@ -110,6 +64,76 @@ impl Scheduler {
             self.suppressed = false;
             self.revive(now_ms, fx);
         }
+    }
+
+    /// How many instances of `id` to launch and which to kill, so that `count` run with
+    /// `config` within the app's upgrade strategy (`held`: the config is not being changed).
+    fn plan_app(
+        &self,
+        id: &PathId,
+        app: &AppDefinition,
+        config: &str,
+        count: u32,
+        held: bool,
+        checks: bool,
+    ) -> (u32, Vec<String>) {
+        let active = self.active(id);
+        let (new, old): (Vec<&Instance>, Vec<&Instance>) = active
+            .iter()
+            .copied()
+            .filter(|i| !i.kill_requested)
+            .partition(|i| i.config == config || held);
+        let total = active.len() as u32;
+        let mut launches = 0u32;
+        let mut kills: Vec<String> = Vec::new();
+        if old.is_empty() {
+            let live = new.len() as u32;
+            if live < count {
+                launches = count - live;
+            } else if live > count {
+                let mut victims = new.clone();
+                victims.sort_by(|a, b| (a.staged_at, &a.task_id).cmp(&(b.staged_at, &b.task_id)));
+                if app.kill_selection == KillSelection::YoungestFirst {
+                    victims.reverse();
+                }
+                // Not-yet-running ones go first either way.
+                victims.sort_by_key(|i| i.is_running());
+                kills.extend(
+                    victims
+                        .iter()
+                        .take((live - count) as usize)
+                        .map(|i| i.task_id.clone()),
+                );
+            }
+        } else {
+            let bounds = plan::restart_bounds(count, &app.upgrade_strategy);
+            let ready_new = new
+                .iter()
+                .filter(|i| self.is_ready(i, config, checks))
+                .count() as u32;
+            let new_count = new.len() as u32;
+            if new_count < count && total < bounds.max_capacity {
+                launches = (count - new_count).min(bounds.max_capacity - total);
+            }
+            let mut old_sorted = old.clone();
+            old_sorted.sort_by(|a, b| {
+                (a.is_running(), a.staged_at, &a.task_id).cmp(&(
+                    b.is_running(),
+                    b.staged_at,
+                    &b.task_id,
+                ))
+            });
+            let mut old_left = old.len() as u32;
+            for i in old_sorted {
+                let healthy_after = ready_new + old_left - 1;
+                let must = !i.is_running() || healthy_after >= bounds.min_healthy;
+                if must || old_left + new_count > count.max(bounds.max_capacity) {
+                    kills.push(i.task_id.clone());
+                    old_left -= 1;
+                }
+            }
+        }
+        (launches, kills)
     }
 
     pub(super) fn revive(&mut self, now_ms: u64, fx: &mut Effects) {
