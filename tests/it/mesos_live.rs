@@ -86,6 +86,23 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, text))
 }
 
+/// [`http_get`] proving `principal` with `secret` (HTTP Basic).
+pub fn http_get_as(port: u16, path: &str, principal: &str, secret: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let authorization = drover_core::auth::authorization(principal, secret);
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: {}\r\n\r\n",
+        authorization.to_str().ok()?
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, text))
+}
+
 /// Polls `check` every 200 ms for up to `secs` seconds.
 pub fn wait_until(secs: u64, mut check: impl FnMut() -> bool) -> bool {
     (0..secs * 5).any(|_| {
@@ -95,6 +112,35 @@ pub fn wait_until(secs: u64, mut check: impl FnMut() -> bool) -> bool {
         }
         ok
     })
+}
+
+/// Agent `i` of a test (`od1000-<i>`, processes only) under `dir`, following `master`.
+fn start_agent(dir: &std::path::Path, i: usize, master: &str) -> Daemon {
+    let port = free_port();
+    let work = dir.join(format!("agent-{i}"));
+    // A host name of its own, reached at --ip, as in Mesos.
+    let hostname = format!("od1000-{i}");
+    let args: Vec<String> = [
+        "agent",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--hostname",
+        &hostname,
+        "--master",
+        master,
+        "--resources",
+        "cpus:2;mem:1024;disk:1000;ports:[31000-31100]",
+        "--containerizers",
+        "mesos",
+        "--work-dir",
+        work.to_str().unwrap_or_default(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Daemon::start(&format!("agent-{i}"), port, work, &args)
 }
 
 /// The cluster of the test.
@@ -137,35 +183,7 @@ impl Cluster {
                 )
             })
             .collect();
-        let agents: Vec<Daemon> = (1..=2)
-            .map(|i| {
-                let port = free_port();
-                let work = dir.join(format!("agent-{i}"));
-                // A host name of its own, reached at --ip, as in Mesos.
-                let hostname = format!("od1000-{i}");
-                let args: Vec<String> = [
-                    "agent",
-                    "--ip",
-                    "127.0.0.1",
-                    "--port",
-                    &port.to_string(),
-                    "--hostname",
-                    &hostname,
-                    "--master",
-                    &zk,
-                    "--resources",
-                    "cpus:2;mem:1024;disk:1000;ports:[31000-31100]",
-                    "--containerizers",
-                    "mesos",
-                    "--work-dir",
-                    work.to_str().unwrap_or_default(),
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-                Daemon::start(&format!("agent-{i}"), port, work, &args)
-            })
-            .collect();
+        let agents: Vec<Daemon> = (1..=2).map(|i| start_agent(&dir, i, &zk)).collect();
         let cluster = Cluster {
             _coord: coord,
             zk,
@@ -305,6 +323,119 @@ fn a_pymesos_framework_runs_tasks_on_live_masters_and_agents() -> Result<(), Str
     assert!(back, "agents did not re-register: {}", cluster.logs());
     run_pymesos(&cluster.zk).map_err(|e| format!("{e}\n{}", cluster.logs()))?;
     Ok(())
+}
+
+/// A master with `--credentials` and every `--authenticate-http-*` switch, two agents, and the
+/// principals `ops` and `dev`: a credentials file in Mesos' JSON form.
+pub struct SecuredMaster {
+    pub master: Daemon,
+    _agents: Vec<Daemon>,
+}
+
+pub const PRINCIPALS: [(&str, &str); 2] = [("ops", "s3cret-ops"), ("dev", "s3cret-dev")];
+
+impl SecuredMaster {
+    pub fn start(name: &str) -> SecuredMaster {
+        let dir = fresh_scratch(&format!("mesos-{name}"));
+        std::fs::create_dir_all(&dir).expect("scratch");
+        let credentials = dir.join("credentials.json");
+        let entries: Vec<serde_json::Value> = PRINCIPALS
+            .iter()
+            .map(|(p, s)| serde_json::json!({"principal": p, "secret": s}))
+            .collect();
+        std::fs::write(
+            &credentials,
+            serde_json::json!({ "credentials": entries }).to_string(),
+        )
+        .expect("write the credentials");
+        let port = free_port();
+        let args: Vec<String> = [
+            "master",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--work-dir",
+            dir.join("master").to_str().unwrap_or_default(),
+            "--credentials",
+            credentials.to_str().unwrap_or_default(),
+            "--authenticate-http-frameworks",
+            "--authenticate-http-readonly",
+            "--authenticate-http-readwrite",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let master = Daemon::start("master", port, dir.join("master"), &args);
+        let master_address = format!("127.0.0.1:{port}");
+        let agents = (1..=2)
+            .map(|i| start_agent(&dir, i, &master_address))
+            .collect();
+        let (principal, secret) = PRINCIPALS[0];
+        let registered = wait_until(60, || {
+            http_get_as(port, "/master/state", principal, secret)
+                .is_some_and(|(_, text)| text.contains("\"activated_slaves\":2"))
+        });
+        assert!(registered, "the agents did not register: {}", master.log());
+        SecuredMaster {
+            master,
+            _agents: agents,
+        }
+    }
+}
+
+#[test]
+fn a_master_that_authenticates_serves_only_proven_principals() -> Result<(), String> {
+    if let Some(missing) = pymesos_missing() {
+        return skip_or_fail("authenticated pymesos against drover", &[missing]);
+    }
+    let secured = SecuredMaster::start("auth");
+    let master = format!("127.0.0.1:{}", secured.master.port);
+    let ((principal, secret), (other, other_secret)) = (PRINCIPALS[0], PRINCIPALS[1]);
+    let run = |script: &str, args: &[&str]| -> Result<(), String> {
+        let mut cmd = Command::new(python());
+        cmd.arg(root().join("tests/mesos").join(script))
+            .arg(&master)
+            .args(args);
+        let ran = run_limited(cmd, script, 150)?;
+        if !ran.ok() {
+            return Err(format!(
+                "{}\n--- master\n{}",
+                ran.describe(script),
+                tail(&secured.master.log(), 3000)
+            ));
+        }
+        println!("{}", ran.stdout);
+        Ok(())
+    };
+    // The negatives (and pymesos without, or with a wrong, secret), with the standard library.
+    run(
+        "auth_check.py",
+        &[
+            "--principal",
+            principal,
+            "--secret",
+            secret,
+            "--other-principal",
+            other,
+            "--other-secret",
+            other_secret,
+        ],
+    )?;
+    // A framework that proves its principal runs its tasks as on an open master.
+    run(
+        "pymesos_check.py",
+        &[
+            "--agents",
+            "2",
+            "--timeout",
+            "90",
+            "--principal",
+            other,
+            "--secret",
+            other_secret,
+        ],
+    )
 }
 
 #[test]
@@ -594,5 +725,94 @@ async fn a_docker_task_runs_through_master_and_agent() -> Result<(), String> {
     );
     drop(agent);
     drop(master);
+    Ok(())
+}
+
+#[test]
+fn marathon_with_http_credentials_runs_apps_on_a_master_that_authenticates() -> Result<(), String> {
+    const TEST: &str = "the marathon client against a scheduler with --http-credentials";
+    let mut import = Command::new(python());
+    import.args(["-c", "import marathon"]);
+    if !run_limited(import, "marathon-import", 60).is_ok_and(|r| r.ok()) {
+        return skip_or_fail(
+            TEST,
+            &[format!(
+                "the marathon client for {} (pip install marathon==0.13.0)",
+                python()
+            )],
+        );
+    }
+    let secured = SecuredMaster::start("marathon-auth");
+    let coord = DroverCoord::start("marathon-auth", 1);
+    let dir = fresh_scratch("marathon-auth");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let (principal, secret) = PRINCIPALS[0];
+    let secret_file = dir.join("secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).map_err(|e| e.to_string())?;
+    // Two schedulers: the one that does not lead forwards the caller's credentials.
+    let schedulers: Vec<Daemon> = (1..=2)
+        .map(|i| {
+            let port = free_port();
+            let args: Vec<String> = [
+                "scheduler",
+                "--master",
+                &format!("127.0.0.1:{}", secured.master.port),
+                "--zk",
+                &format!("zk://{}/marathon-auth", coord.hosts()),
+                "--ip",
+                "127.0.0.1",
+                "--http-port",
+                &port.to_string(),
+                "--http-credentials",
+                &format!("{principal}:{secret}"),
+                "--mesos-authentication-principal",
+                principal,
+                "--mesos-authentication-secret-file",
+                secret_file.to_str().unwrap_or_default(),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            Daemon::start(
+                &format!("scheduler-{i}"),
+                port,
+                dir.join(format!("scheduler-{i}")),
+                &args,
+            )
+        })
+        .collect();
+    let logs = || {
+        schedulers
+            .iter()
+            .chain([&secured.master])
+            .map(|d| format!("--- {}\n{}", d.name, tail(&d.log(), 3000)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // The leader: its /v2/info says elected, with its framework registered at the master.
+    let mut leader = None;
+    wait_until(90, || {
+        leader = schedulers.iter().position(|s| {
+            http_get_as(s.port, "/v2/info", principal, secret).is_some_and(|(status, text)| {
+                status == 200
+                    && text.contains("\"elected\":true")
+                    && text.contains(&format!("127.0.0.1:{}", s.port))
+                    && !text.contains("\"frameworkId\":null")
+            })
+        });
+        leader.is_some()
+    });
+    let leader = leader.ok_or_else(|| format!("no scheduler leads:\n{}", logs()))?;
+    let mut check = Command::new(python());
+    check
+        .arg(root().join("tests/marathon/auth_check.py"))
+        .arg(format!("http://127.0.0.1:{}", schedulers[leader].port))
+        .arg(format!("http://127.0.0.1:{}", schedulers[1 - leader].port))
+        .args(["--username", principal, "--password", secret]);
+    let ran = run_limited(check, "marathon-auth-check", 240)?;
+    if !ran.ok() {
+        return Err(format!("{}\n{}", ran.describe("auth_check.py"), logs()));
+    }
+    println!("{}", ran.stdout);
     Ok(())
 }

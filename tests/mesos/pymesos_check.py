@@ -3,6 +3,7 @@
 
     python3 tests/mesos/pymesos_check.py 127.0.0.1:5050 [--agents 2] [--timeout 60]
     python3 tests/mesos/pymesos_check.py zk://127.0.0.1:2181/drover/mesos
+    python3 tests/mesos/pymesos_check.py 127.0.0.1:5050 --principal ops --secret s1
 
 The framework ("drover-pymesos-check") subscribes through the v1 scheduler HTTP API, takes
 offers from --agents distinct agents and launches command tasks from them:
@@ -399,6 +400,9 @@ def main(argv):
                         help="FrameworkInfo.failover_timeout (default 30)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="pymesos' log at DEBUG instead of WARNING")
+    parser.add_argument("--principal", default=None,
+                        help="subscribe as this principal (HTTP Basic, with --secret)")
+    parser.add_argument("--secret", default=None, help="the principal's secret")
     args = parser.parse_args(argv)
     if args.agents < 1:
         parser.error("--agents must be at least 1")
@@ -421,9 +425,12 @@ def main(argv):
         "hostname": socket.gethostname(),
         "failover_timeout": args.failover_timeout,
     }
+    if args.principal:
+        framework["principal"] = args.principal
     sched = CheckScheduler(args.agents, args.refuse_seconds)
     driver = MesosSchedulerDriver(sched, framework, args.master, use_addict=False,
-                                  implicit_acknowledgements=True)
+                                  implicit_acknowledgements=True,
+                                  principal=args.principal, secret=args.secret)
 
     deadline = time.time() + args.timeout
     timed_out = False

@@ -61,6 +61,7 @@ impl Cluster {
             port: master_port,
             zk: None,
             tuning: Tuning::default(),
+            auth: daemon::Auth::default(),
         };
         let master_env = drover_core::env::live::env("master", dir.join("master"), Some(2));
         let (stop_master, stopped) = oneshot::channel::<()>();

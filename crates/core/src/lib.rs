@@ -2,7 +2,7 @@
 //!
 //! - [`env`]: the seam (network, clocks, randomness, disk, events) that lets the same role code run
 //!   as a live daemon and inside the deterministic simulation;
-//! - [`http`]: HTTP servers and clients over that seam;
+//! - [`http`]: HTTP servers and clients over that seam; [`auth`]: HTTP Basic authentication;
 //! - [`frame`]: the node-to-node frame codec (length-delimited, versioned envelope);
 //! - [`agent_proto`]: the agent ↔ master messages carried in those frames;
 //! - [`recordio`]: the framing of Mesos' HTTP event streams;
@@ -11,6 +11,7 @@
 //! - [`task`]: Mesos task states.
 
 pub mod agent_proto;
+pub mod auth;
 pub mod env;
 pub mod frame;
 pub mod http;

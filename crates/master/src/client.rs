@@ -90,6 +90,8 @@ pub struct Driver {
     session: Arc<Mutex<Session>>,
     /// Calls reuse their connections to the master (keep-alive).
     pool: drover_core::http::Pool,
+    /// HTTP Basic for a master that authenticates frameworks (the principal and its secret).
+    authorization: Option<http::HeaderValue>,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -101,6 +103,23 @@ impl Driver {
         locator: Locator,
         info: FrameworkInfo,
     ) -> (Driver, mpsc::Receiver<DriverEvent>) {
+        Driver::start_authenticated(env, locator, info, None)
+    }
+
+    /// [`Driver::start`], proving `info.principal` with `secret` on every request (a master
+    /// started with `--authenticate-http-frameworks` requires it).
+    pub fn start_authenticated(
+        env: Env,
+        locator: Locator,
+        info: FrameworkInfo,
+        secret: Option<&str>,
+    ) -> (Driver, mpsc::Receiver<DriverEvent>) {
+        let authorization = match (&info.principal, secret) {
+            (Some(principal), Some(secret)) => {
+                Some(drover_core::auth::authorization(principal, secret))
+            }
+            _ => None,
+        };
         let session = Arc::new(Mutex::new(Session {
             framework_id: info.id.as_ref().map(|i| i.value.clone()),
             stream: None,
@@ -110,6 +129,7 @@ impl Driver {
             env: env.clone(),
             session,
             pool: drover_core::http::Pool::new(),
+            authorization,
         };
         let (events, receiver) = mpsc::channel(1024);
         drover_core::env::spawn(run(driver.clone(), locator, info, events));
@@ -135,9 +155,13 @@ impl Driver {
         };
         call.framework_id = framework_id.map(Id::new);
         let body = serde_json::to_vec(&call).unwrap_or_default();
-        let request = Request::post("/api/v1/scheduler")
+        let mut request = Request::post("/api/v1/scheduler")
             .header("content-type", "application/json")
-            .header("mesos-stream-id", stream_id)
+            .header("mesos-stream-id", stream_id);
+        if let Some(authorization) = &self.authorization {
+            request = request.header(http::header::AUTHORIZATION, authorization);
+        }
+        let request = request
             .body(Bytes::from(body))
             .map_err(|e| CallError::Refused {
                 status: 0,
@@ -308,6 +332,7 @@ async fn post(
     endpoint: &(String, u16),
     path: &str,
     body: Vec<u8>,
+    authorization: Option<&http::HeaderValue>,
 ) -> Result<
     (
         http::Response<hyper::body::Incoming>,
@@ -330,10 +355,14 @@ async fn post(
     let connection = drover_core::env::spawn(async move {
         let _ = connection.await;
     });
-    let request = Request::post(path)
+    let mut request = Request::post(path)
         .header("host", format!("{}:{}", endpoint.0, endpoint.1))
         .header("content-type", "application/json")
-        .header("accept", "application/json")
+        .header("accept", "application/json");
+    if let Some(authorization) = authorization {
+        request = request.header(http::header::AUTHORIZATION, authorization);
+    }
+    let request = request
         .body(Full::new(Bytes::from(body)))
         .map_err(|_| Outcome::Failed("cannot build the request".into()))?;
     let response = match tokio::time::timeout(TIMEOUT, sender.send_request(request)).await {
@@ -380,7 +409,15 @@ async fn subscribe(
         framework_info: info.clone(),
     });
     let body = serde_json::to_vec(&call).unwrap_or_default();
-    let (response, connection) = match post(env, endpoint, "/api/v1/scheduler", body).await {
+    let (response, connection) = match post(
+        env,
+        endpoint,
+        "/api/v1/scheduler",
+        body,
+        driver.authorization.as_ref(),
+    )
+    .await
+    {
         Ok(answer) => answer,
         Err(outcome) => return outcome,
     };
@@ -596,7 +633,7 @@ async fn operator_stream(
         }
     });
     let body = br#"{"type":"SUBSCRIBE"}"#.to_vec();
-    let (response, connection) = match post(env, endpoint, "/api/v1", body).await {
+    let (response, connection) = match post(env, endpoint, "/api/v1", body, None).await {
         Ok(answer) => answer,
         Err(outcome) => return outcome,
     };

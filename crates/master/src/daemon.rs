@@ -51,6 +51,55 @@ pub struct Config {
     /// `zk://HOSTS/PATH`: elect the leader through coord (or ZooKeeper). None: a single master.
     pub zk: Option<ZkUrl>,
     pub tuning: Tuning,
+    /// Who must authenticate (Mesos' `--credentials` and `--authenticate_*`).
+    pub auth: Auth,
+}
+
+/// Mesos' HTTP authentication switches, with the credentials they check against.
+#[derive(Clone, Debug, Default)]
+pub struct Auth {
+    pub credentials: Option<drover_core::auth::Credentials>,
+    /// `--authenticate_http_frameworks`: the v1 scheduler API needs HTTP Basic.
+    pub frameworks: bool,
+    /// `--authenticate_http_readonly`: `/master/state`, `/metrics/snapshot`, the web UI, files.
+    pub readonly: bool,
+    /// `--authenticate_http_readwrite`: the v1 operator API (`/api/v1`).
+    pub readwrite: bool,
+}
+
+/// Which of Mesos' realms guards a path, if any (`/health`, `/version`, `/redirect` are open).
+fn realm_of(auth: &Auth, path: &str) -> Option<&'static str> {
+    match path {
+        "/api/v1/scheduler" => auth.frameworks.then_some("mesos-master-scheduler"),
+        "/api/v1" => auth.readwrite.then_some("mesos-master-readwrite"),
+        "/health" | "/master/health" | "/version" | "/redirect" | "/master/redirect" => None,
+        _ => auth.readonly.then_some("mesos-master-readonly"),
+    }
+}
+
+/// The principal an authenticated request proved, kept for the handlers.
+#[derive(Clone)]
+struct Principal(String);
+
+/// Rejects a request to a guarded path without valid credentials: 401 and nothing else.
+async fn authenticate(
+    State(auth): State<Arc<Auth>>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(realm) = realm_of(&auth, request.uri().path()) {
+        let proved = auth
+            .credentials
+            .as_ref()
+            .and_then(|c| c.authenticate(request.headers()));
+        match proved {
+            Some(principal) => {
+                request.extensions_mut().insert(Principal(principal));
+            }
+            None => return drover_core::auth::unauthorized(realm),
+        }
+    }
+    next.run(request).await
 }
 
 /// A parsed `zk://h1:2181,h2:2181/path`.
@@ -119,6 +168,8 @@ enum Input {
     Api {
         call: v1::Call,
         stream_id: Option<String>,
+        /// Who sent it, when frameworks must authenticate.
+        principal: Option<String>,
         reply: oneshot::Sender<ApiReply>,
     },
     Report {
@@ -363,7 +414,11 @@ pub async fn serve(
     let router = router(shared);
     let router = router
         .clone()
-        .merge(crate::files::router(env.clone(), router));
+        .merge(crate::files::router(env.clone(), router))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(config.auth.clone()),
+            authenticate,
+        ));
     let http = drover_core::env::spawn(async move {
         let listener = ChannelListener(http_rx, config.bind);
         let _ = drover_core::http::serve_from(listener, router, std::future::pending()).await;
@@ -591,6 +646,7 @@ fn handle(
         Input::Api {
             call,
             stream_id,
+            principal,
             reply,
         } => {
             let Some((master, _)) = leader.as_mut() else {
@@ -606,6 +662,7 @@ fn handle(
             } else {
                 match master
                     .check_stream(&call, stream_id.as_deref())
+                    .and_then(|framework| master.check_principal(&framework, principal.as_deref()))
                     .and_then(|framework| master.call(&framework, call, now_ms))
                 {
                     Ok(()) => ApiReply::Accepted,
@@ -930,7 +987,12 @@ fn text(status: StatusCode, message: impl Into<String>) -> Response {
     (status, message.into()).into_response()
 }
 
-async fn scheduler_api(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+async fn scheduler_api(
+    State(shared): State<Shared>,
+    principal: Option<axum::Extension<Principal>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let content_type = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
@@ -941,10 +1003,27 @@ async fn scheduler_api(State(shared): State<Shared>, headers: HeaderMap, body: B
             format!("Unsupported Content-Type {content_type:?}; drover speaks application/json"),
         );
     }
-    let call = match v1::decode_call(&body) {
+    let mut call = match v1::decode_call(&body) {
         Ok(call) => call,
         Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
+    let principal = principal.map(|axum::Extension(Principal(p))| p);
+    // An authenticated framework subscribes as its principal (Mesos refuses a FrameworkInfo
+    // naming another one, and fills in one that names none).
+    if let (Some(principal), Some(subscribe)) = (&principal, call.subscribe.as_mut()) {
+        match &subscribe.framework_info.principal {
+            Some(named) if named != principal => {
+                return text(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "Authenticated principal '{principal}' does not match principal '{named}' set in `FrameworkInfo`"
+                    ),
+                )
+            }
+            Some(_) => {}
+            None => subscribe.framework_info.principal = Some(principal.clone()),
+        }
+    }
     let stream_id = headers
         .get("mesos-stream-id")
         .and_then(|v| v.to_str().ok())
@@ -955,6 +1034,7 @@ async fn scheduler_api(State(shared): State<Shared>, headers: HeaderMap, body: B
         .send(Input::Api {
             call,
             stream_id,
+            principal,
             reply,
         })
         .await

@@ -41,6 +41,7 @@ async fn a_removed_framework_registers_again_under_a_new_id() {
         port,
         zk: None,
         tuning: Tuning::default(),
+        auth: daemon::Auth::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let master = drover_core::env::spawn(daemon::serve(env, config, async move {

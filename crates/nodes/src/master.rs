@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use drover_core::auth::Credentials;
 use drover_master::core::Tuning;
 use drover_master::daemon::{self, Config, ZkUrl};
 use drover_sim::Role;
@@ -42,6 +43,44 @@ pub struct MasterArgs {
     /// Rescind offers not answered within this long (default: never).
     #[arg(long)]
     offer_timeout: Option<String>,
+    /// Principals and secrets, as Mesos reads them: JSON
+    /// `{"credentials": [{"principal": .., "secret": ..}]}` or lines of `principal secret`.
+    #[arg(long, alias = "credentials")]
+    credentials: Option<PathBuf>,
+    /// v1 scheduler API calls must carry HTTP Basic credentials (Mesos'
+    /// `--authenticate_http_frameworks`; `--authenticate-frameworks` is taken as the same, as
+    /// drover's frameworks all speak HTTP).
+    #[arg(
+        long,
+        alias = "authenticate_http_frameworks",
+        alias = "authenticate-frameworks",
+        alias = "authenticate_frameworks"
+    )]
+    authenticate_http_frameworks: bool,
+    /// `/master/state`, `/metrics/snapshot`, the web UI and `/files` need credentials.
+    #[arg(long, alias = "authenticate_http_readonly")]
+    authenticate_http_readonly: bool,
+    /// The v1 operator API (`/api/v1`) needs credentials.
+    #[arg(long, alias = "authenticate_http_readwrite")]
+    authenticate_http_readwrite: bool,
+}
+
+/// The `--credentials` and `--authenticate-*` flags; a switch without credentials is refused.
+fn auth(args: &MasterArgs) -> anyhow::Result<daemon::Auth> {
+    let credentials = match &args.credentials {
+        Some(path) => Some(Credentials::load(path).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let auth = daemon::Auth {
+        credentials,
+        frameworks: args.authenticate_http_frameworks,
+        readonly: args.authenticate_http_readonly,
+        readwrite: args.authenticate_http_readwrite,
+    };
+    if (auth.frameworks || auth.readonly || auth.readwrite) && auth.credentials.is_none() {
+        anyhow::bail!("--authenticate-* needs --credentials FILE (nobody could authenticate)");
+    }
+    Ok(auth)
 }
 
 fn duration_ms(flag: &str, text: &str) -> anyhow::Result<u64> {
@@ -94,6 +133,7 @@ pub async fn main(
         port: args.port,
         zk,
         tuning,
+        auth: auth(&args)?,
     };
     daemon::serve(env, config, shutdown).await.context("master")
 }
@@ -124,6 +164,7 @@ pub fn role() -> Role {
                 port: PORT,
                 zk: sim_zk(&context.cluster),
                 tuning: Tuning::default(),
+                auth: daemon::Auth::default(),
             };
             let env = context.env.clone();
             daemon::serve(

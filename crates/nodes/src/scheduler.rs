@@ -2,10 +2,11 @@
 
 use anyhow::Context;
 use clap::Args;
+use drover_core::auth::Credentials;
 use drover_master::client::Locator;
 use drover_master::daemon::ZkUrl;
 use drover_scheduler::core::Tuning;
-use drover_scheduler::daemon::Config;
+use drover_scheduler::daemon::{Config, HttpAuth};
 use drover_sim::Role;
 
 pub use drover_scheduler::daemon::DEFAULT_PORT as PORT;
@@ -45,6 +46,41 @@ pub struct SchedulerArgs {
     /// How often (ms) the launch tokens are refilled.
     #[arg(long, default_value_t = Tuning::default().launch_token_interval_ms)]
     pub launch_token_refresh_interval: u64,
+    /// Marathon's `--http_credentials USER:PASSWORD`: every request but `GET /ping` must carry
+    /// them (HTTP Basic), or gets 401.
+    #[arg(long, alias = "http_credentials")]
+    pub http_credentials: Option<String>,
+    /// The realm named in the 401 challenge (Marathon's `--http_realm`).
+    #[arg(long, alias = "http_realm", default_value = "Mesosphere")]
+    pub http_realm: String,
+    /// The principal the scheduler subscribes to the master as (Marathon's
+    /// `--mesos_authentication_principal`).
+    #[arg(long, alias = "mesos_authentication_principal")]
+    pub mesos_authentication_principal: Option<String>,
+    /// A file holding the principal's secret (Marathon's `--mesos_authentication_secret_file`;
+    /// a trailing newline is not part of it).
+    #[arg(long, alias = "mesos_authentication_secret_file")]
+    pub mesos_authentication_secret_file: Option<std::path::PathBuf>,
+}
+
+/// The principal and secret of `--mesos-authentication-*`, both or neither.
+fn mesos_auth(args: &SchedulerArgs) -> anyhow::Result<Option<(String, String)>> {
+    match (
+        &args.mesos_authentication_principal,
+        &args.mesos_authentication_secret_file,
+    ) {
+        (None, None) => Ok(None),
+        (Some(principal), Some(file)) => {
+            let secret = std::fs::read_to_string(file).with_context(|| {
+                format!("--mesos-authentication-secret-file {}", file.display())
+            })?;
+            let secret = secret.strip_suffix('\n').unwrap_or(&secret);
+            Ok(Some((principal.clone(), secret.to_string())))
+        }
+        _ => anyhow::bail!(
+            "--mesos-authentication-principal and --mesos-authentication-secret-file go together"
+        ),
+    }
 }
 
 /// Reads `--master`: a `zk://` URL or `HOST:PORT`.
@@ -95,6 +131,15 @@ pub async fn main(
             launch_token_interval_ms: args.launch_token_refresh_interval.max(1),
             ..Tuning::default()
         },
+        http_auth: match &args.http_credentials {
+            Some(pair) => Some(HttpAuth {
+                credentials: Credentials::pair(pair)
+                    .map_err(|e| anyhow::anyhow!("--http-credentials: {e}"))?,
+                realm: args.http_realm.clone(),
+            }),
+            None => None,
+        },
+        mesos_auth: mesos_auth(&args)?,
     };
     drover_scheduler::process::serve(env, config, shutdown)
         .await
@@ -120,6 +165,8 @@ pub fn role() -> Role {
                 zk,
                 framework_name: "marathon".into(),
                 tuning: Tuning::default(),
+                http_auth: None,
+                mesos_auth: None,
             };
             let env = context.env.clone();
             drover_scheduler::process::serve(env, config, async move {

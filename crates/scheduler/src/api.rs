@@ -34,7 +34,27 @@ pub fn router(shared: Shared) -> axum::Router {
     axum::Router::new()
         .merge(crate::ui::router())
         .fallback(handle)
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            authenticate,
+        ))
         .with_state(shared)
+}
+
+/// With `--http_credentials`, a request without them gets 401 (the UI and the API alike);
+/// `GET /ping` stays open, as in Marathon. A follower forwards the caller's own header.
+async fn authenticate(
+    State(shared): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(auth) = &shared.config.http_auth {
+        let open = request.method() == Method::GET && request.uri().path() == "/ping";
+        if !open && auth.credentials.authenticate(request.headers()).is_none() {
+            return drover_core::auth::unauthorized(&auth.realm);
+        }
+    }
+    next.run(request).await
 }
 
 type Params = Vec<(String, String)>;

@@ -46,6 +46,19 @@ pub struct Config {
     pub zk: ZkUrl,
     pub framework_name: String,
     pub tuning: Tuning,
+    /// Marathon's `--http_credentials` and `--http_realm`: when set, every request but
+    /// `GET /ping` must carry them (HTTP Basic).
+    pub http_auth: Option<HttpAuth>,
+    /// Marathon's `--mesos_authentication_principal` and the secret of
+    /// `--mesos_authentication_secret_file`: how the scheduler proves itself to the master.
+    pub mesos_auth: Option<(String, String)>,
+}
+
+/// Who may call the REST API, and the realm named in the 401 challenge.
+#[derive(Clone, Debug)]
+pub struct HttpAuth {
+    pub credentials: drover_core::auth::Credentials,
+    pub realm: String,
 }
 
 /// A reply to an API request.
@@ -171,9 +184,11 @@ pub(crate) async fn core(
                             hostname: Some(config.hostname.clone()),
                             webui_url: Some(format!("http://{}:{}", config.hostname, config.port)),
                             capabilities: vec![v1::Capability { kind: "PARTITION_AWARE".into() }],
+                            principal: config.mesos_auth.as_ref().map(|(principal, _)| principal.clone()),
                             ..FrameworkInfo::default()
                         };
-                        let (driver, driver_events) = Driver::start(env.clone(), config.master.clone(), info);
+                        let secret = config.mesos_auth.as_ref().map(|(_, secret)| secret.as_str());
+                        let (driver, driver_events) = Driver::start_authenticated(env.clone(), config.master.clone(), info, secret);
                         let outbox = Outbox::start(driver);
                         leading = Some(Leading { scheduler, store, outbox, driver_events, ready_at: None, last_reconcile: now(), pending: None });
                     }

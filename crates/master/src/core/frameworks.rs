@@ -61,6 +61,17 @@ impl Master {
                         format!("Framework {id} has been removed"),
                     ));
                 }
+                // As Mesos: a framework's principal does not change over a failover.
+                let known = self
+                    .frameworks
+                    .get(&id)
+                    .and_then(|f| f.info.principal.clone());
+                if known.is_some() && known != info.principal {
+                    return Err(ApiError::new(
+                        403,
+                        format!("Changing framework's principal is not allowed (framework {id})"),
+                    ));
+                }
                 id
             }
             None => self.fresh_id("F"),
@@ -159,6 +170,32 @@ impl Master {
             )),
             Some(_) => Ok(framework_id),
         }
+    }
+
+    /// With frameworks authenticated, a call acts for its framework only when it comes from the
+    /// principal the framework subscribed as; passes the framework on.
+    pub fn check_principal(
+        &self,
+        framework_id: &str,
+        principal: Option<&str>,
+    ) -> Result<String, ApiError> {
+        let Some(principal) = principal else {
+            return Ok(framework_id.to_string());
+        };
+        let owner = self
+            .frameworks
+            .get(framework_id)
+            .and_then(|f| f.info.principal.as_deref());
+        if owner != Some(principal) {
+            return Err(ApiError::new(
+                403,
+                format!(
+                    "Principal '{principal}' may not act for framework {framework_id} (subscribed as {})",
+                    owner.map_or("no principal".to_string(), |o| format!("'{o}'"))
+                ),
+            ));
+        }
+        Ok(framework_id.to_string())
     }
 
     /// Any call but SUBSCRIBE, after [`Master::check_stream`].

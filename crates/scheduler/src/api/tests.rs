@@ -819,6 +819,8 @@ fn info_has_marathons_keys() {
         zk: "zk://z:2181/drover".parse().expect("a zk url"),
         framework_name: "marathon".into(),
         tuning: Tuning::default(),
+        http_auth: None,
+        mesos_auth: None,
     };
     let info = info_json(
         &config,

@@ -1,0 +1,234 @@
+//! HTTP Basic authentication, as Mesos (`--credentials`, `--authenticate_*`) and Marathon
+//! (`--http_credentials`, `--http_realm`) do it: who may call is a set of principals with their
+//! secrets; a request without a matching `Authorization: Basic` header gets 401 with a
+//! `WWW-Authenticate: Basic realm="..."` challenge, and nothing else happens.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use axum::body::Body;
+use axum::response::Response;
+use base64::Engine as _;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde::Deserialize;
+
+/// Principals and their secrets.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credentials(BTreeMap<String, String>);
+
+impl fmt::Debug for Credentials {
+    /// The principals only: secrets never reach a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialsFile {
+    credentials: Vec<CredentialEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialEntry {
+    principal: String,
+    #[serde(default)]
+    secret: String,
+}
+
+impl Credentials {
+    /// One principal (Marathon's `--http_credentials user:password`).
+    pub fn pair(text: &str) -> Result<Credentials, String> {
+        let (user, password) = text
+            .split_once(':')
+            .ok_or_else(|| "expected USER:PASSWORD".to_string())?;
+        if user.is_empty() {
+            return Err("expected USER:PASSWORD with a user name".into());
+        }
+        Ok(Credentials(BTreeMap::from([(
+            user.to_string(),
+            password.to_string(),
+        )])))
+    }
+
+    /// A Mesos credentials file: JSON `{"credentials": [{"principal": .., "secret": ..}]}`, or
+    /// Mesos' text form, one `principal secret` per line.
+    pub fn parse(text: &str) -> Result<Credentials, String> {
+        let mut out = BTreeMap::new();
+        if text.trim_start().starts_with('{') {
+            let file: CredentialsFile =
+                serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text))
+                    .map_err(|e| format!("at {}: {}", e.path(), e.inner()))?;
+            for entry in file.credentials {
+                if entry.principal.is_empty() {
+                    return Err("a credential has an empty principal".into());
+                }
+                out.insert(entry.principal, entry.secret);
+            }
+        } else {
+            for (number, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let mut words = line.split_whitespace();
+                let (Some(principal), secret, None) = (words.next(), words.next(), words.next())
+                else {
+                    return Err(format!(
+                        "line {}: expected `principal secret`, found {line:?}",
+                        number + 1
+                    ));
+                };
+                out.insert(principal.to_string(), secret.unwrap_or("").to_string());
+            }
+        }
+        if out.is_empty() {
+            return Err("no credentials".into());
+        }
+        Ok(Credentials(out))
+    }
+
+    /// Reads a credentials file (see [`Credentials::parse`]).
+    pub fn load(path: &std::path::Path) -> Result<Credentials, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("credentials file {}: {e}", path.display()))?;
+        Credentials::parse(&text).map_err(|e| format!("credentials file {}: {e}", path.display()))
+    }
+
+    /// Whether `secret` is the principal's (compared in time independent of where they differ).
+    pub fn accepts(&self, principal: &str, secret: &str) -> bool {
+        self.0
+            .get(principal)
+            .is_some_and(|known| same_bytes(known.as_bytes(), secret.as_bytes()))
+    }
+
+    /// The principal a request's `Authorization: Basic` header proves, if any.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Option<String> {
+        let (principal, secret) = basic(headers)?;
+        self.accepts(&principal, &secret).then_some(principal)
+    }
+}
+
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The (principal, secret) of an `Authorization: Basic` header.
+pub fn basic(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (principal, secret) = text.split_once(':')?;
+    Some((principal.to_string(), secret.to_string()))
+}
+
+/// The `Authorization` header value that proves `principal`.
+pub fn authorization(principal: &str, secret: &str) -> HeaderValue {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{principal}:{secret}"));
+    HeaderValue::from_str(&format!("Basic {encoded}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("Basic"))
+}
+
+/// 401 with the challenge for `realm`, and a JSON body saying why.
+pub fn unauthorized(realm: &str) -> Response {
+    let mut response = Response::new(Body::from(
+        serde_json::json!({"message": "Invalid username or password."}).to_string(),
+    ));
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    let challenge = format!("Basic realm=\"{}\"", realm.replace(['"', '\\'], ""));
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(http::header::WWW_AUTHENTICATE, value);
+    }
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_str(value).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn mesos_credentials_files_in_both_forms() {
+        let json = Credentials::parse(
+            r#"{"credentials": [{"principal": "marathon", "secret": "s3"}, {"principal": "ops", "secret": "x"}]}"#,
+        )
+        .unwrap();
+        assert!(json.accepts("marathon", "s3") && json.accepts("ops", "x"));
+        assert!(!json.accepts("marathon", "s4") && !json.accepts("nobody", "s3"));
+        let text = Credentials::parse("# comment\nmarathon s3\n\nops x\n").unwrap();
+        assert_eq!(text, json);
+        assert_eq!(format!("{json:?}"), r#"{"marathon", "ops"}"#);
+        for bad in [
+            "",
+            "{}",
+            r#"{"credentials": []}"#,
+            r#"{"credentials": [{"principal": "", "secret": "a"}]}"#,
+            r#"{"credentials": [{"principal": "a", "secret": "b", "extra": 1}]}"#,
+            "a b c",
+        ] {
+            assert!(Credentials::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        let e = Credentials::parse(r#"{"credentials": [{"principal": 5}]}"#).unwrap_err();
+        assert!(e.contains("credentials[0].principal"), "{e}");
+    }
+
+    #[test]
+    fn basic_headers_prove_a_principal_or_nothing() {
+        let creds = Credentials::pair("admin:pa:ss").unwrap();
+        assert_eq!(
+            creds.authenticate(&headers(authorization("admin", "pa:ss").to_str().unwrap())),
+            Some("admin".into())
+        );
+        for bad in [
+            authorization("admin", "wrong")
+                .to_str()
+                .unwrap()
+                .to_string(),
+            authorization("other", "pa:ss")
+                .to_str()
+                .unwrap()
+                .to_string(),
+            "Bearer abc".into(),
+            "Basic !!!not-base64".into(),
+            "Basic".into(),
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode("no-colon")
+            ),
+        ] {
+            assert_eq!(creds.authenticate(&headers(&bad)), None, "{bad}");
+        }
+        assert_eq!(creds.authenticate(&HeaderMap::new()), None);
+        assert!(Credentials::pair("nocolon").is_err() && Credentials::pair(":x").is_err());
+        let r = unauthorized("Mesosphere");
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            r.headers()[http::header::WWW_AUTHENTICATE],
+            "Basic realm=\"Mesosphere\""
+        );
+    }
+}
