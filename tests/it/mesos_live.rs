@@ -758,7 +758,7 @@ fn marathon_with_http_credentials_runs_apps_on_a_master_that_authenticates() -> 
                 "--master",
                 &format!("127.0.0.1:{}", secured.master.port),
                 "--zk",
-                &format!("zk://{}/marathon-auth", coord.hosts()),
+                &format!("zk://{principal}:{secret}@{}/marathon-auth", coord.hosts()),
                 "--ip",
                 "127.0.0.1",
                 "--http-port",
@@ -812,6 +812,41 @@ fn marathon_with_http_credentials_runs_apps_on_a_master_that_authenticates() -> 
     let ran = run_limited(check, "marathon-auth-check", 240)?;
     if !ran.ok() {
         return Err(format!("{}\n{}", ran.describe("auth_check.py"), logs()));
+    }
+    println!("{}", ran.stdout);
+    // The schedulers' state in coord, created through zk://USER:PASSWORD@, is theirs alone
+    // (Marathon's CREATOR_ALL): kazoo without the digest is refused, with it reads.
+    let script = r#"
+import sys
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoAuthError
+hosts, creds = sys.argv[1], sys.argv[2]
+anon = KazooClient(hosts=hosts); anon.start(timeout=30)
+try:
+    anon.get_children("/marathon-auth")
+    print("FAIL: read without the digest")
+    sys.exit(1)
+except NoAuthError:
+    print("ok: NoAuth without the digest")
+owner = KazooClient(hosts=hosts, auth_data=[("digest", creds)]); owner.start(timeout=30)
+acls, _ = owner.get_acls("/marathon-auth")
+print("ok: children %s, ACL %s" % (sorted(owner.get_children("/marathon-auth")),
+      [(a.perms, a.id.scheme, a.id.id.split(":")[0]) for a in acls]))
+assert [(a.perms, a.id.scheme) for a in acls] == [(31, "digest")], acls
+for c in (anon, owner):
+    c.stop(); c.close()
+"#;
+    let mut kazoo = Command::new(python());
+    kazoo
+        .args(["-c", script, &coord.hosts()])
+        .arg(format!("{principal}:{secret}"));
+    let ran = run_limited(kazoo, "kazoo-acl", 90)?;
+    if !ran.ok() {
+        return Err(format!(
+            "{}\n{}",
+            ran.describe("the kazoo ACL check"),
+            logs()
+        ));
     }
     println!("{}", ran.stdout);
     Ok(())

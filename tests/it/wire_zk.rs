@@ -314,7 +314,7 @@ pub fn run_zkcli_check(server: &str) -> Result<(), String> {
 }
 
 /// Prints a failure in full (newlines intact) and returns its first line as the test's error.
-fn report(result: Result<(), String>) -> Result<(), String> {
+fn report<T>(result: Result<T, String>) -> Result<T, String> {
     result.map_err(|e| {
         eprintln!("{e}");
         e.lines().next().unwrap_or("failed").to_string()
@@ -358,4 +358,62 @@ fn the_pass_line_is_read_strictly() {
     assert!(!all_passed("0 passed, 0 failed\n"));
     assert!(!all_passed("3 passed, 0 failed\nFAIL late\n"));
     assert!(!all_passed(""));
+}
+
+/// Runs `tests/zk/acl_check.py` against `hosts` under a unique root: its transcript.
+fn acl_transcript(hosts: &str) -> Result<String, String> {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let root_path = format!(
+        "/drover-acl-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut cmd = Command::new(python());
+    cmd.arg(zk_scripts().join("acl_check.py"))
+        .args(["--hosts", hosts])
+        .args(["--root", &root_path]);
+    let ran = run_limited(cmd, "acl-check", KAZOO_SECS)?;
+    if !ran.ok() || ran.stdout.lines().last() != Some("done") {
+        return Err(ran.describe(&format!("acl_check.py --hosts {hosts}")));
+    }
+    Ok(ran.stdout)
+}
+
+#[test]
+fn kazoo_acl_script_gets_the_same_answers_from_drover_as_from_zookeeper() -> Result<(), String> {
+    let test = "kazoo_acl_script_gets_the_same_answers_from_drover_as_from_zookeeper";
+    let missing = missing_tools(true, false);
+    if !missing.is_empty() {
+        return skip_or_fail(test, &missing);
+    }
+    let reference = RealZooKeeper::start("wire-acl", 1).and_then(|zk| acl_transcript(zk.hosts()));
+    let reference = report(reference)?;
+    // The reference itself must have refused and allowed, or the comparison proves nothing.
+    for expected in [
+        "anon reads it: NoAuthError",
+        "alice reads it: ok b's'",
+        "anon creates with the auth scheme: InvalidACLError",
+        "bob writes it: ok version=1",
+        "a client authenticates with an unknown scheme: AuthFailedError",
+    ] {
+        assert!(
+            reference.lines().any(|l| l == expected),
+            "ZooKeeper's transcript lacks {expected:?}:\n{reference}"
+        );
+    }
+    let coord = crate::coord_live::DroverCoord::start("wire-acl", 3);
+    let ours = report(acl_transcript(&coord.hosts()))?;
+    let differ: Vec<String> = reference
+        .lines()
+        .zip(ours.lines())
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| format!("  ZooKeeper: {a}\n  drover:    {b}"))
+        .collect();
+    assert!(
+        differ.is_empty() && reference.lines().count() == ours.lines().count(),
+        "drover coord answered the ACL script differently:\n{}\n--- ZooKeeper\n{reference}\n--- drover\n{ours}",
+        differ.join("\n")
+    );
+    println!("{ours}");
+    Ok(())
 }

@@ -65,6 +65,8 @@ impl Detector {
                     servers: servers.clone(),
                     session_timeout,
                     connect_timeout: Duration::from_secs(2),
+                    auth: Vec::new(),
+                    acl: vec![drover_coord::proto::Acl::open()],
                 };
                 let task =
                     drover_core::env::spawn(follow(env.clone(), config, path.clone(), sender));

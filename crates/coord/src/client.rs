@@ -68,6 +68,11 @@ pub struct ClientConfig {
     pub servers: Vec<(String, u16)>,
     pub session_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Auth packets (scheme, data) sent on every connection before anything else, as
+    /// `addauth digest user:password` does.
+    pub auth: Vec<(String, Vec<u8>)>,
+    /// The ACL [`Client::create`] gives nodes (default: `world:anyone`, every permission).
+    pub acl: Vec<Acl>,
 }
 
 impl ClientConfig {
@@ -90,6 +95,8 @@ impl ClientConfig {
             servers,
             session_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(2),
+            auth: Vec::new(),
+            acl: vec![Acl::open()],
         })
     }
 }
@@ -123,6 +130,7 @@ pub struct Client {
     commands: mpsc::UnboundedSender<Command>,
     state: watch::Receiver<State>,
     session: watch::Receiver<i64>,
+    acl: std::sync::Arc<Vec<Acl>>,
 }
 
 impl Client {
@@ -131,12 +139,19 @@ impl Client {
         let (commands, receiver) = mpsc::unbounded_channel();
         let (state_sender, state) = watch::channel(State::Connecting);
         let (session_sender, session) = watch::channel(0);
+        let acl = std::sync::Arc::new(config.acl.clone());
         drover_core::env::spawn(run(env, config, receiver, state_sender, session_sender));
         Client {
             commands,
             state,
             session,
+            acl,
         }
+    }
+
+    /// The ACL this client's creates give nodes (its configuration's).
+    pub fn acl(&self) -> Vec<Acl> {
+        self.acl.as_ref().clone()
     }
 
     pub fn state(&self) -> State {
@@ -187,7 +202,7 @@ impl Client {
         let op = Op::Create {
             path: path.into(),
             data: data.to_vec(),
-            acl: vec![Acl::open()],
+            acl: self.acl(),
             flags: mode.flags(),
             opcode: op::CREATE,
         };
@@ -488,7 +503,7 @@ async fn run(
             &mut backlog,
             &state,
             &session_id,
-            config.connect_timeout,
+            (config.connect_timeout, &config.auth),
         )
         .await
         {
@@ -598,7 +613,7 @@ async fn connected(
     backlog: &mut VecDeque<Command>,
     state: &watch::Sender<State>,
     session_id: &watch::Sender<i64>,
-    connect_timeout: Duration,
+    (connect_timeout, auth): (Duration, &[(String, Vec<u8>)]),
 ) -> End {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let handshake = ConnectRequest {
@@ -629,6 +644,19 @@ async fn connected(
     let _ = session_id.send(session.id);
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let mut next_xid: i32 = 1;
+    // Who the client is, first on every connection: the server takes requests in order.
+    for (scheme, data) in auth {
+        let packet = encode_request(&Request {
+            xid: proto::XID_AUTH,
+            op: Op::Auth {
+                scheme: scheme.clone(),
+                data: data.clone(),
+            },
+        });
+        if writer.write_all(&packet).await.is_err() {
+            return End::Lost;
+        }
+    }
     // Watches survive the move to another server: register them again.
     if !session.watches.is_empty() {
         let paths = |kind: WatchKind| -> Vec<String> {

@@ -17,6 +17,8 @@ const CREATE_SESSION: i32 = 1;
 const CLOSE_SESSION: i32 = 2;
 const WRITE: i32 = 3;
 const NOOP: i32 = 4;
+/// A write with the ids its connection proved (WRITE, of earlier versions, had none).
+const WRITE_AS: i32 = 5;
 
 impl LogEntry {
     pub fn encode(&self) -> Vec<u8> {
@@ -39,9 +41,19 @@ impl LogEntry {
                 w.int(CLOSE_SESSION);
                 w.long(*id);
             }
-            Txn::Write { session, op } => {
-                w.int(WRITE);
-                w.long(*session);
+            Txn::Write { session, op, ids } => {
+                if ids.is_empty() {
+                    w.int(WRITE);
+                    w.long(*session);
+                } else {
+                    w.int(WRITE_AS);
+                    w.long(*session);
+                    w.int(ids.len() as i32);
+                    for (scheme, id) in ids {
+                        w.string(scheme);
+                        w.string(id);
+                    }
+                }
                 // Reuse the request encoding (xid 0) for the operation itself.
                 let packet = encode_request(&Request {
                     xid: 0,
@@ -70,19 +82,27 @@ impl LogEntry {
             CLOSE_SESSION => Txn::CloseSession {
                 id: r.long("session id")?,
             },
-            WRITE => {
+            kind @ (WRITE | WRITE_AS) => {
                 let session = r.long("session id")?;
+                let mut ids = Vec::new();
+                if kind == WRITE_AS {
+                    let count = r.int("id count")?;
+                    for _ in 0..count.max(0) {
+                        ids.push((r.string("id scheme")?, r.string("id")?));
+                    }
+                }
                 let body = r.buffer("operation")?;
                 Txn::Write {
                     session,
                     op: decode_request(&body)?.op,
+                    ids,
                 }
             }
             NOOP => Txn::Noop,
             other => {
                 return Err(DecodeError {
                     offset: 24,
-                    expected: format!("a txn kind from 1 to 4, found {other}"),
+                    expected: format!("a txn kind from 1 to 5, found {other}"),
                 })
             }
         };
@@ -111,6 +131,10 @@ mod tests {
             Txn::Noop,
             Txn::Write {
                 session: 3,
+                ids: vec![
+                    ("ip".into(), "10.0.0.1".into()),
+                    ("digest".into(), "u:h".into()),
+                ],
                 op: Op::Multi {
                     ops: vec![
                         Op::Create {

@@ -262,6 +262,7 @@ pub enum Op {
     },
     Auth {
         scheme: String,
+        data: Vec<u8>,
     },
     CloseSession,
     Ping,
@@ -416,7 +417,7 @@ impl<'a> Reader<'a> {
         self.vector(what, |r| r.string(what))
     }
 
-    fn acls(&mut self) -> Result<Vec<Acl>, DecodeError> {
+    pub(crate) fn acls(&mut self) -> Result<Vec<Acl>, DecodeError> {
         self.vector("acl list", |r| {
             Ok(Acl {
                 perms: r.int("acl perms")?,
@@ -635,8 +636,8 @@ fn decode_op(r: &mut Reader<'_>, opcode: i32, depth: usize) -> Result<Op, Decode
         op::AUTH => {
             r.int("auth type")?;
             let scheme = r.string("auth scheme")?;
-            r.buffer("auth data")?;
-            Op::Auth { scheme }
+            let data = r.buffer("auth data")?;
+            Op::Auth { scheme, data }
         }
         op::CLOSE_SESSION => Op::CloseSession,
         op::PING => Op::Ping,
@@ -832,10 +833,10 @@ fn write_op_body(w: &mut Writer, op: &Op) {
             w.strings(exist);
             w.strings(child);
         }
-        Op::Auth { scheme } => {
+        Op::Auth { scheme, data } => {
             w.int(0);
             w.string(scheme);
-            w.buffer(&[]);
+            w.buffer(data);
         }
         Op::CloseSession | Op::Ping | Op::Unsupported { .. } => {}
     }

@@ -26,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
+use crate::acl::{self, Id};
 use crate::entry::LogEntry;
 use crate::log::{RaftLog, WrittenSnapshot};
 use crate::proto::{
@@ -148,6 +149,8 @@ enum Input {
     Connect {
         connection: ConnectionId,
         request: ConnectRequest,
+        /// The client's address: its `ip` id.
+        peer: std::net::IpAddr,
         out: mpsc::UnboundedSender<Outgoing>,
     },
     Request {
@@ -176,6 +179,8 @@ struct Connection {
     queue: VecDeque<Request>,
     busy: bool,
     last_heard_ms: u64,
+    /// Who the client has proven to be: `ip:<its address>`, and each digest it authenticated.
+    ids: Vec<Id>,
 }
 
 enum Waiting {
@@ -552,6 +557,7 @@ impl Core {
                     Txn::Write {
                         session: 0,
                         op: Op::Delete { path, version: -1 },
+                        ids: Vec::new(),
                     },
                     None,
                 );
@@ -636,8 +642,9 @@ impl Core {
             Input::Connect {
                 connection,
                 request,
+                peer,
                 out,
-            } => self.connect(connection, request, out, now),
+            } => self.connect(connection, request, peer, out, now),
             Input::Request {
                 connection,
                 request,

@@ -6,10 +6,12 @@
 //! connected to.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 
+use crate::acl::{self, perm, Id};
 use crate::proto::{
     mode, op, Acl, DecodeError, ErrorCode, MultiResult, Op, Reader, Response, Stat, Writer,
 };
@@ -29,6 +31,24 @@ pub struct Node {
     /// sequential children by creates only; `cversion` counts deletes too.)
     #[serde(default)]
     pub creates: i32,
+    /// The node's ACL; None is `world:anyone` with every permission, which nearly every node has
+    /// (nothing is stored for it).
+    #[serde(default)]
+    pub acl: Option<Arc<Vec<Acl>>>,
+}
+
+impl Node {
+    pub fn acl(&self) -> &[Acl] {
+        match &self.acl {
+            Some(acl) => acl,
+            None => &acl::OPEN,
+        }
+    }
+}
+
+/// How a node keeps `acl` (already fixed up).
+fn stored_acl(acl: Vec<Acl>) -> Option<Arc<Vec<Acl>>> {
+    (acl != *acl::OPEN).then(|| Arc::new(acl))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,8 +67,9 @@ pub enum Txn {
     },
     /// A client's close, or the leader's expiry of a silent session.
     CloseSession { id: i64 },
-    /// A write operation of a session (create, delete, setData, setACL, check, multi).
-    Write { session: i64, op: Op },
+    /// A write operation of a session (create, delete, setData, setACL, check, multi), with the
+    /// ids its connection had proven (the ACLs are checked where the entry is applied).
+    Write { session: i64, op: Op, ids: Vec<Id> },
     /// Changes nothing: a barrier for `sync`, and the leader's first entry of a term.
     Noop,
 }
@@ -90,6 +111,7 @@ impl Default for DataTree {
             },
             children: children.iter().map(|c| c.to_string()).collect(),
             creates: children.len() as i32,
+            acl: None,
         };
         tree.nodes.insert("/".into(), empty(&["zookeeper"]));
         tree.nodes
@@ -135,10 +157,6 @@ fn name_of(path: &str) -> &str {
     &path[path.rfind('/').map_or(0, |i| i + 1)..]
 }
 
-fn acl_is_open(acl: &[Acl]) -> bool {
-    !acl.is_empty() && acl.iter().all(|a| a.scheme == "world" && a.id == "anyone")
-}
-
 /// The prior state of what an operation touched, so a failed multi can be undone. Only a multi
 /// keeps it (`keep`): a single operation that fails changes nothing, and copying a parent node
 /// with all its children for every create would make creates cost as much as the parent is big.
@@ -149,7 +167,9 @@ struct Undo {
     ephemerals: Vec<(i64, String, bool)>,
 }
 
-const SNAPSHOT_VERSION: i32 = 1;
+/// 2: each node's ACL after its counters (version 1, without them, is still read: every node
+/// then had the open ACL).
+const SNAPSHOT_VERSION: i32 = 2;
 
 /// The tree and sessions at one zxid, sharing their storage with the tree they came from.
 pub struct SnapshotView {
@@ -177,6 +197,7 @@ impl SnapshotView {
             w.buffer(&node.data);
             w.stat(&node.stat);
             w.int(node.creates);
+            w.acls(node.acl());
         }
         w.int(self.sessions.len() as i32);
         for (id, session) in &self.sessions {
@@ -207,10 +228,10 @@ impl DataTree {
     pub fn decode_snapshot(bytes: &[u8]) -> Result<DataTree, DecodeError> {
         let mut r = Reader::new(bytes);
         let version = r.int("snapshot version")?;
-        if version != SNAPSHOT_VERSION {
+        if !(1..=SNAPSHOT_VERSION).contains(&version) {
             return Err(DecodeError {
                 offset: 0,
-                expected: format!("snapshot version {SNAPSHOT_VERSION}, found {version}"),
+                expected: format!("snapshot version 1 to {SNAPSHOT_VERSION}, found {version}"),
             });
         }
         let last_zxid = r.long("last zxid")?;
@@ -226,6 +247,11 @@ impl DataTree {
             let data = r.buffer("node data")?;
             let stat = r.stat()?;
             let creates = r.int("node creates")?;
+            let acl = if version >= 2 {
+                stored_acl(r.acls()?)
+            } else {
+                None
+            };
             tree.nodes.insert(
                 path,
                 Node {
@@ -233,6 +259,7 @@ impl DataTree {
                     stat,
                     children: OrdSet::new(),
                     creates,
+                    acl,
                 },
             );
         }
@@ -304,8 +331,8 @@ impl DataTree {
             .collect()
     }
 
-    /// Serves a read operation.
-    pub fn read(&self, op: &Op) -> Result<Response, ErrorCode> {
+    /// Serves a read operation of a connection that proved `ids`.
+    pub fn read(&self, op: &Op, ids: &[Id]) -> Result<Response, ErrorCode> {
         let found = |path: &str| -> Result<&Node, ErrorCode> {
             validate_path(path)?;
             self.nodes.get(path).ok_or(ErrorCode::NoNode)
@@ -314,12 +341,14 @@ impl DataTree {
             Op::Exists { path, .. } => Ok(Response::Stat(found(path)?.stat)),
             Op::GetData { path, .. } => {
                 let node = found(path)?;
+                acl::allows(node.acl(), ids, perm::READ)?;
                 Ok(Response::Data(node.data.clone(), node.stat))
             }
             Op::GetChildren {
                 path, with_stat, ..
             } => {
                 let node = found(path)?;
+                acl::allows(node.acl(), ids, perm::READ)?;
                 let children = node.children.iter().cloned().collect();
                 Ok(if *with_stat {
                     Response::Children2(children, node.stat)
@@ -327,7 +356,11 @@ impl DataTree {
                     Response::Children(children)
                 })
             }
-            Op::GetAcl { path } => Ok(Response::Acl(vec![Acl::open()], found(path)?.stat)),
+            Op::GetAcl { path } => {
+                let node = found(path)?;
+                acl::allows(node.acl(), ids, perm::READ | perm::ADMIN)?;
+                Ok(Response::Acl(node.acl().to_vec(), node.stat))
+            }
             _ => Err(ErrorCode::Unimplemented),
         }
     }
@@ -368,20 +401,23 @@ impl DataTree {
                     for path in self.ephemerals_of(*id) {
                         let mut undo = Undo::default();
                         // An ephemeral has no children, so its deletion cannot fail.
-                        let _ = self.delete(&path, -1, zxid, &mut undo, &mut changes);
+                        let _ = self.delete(&path, -1, None, zxid, &mut undo, &mut changes);
                     }
                     self.ephemerals.remove(id);
                     Ok(Response::Empty)
                 }
             }
-            Txn::Write { session, op } => {
+            Txn::Write { session, op, ids } => {
+                // The servers' own writes (session 0: deleting empty containers) pass every ACL.
+                let system = [(acl::SUPER.to_string(), String::new())];
+                let ids = if *session == 0 { &system[..] } else { &ids[..] };
                 if *session != 0 && !self.sessions.contains_key(session) {
                     Err(ErrorCode::SessionExpired)
                 } else if let Op::Multi { ops } = op {
-                    Ok(self.multi(ops, *session, zxid, time_ms, &mut changes))
+                    Ok(self.multi(ops, *session, ids, zxid, time_ms, &mut changes))
                 } else {
                     let mut undo = Undo::default();
-                    self.write(op, *session, zxid, time_ms, &mut undo, &mut changes)
+                    self.write(op, *session, ids, zxid, time_ms, &mut undo, &mut changes)
                 }
             }
         };
@@ -392,6 +428,7 @@ impl DataTree {
         &mut self,
         ops: &[Op],
         session: i64,
+        ids: &[Id],
         zxid: i64,
         time_ms: i64,
         changes: &mut Vec<Change>,
@@ -405,7 +442,7 @@ impl DataTree {
         for (i, op) in ops.iter().enumerate() {
             let outcome = match op {
                 Op::Create { .. } | Op::Delete { .. } | Op::SetData { .. } | Op::Check { .. } => {
-                    self.write(op, session, zxid, time_ms, &mut undo, &mut staged)
+                    self.write(op, session, ids, zxid, time_ms, &mut undo, &mut staged)
                 }
                 _ => Err(ErrorCode::Unimplemented),
             };
@@ -458,10 +495,12 @@ impl DataTree {
             .push((path.to_string(), self.nodes.get(path).cloned()));
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &mut self,
         op: &Op,
         session: i64,
+        ids: &[Id],
         zxid: i64,
         time_ms: i64,
         undo: &mut Undo,
@@ -475,10 +514,19 @@ impl DataTree {
                 flags,
                 opcode,
             } => self.create(
-                path, data, acl, *flags, *opcode, session, zxid, time_ms, undo, changes,
+                path,
+                data,
+                acl,
+                *flags,
+                *opcode,
+                (session, ids),
+                zxid,
+                time_ms,
+                undo,
+                changes,
             ),
             Op::Delete { path, version } => self
-                .delete(path, *version, zxid, undo, changes)
+                .delete(path, *version, Some(ids), zxid, undo, changes)
                 .map(|_| Response::Empty),
             Op::SetData {
                 path,
@@ -490,6 +538,7 @@ impl DataTree {
                     return Err(ErrorCode::BadArguments);
                 }
                 let node = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
+                acl::allows(node.acl(), ids, perm::WRITE)?;
                 if *version != -1 && *version != node.stat.version {
                     return Err(ErrorCode::BadVersion);
                 }
@@ -505,21 +554,22 @@ impl DataTree {
             }
             Op::SetAcl { path, acl, version } => {
                 validate_path(path)?;
-                if !acl_is_open(acl) {
-                    return Err(ErrorCode::InvalidAcl);
-                }
+                let acl = acl::fixup(acl, ids)?;
                 let node = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
+                acl::allows(node.acl(), ids, perm::ADMIN)?;
                 if *version != -1 && *version != node.stat.aversion {
                     return Err(ErrorCode::BadVersion);
                 }
                 self.remember(undo, path);
                 let node = self.nodes.get_mut(path).ok_or(ErrorCode::NoNode)?;
+                node.acl = stored_acl(acl);
                 node.stat.aversion = node.stat.aversion.wrapping_add(1);
                 Ok(Response::Stat(node.stat))
             }
             Op::Check { path, version } => {
                 validate_path(path)?;
                 let node = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
+                acl::allows(node.acl(), ids, perm::READ)?;
                 if *version != -1 && *version != node.stat.version {
                     return Err(ErrorCode::BadVersion);
                 }
@@ -537,7 +587,7 @@ impl DataTree {
         acl: &[Acl],
         flags: i32,
         opcode: i32,
-        session: i64,
+        (session, ids): (i64, &[Id]),
         zxid: i64,
         time_ms: i64,
         undo: &mut Undo,
@@ -559,16 +609,15 @@ impl DataTree {
         if data.len() > MAX_DATA_BYTES {
             return Err(ErrorCode::BadArguments);
         }
-        if !acl_is_open(acl) {
-            return Err(ErrorCode::InvalidAcl);
-        }
         let parent_path = parent_of(path).to_string();
         // A sequential create may end with `/`: the suffix completes the name.
         validate_path(if sequential { &parent_path } else { path })?;
+        let acl = acl::fixup(acl, ids)?;
         if path == "/" {
             return Err(ErrorCode::NodeExists);
         }
         let parent = self.nodes.get(&parent_path).ok_or(ErrorCode::NoNode)?;
+        acl::allows(parent.acl(), ids, perm::CREATE)?;
         if parent.stat.ephemeral_owner != 0 && parent.stat.ephemeral_owner != CONTAINER_OWNER {
             return Err(ErrorCode::NoChildrenForEphemerals);
         }
@@ -619,6 +668,7 @@ impl DataTree {
                 stat,
                 children: OrdSet::new(),
                 creates: 0,
+                acl: stored_acl(acl),
             },
         );
         if ephemeral {
@@ -636,10 +686,13 @@ impl DataTree {
         })
     }
 
+    /// Deletes `path`; as a client with `ids` (checked against the parent's ACL), or as the
+    /// server itself (None: a session's ephemerals at its end).
     fn delete(
         &mut self,
         path: &str,
         version: i32,
+        ids: Option<&[Id]>,
         zxid: i64,
         undo: &mut Undo,
         changes: &mut Vec<Change>,
@@ -649,6 +702,9 @@ impl DataTree {
             return Err(ErrorCode::BadArguments);
         }
         let node = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
+        if let (Some(ids), Some(parent)) = (ids, self.nodes.get(parent_of(path))) {
+            acl::allows(parent.acl(), ids, perm::DELETE)?;
+        }
         if version != -1 && version != node.stat.version {
             return Err(ErrorCode::BadVersion);
         }
@@ -702,7 +758,16 @@ mod tests {
     }
 
     fn write(tree: &mut DataTree, zxid: i64, session: i64, op: Op) -> Result<Response, ErrorCode> {
-        tree.apply(zxid, 1000 + zxid, &Txn::Write { session, op }).0
+        tree.apply(
+            zxid,
+            1000 + zxid,
+            &Txn::Write {
+                session,
+                op,
+                ids: Vec::new(),
+            },
+        )
+        .0
     }
 
     #[test]
@@ -820,6 +885,7 @@ mod tests {
             &Txn::Write {
                 session: 0,
                 op: Op::Multi { ops },
+                ids: Vec::new(),
             },
         );
         assert_eq!(
@@ -936,20 +1002,173 @@ mod tests {
     }
 
     #[test]
-    fn only_world_anyone_acls() {
+    fn acls_are_enforced_on_every_operation_with_the_ids_of_the_entry() {
         let mut tree = DataTree::default();
-        let op = Op::Create {
-            path: "/a".into(),
+        let alice: Id = ("digest".into(), acl::digest("alice:pw").unwrap());
+        let bob: Id = ("digest".into(), acl::digest("bob:pw").unwrap());
+        let session = 1i64 << 40;
+        let _ = tree.apply(
+            1,
+            0,
+            &Txn::CreateSession {
+                id: session,
+                password: vec![0; 16],
+                timeout_ms: 10_000,
+            },
+        );
+        let as_ = |tree: &mut DataTree, zxid: i64, ids: &[Id], op: Op| {
+            let txn = Txn::Write {
+                session,
+                op,
+                ids: ids.to_vec(),
+            };
+            tree.apply(zxid, 1000 + zxid, &txn).0
+        };
+        let mine = vec![
+            Acl {
+                perms: perm::READ,
+                scheme: "world".into(),
+                id: "anyone".into(),
+            },
+            Acl {
+                perms: perm::ALL,
+                scheme: "auth".into(),
+                id: String::new(),
+            },
+        ];
+        let create = |path: &str, acl: Vec<Acl>| Op::Create {
+            path: path.into(),
             data: vec![],
-            acl: vec![Acl {
-                perms: 31,
-                scheme: "digest".into(),
-                id: "u:p".into(),
-            }],
+            acl,
             flags: 0,
             opcode: op::CREATE,
         };
-        assert_eq!(write(&mut tree, 1, 0, op), Err(ErrorCode::InvalidAcl));
+        // `auth` needs a digest id.
+        assert_eq!(
+            as_(&mut tree, 2, &[], create("/a", mine.clone())),
+            Err(ErrorCode::InvalidAcl)
+        );
+        assert!(as_(
+            &mut tree,
+            3,
+            std::slice::from_ref(&alice),
+            create("/a", mine.clone())
+        )
+        .is_ok());
+        let stored = tree.node("/a").unwrap().acl().to_vec();
+        assert_eq!(stored[1].id, alice.1);
+        // Anyone reads; only alice writes, creates below, deletes below, sets the ACL.
+        let get = Op::GetData {
+            path: "/a".into(),
+            watch: false,
+        };
+        assert!(tree.read(&get, &[]).is_ok());
+        let set = |v: i32| Op::SetData {
+            path: "/a".into(),
+            data: vec![1],
+            version: v,
+        };
+        assert_eq!(
+            as_(&mut tree, 4, std::slice::from_ref(&bob), set(-1)),
+            Err(ErrorCode::NoAuth)
+        );
+        // NoAuth comes before a version mismatch, NoNode before NoAuth (as in ZooKeeper).
+        assert_eq!(
+            as_(&mut tree, 5, std::slice::from_ref(&bob), set(9)),
+            Err(ErrorCode::NoAuth)
+        );
+        let missing = Op::SetData {
+            path: "/nope".into(),
+            data: vec![],
+            version: -1,
+        };
+        assert_eq!(
+            as_(&mut tree, 6, std::slice::from_ref(&bob), missing),
+            Err(ErrorCode::NoNode)
+        );
+        assert!(as_(&mut tree, 7, std::slice::from_ref(&alice), set(-1)).is_ok());
+        let child = create("/a/b", vec![Acl::open()]);
+        assert_eq!(
+            as_(&mut tree, 8, std::slice::from_ref(&bob), child.clone()),
+            Err(ErrorCode::NoAuth)
+        );
+        assert!(as_(&mut tree, 9, std::slice::from_ref(&alice), child).is_ok());
+        let delete = Op::Delete {
+            path: "/a/b".into(),
+            version: -1,
+        };
+        assert_eq!(
+            as_(&mut tree, 10, std::slice::from_ref(&bob), delete.clone()),
+            Err(ErrorCode::NoAuth)
+        );
+        // A multi whose one operation is not allowed changes nothing.
+        let multi = Op::Multi {
+            ops: vec![create("/open", vec![Acl::open()]), set(-1)],
+        };
+        let Ok(Response::Multi(results)) = as_(&mut tree, 11, std::slice::from_ref(&bob), multi)
+        else {
+            panic!("a multi answers with a multi");
+        };
+        assert_eq!(results[1], MultiResult::Error(ErrorCode::NoAuth));
+        assert!(tree.node("/open").is_none());
+        // setACL: ADMIN, the aversion checked; getACL: READ or ADMIN.
+        let lock = |v: i32| Op::SetAcl {
+            path: "/a".into(),
+            acl: vec![Acl {
+                perms: perm::ALL,
+                scheme: "digest".into(),
+                id: alice.1.clone(),
+            }],
+            version: v,
+        };
+        assert_eq!(
+            as_(&mut tree, 12, std::slice::from_ref(&bob), lock(0)),
+            Err(ErrorCode::NoAuth)
+        );
+        assert_eq!(
+            as_(&mut tree, 13, std::slice::from_ref(&alice), lock(5)),
+            Err(ErrorCode::BadVersion)
+        );
+        assert!(as_(&mut tree, 14, std::slice::from_ref(&alice), lock(0)).is_ok());
+        assert_eq!(tree.read(&get, &[]), Err(ErrorCode::NoAuth));
+        let get_acl = Op::GetAcl { path: "/a".into() };
+        assert_eq!(
+            tree.read(&get_acl, std::slice::from_ref(&bob)),
+            Err(ErrorCode::NoAuth)
+        );
+        let Ok(Response::Acl(acl, stat)) = tree.read(&get_acl, std::slice::from_ref(&alice)) else {
+            panic!("alice reads the ACL");
+        };
+        assert_eq!((acl.len(), stat.aversion), (1, 1));
+        // exists needs nothing; the snapshot keeps the ACLs.
+        assert!(tree
+            .read(
+                &Op::Exists {
+                    path: "/a".into(),
+                    watch: false
+                },
+                &[]
+            )
+            .is_ok());
+        let back = DataTree::decode_snapshot(&tree.encode_snapshot()).unwrap();
+        assert_eq!(
+            back.node("/a").unwrap().acl(),
+            tree.node("/a").unwrap().acl()
+        );
+        assert_eq!(back.node("/a/b").unwrap().acl, None);
+        // The servers' own writes (session 0) pass: an ACL never blocks deleting a container.
+        assert!(tree
+            .apply(
+                15,
+                0,
+                &Txn::Write {
+                    session: 0,
+                    op: delete,
+                    ids: Vec::new()
+                }
+            )
+            .0
+            .is_ok());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use drover_coord::client::{Client, ClientConfig, WatchFuture};
+use drover_coord::client::{Client, WatchFuture};
 use drover_coord::recipes;
 use drover_core::recordio;
 use drover_core::v1::{self, Call, CallType, Event, EventType, FrameworkInfo, Id, MasterInfo};
@@ -231,7 +231,7 @@ async fn find_master(
                     drover_coord::client::State::Expired | drover_coord::client::State::Closed
                 )
             }) {
-                let config = ClientConfig::from_hosts(&url.hosts).ok()?;
+                let config = url.client_config(crate::daemon::ZkAcl::Open).ok()?;
                 *zk = Some(Client::start(env.clone(), config));
             }
             let client = zk.as_ref()?;

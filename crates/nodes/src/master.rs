@@ -126,7 +126,7 @@ pub async fn main(
         &args.work_dir,
         None,
     );
-    tracing::info!(%bind, zk = ?args.zk, quorum = ?args.quorum, "master starting");
+    tracing::info!(%bind, zk = ?zk, quorum = ?args.quorum, "master starting");
     let config = Config {
         bind,
         hostname,
@@ -151,6 +151,7 @@ pub fn sim_zk(cluster: &drover_sim::cluster::ClusterMap) -> Option<ZkUrl> {
     Some(ZkUrl {
         hosts: hosts.join(","),
         path: "/mesos".into(),
+        credentials: None,
     })
 }
 

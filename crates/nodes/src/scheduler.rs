@@ -115,12 +115,14 @@ pub async fn main(
         &work_dir,
         None,
     );
-    tracing::info!(%bind, master = %args.master, zk = %args.zk, "scheduler starting");
+    let master = locator(&args.master)?;
+    // The parsed forms: their Debug leaves out a zk:// URL's password.
+    tracing::info!(%bind, ?master, ?zk, "scheduler starting");
     let config = Config {
         bind,
         hostname,
         port: args.http_port,
-        master: locator(&args.master)?,
+        master,
         zk,
         framework_name: args.framework_name.clone(),
         tuning: Tuning {
@@ -156,6 +158,7 @@ pub fn role() -> Role {
             let zk = ZkUrl {
                 hosts: master_zk.hosts.clone(),
                 path: "/marathon".into(),
+                credentials: None,
             };
             let config = Config {
                 bind: std::net::SocketAddr::from(([0, 0, 0, 0], PORT)),

@@ -29,6 +29,8 @@ fn connect(context: &NodeContext) -> Client {
         servers,
         session_timeout: Duration::from_secs(6),
         connect_timeout: Duration::from_secs(1),
+        auth: Vec::new(),
+        acl: vec![drover_coord::proto::Acl::open()],
     };
     Client::start(context.env.clone(), config)
 }

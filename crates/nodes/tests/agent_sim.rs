@@ -140,6 +140,8 @@ fn master_role(name: &'static str, tasks: fn() -> Vec<serde_json::Value>) -> Rol
                     servers,
                     session_timeout: Duration::from_secs(6),
                     connect_timeout: Duration::from_secs(1),
+                    auth: Vec::new(),
+                    acl: vec![drover_coord::proto::Acl::open()],
                 },
             );
             let info = serde_json::to_vec(&MasterInfo::new(&context.name, &context.name, 5050))?;

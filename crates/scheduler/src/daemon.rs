@@ -10,13 +10,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use drover_coord::client::{Client, ClientConfig};
+use drover_coord::client::Client;
 use drover_coord::proto::{Acl, ErrorCode, MultiResult, Op};
 use drover_coord::recipes;
 use drover_core::v1::{self, CallType, EventType, FrameworkInfo, Id};
 use drover_core::{Env, Event};
 use drover_master::client::{Driver, DriverEvent, Locator};
-use drover_master::daemon::ZkUrl;
+use drover_master::daemon::{ZkAcl, ZkUrl};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -669,7 +669,7 @@ impl Store {
                 if let Some((parent, _)) = key.rsplit_once('/') {
                     if parent.contains('/') && !planned.contains(&self.known, parent) {
                         planned.insert(parent.to_string());
-                        batch.push(create_op(self.path(parent), Vec::new()));
+                        batch.push(create_op(self.path(parent), Vec::new(), self.client.acl()));
                         batch_keys.push((parent.to_string(), true));
                     }
                 }
@@ -684,7 +684,7 @@ impl Store {
                             version: -1,
                         });
                     } else {
-                        batch.push(create_op(self.path(key), data.clone()));
+                        batch.push(create_op(self.path(key), data.clone(), self.client.acl()));
                         planned.insert(key.clone());
                     }
                     batch_keys.push((key.clone(), true));
@@ -786,11 +786,11 @@ impl Planned {
     }
 }
 
-fn create_op(path: String, data: Vec<u8>) -> Op {
+fn create_op(path: String, data: Vec<u8>, acl: Vec<Acl>) -> Op {
     Op::Create {
         path,
         data,
-        acl: vec![Acl::open()],
+        acl,
         flags: 0, // persistent
         opcode: drover_coord::proto::op::CREATE,
     }
@@ -802,7 +802,7 @@ pub async fn read_app_version(
     id: &PathId,
     version: &str,
 ) -> Result<Option<Value>, String> {
-    let client = ClientConfig::from_hosts(&shared.config.zk.hosts)?;
+    let client = shared.config.zk.client_config(ZkAcl::CreatorAll)?;
     let client = Client::start(shared.env.clone(), client);
     let path = format!(
         "{}/{}/{}/{version}",
@@ -897,7 +897,7 @@ pub(crate) async fn campaign(
     leader: Arc<Mutex<Option<String>>>,
     abdicate: mpsc::Receiver<()>,
 ) {
-    let Ok(client_config) = ClientConfig::from_hosts(&config.zk.hosts) else {
+    let Ok(client_config) = config.zk.client_config(ZkAcl::CreatorAll) else {
         return;
     };
     let me = format!("{}:{}", config.hostname, config.port);
@@ -914,7 +914,7 @@ pub(crate) async fn campaign(
 
 /// Who leads, by asking coord (for `/v2/leader` on a follower whose view may be stale).
 pub async fn lookup_leader(env: &Env, zk: &ZkUrl) -> Option<String> {
-    let client = Client::start(env.clone(), ClientConfig::from_hosts(&zk.hosts).ok()?);
+    let client = Client::start(env.clone(), zk.client_config(ZkAcl::CreatorAll).ok()?);
     let out = tokio::time::timeout(STORE_TIMEOUT, async {
         client.wait_connected().await.ok()?;
         let (_, data) = recipes::leader(&client, &format!("{}/leader", zk.path))

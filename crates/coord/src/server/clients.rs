@@ -8,6 +8,7 @@ impl Core {
         &mut self,
         connection: ConnectionId,
         request: ConnectRequest,
+        peer: std::net::IpAddr,
         out: mpsc::UnboundedSender<Outgoing>,
         now: u64,
     ) {
@@ -28,6 +29,7 @@ impl Core {
                 queue: VecDeque::new(),
                 busy: false,
                 last_heard_ms: now,
+                ids: vec![("ip".to_string(), peer.to_string())],
             },
         );
         if request.session_id == 0 {
@@ -242,6 +244,7 @@ impl Core {
                     Txn::Write {
                         session,
                         op: request.op.clone(),
+                        ids: conn.ids.clone(),
                     },
                     reply(Err(ErrorCode::Ok)),
                 )),
@@ -263,6 +266,11 @@ impl Core {
                     let (xid, result) = self.read(connection, &request);
                     let packet = encode_reply(xid, self.tree.last_zxid, &result);
                     self.send(connection, packet);
+                    if result == Err(ErrorCode::AuthFailed) {
+                        // As ZooKeeper: the failed auth is answered, then the connection closed.
+                        self.close(connection);
+                        return;
+                    }
                 }
             }
         }
@@ -277,7 +285,11 @@ impl Core {
             Op::Exists { path, watch }
             | Op::GetData { path, watch }
             | Op::GetChildren { path, watch, .. } => {
-                let result = self.tree.read(&request.op);
+                let ids = self
+                    .connections
+                    .get(&connection)
+                    .map_or(&[][..], |c| &c.ids);
+                let result = self.tree.read(&request.op, ids);
                 if *watch && validate_path(path).is_ok() {
                     let kind = match (&request.op, &result) {
                         (Op::GetChildren { .. }, Ok(_)) => Some(Kind::Child),
@@ -293,7 +305,13 @@ impl Core {
                 }
                 (request.xid, result)
             }
-            Op::GetAcl { .. } => (request.xid, self.tree.read(&request.op)),
+            Op::GetAcl { .. } => {
+                let ids = self
+                    .connections
+                    .get(&connection)
+                    .map_or(&[][..], |c| &c.ids);
+                (request.xid, self.tree.read(&request.op, ids))
+            }
             Op::SetWatches {
                 relative_zxid,
                 data,
@@ -303,7 +321,17 @@ impl Core {
                 self.set_watches(connection, *relative_zxid, data, exist, child);
                 (proto::XID_SET_WATCHES, Ok(Response::Empty))
             }
-            Op::Auth { .. } => (proto::XID_AUTH, Ok(Response::Empty)),
+            Op::Auth { scheme, data } => {
+                let result = acl::authenticate(scheme, data).map(|id| {
+                    if let (Some(id), Some(conn)) = (id, self.connections.get_mut(&connection)) {
+                        if !conn.ids.contains(&id) {
+                            conn.ids.push(id);
+                        }
+                    }
+                    Response::Empty
+                });
+                (proto::XID_AUTH, result)
+            }
             _ => (request.xid, Err(ErrorCode::Unimplemented)),
         }
     }

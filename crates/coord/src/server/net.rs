@@ -10,13 +10,14 @@ pub(super) async fn accept_clients(
 ) {
     let mut next: ConnectionId = 1;
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         drover_core::env::spawn(client_connection(
             next,
             stream,
+            peer.ip(),
             inputs.clone(),
             max_packet_bytes,
         ));
@@ -28,6 +29,7 @@ pub(super) async fn accept_clients(
 pub(super) async fn client_connection(
     connection: ConnectionId,
     stream: Stream,
+    peer: std::net::IpAddr,
     inputs: mpsc::UnboundedSender<Input>,
     max_packet_bytes: usize,
 ) {
@@ -81,7 +83,7 @@ pub(super) async fn client_connection(
                         match proto::decode_connect(&packet) {
                             Ok(request) => {
                                 connected = true;
-                                Input::Connect { connection, request, out: out.clone() }
+                                Input::Connect { connection, request, peer, out: out.clone() }
                             }
                             Err(error) => {
                                 tracing::debug!(connection, %error, "closing a client connection");
