@@ -21,6 +21,8 @@ pub struct DroverCoord {
     /// (client port, peer port) of each server.
     ports: Vec<(u16, u16)>,
     children: Vec<Option<Child>>,
+    /// More arguments for each server.
+    extra: Vec<Vec<String>>,
 }
 
 impl DroverCoord {
@@ -32,6 +34,22 @@ impl DroverCoord {
             dir,
             ports,
             children: (0..servers).map(|_| None).collect(),
+            extra: vec![Vec::new(); servers],
+        };
+        coord.start_all();
+        coord
+    }
+
+    /// `start`, with more arguments for each server.
+    pub fn start_with(name: &str, extra: Vec<Vec<String>>) -> DroverCoord {
+        let dir = scratch(&format!("coord-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let servers = extra.len();
+        let mut coord = DroverCoord {
+            dir,
+            ports: (0..servers).map(|_| (free_port(), free_port())).collect(),
+            children: (0..servers).map(|_| None).collect(),
+            extra,
         };
         coord.start_all();
         coord
@@ -62,6 +80,7 @@ impl DroverCoord {
             if self.ports.len() > 1 {
                 command.args(["--peers", &peers.join(",")]);
             }
+            command.args(&self.extra[i]);
             command
                 .stdout(log.try_clone().expect("log"))
                 .stderr(log)
@@ -304,4 +323,55 @@ async fn pipelined_writes_to_a_follower_are_all_answered() {
     assert_eq!(created.len(), 200);
     assert_eq!(mode_of(follower), "follower", "the follower still serves");
     zk.close().await;
+}
+
+#[tokio::test]
+async fn a_server_without_the_peer_secret_cannot_join_the_ensemble() {
+    let dir = scratch("peer-secrets");
+    std::fs::create_dir_all(&dir).expect("scratch");
+    let (right, wrong) = (dir.join("right"), dir.join("wrong"));
+    std::fs::write(&right, "the ensemble's secret\n").expect("secret");
+    std::fs::write(&wrong, "a guess\n").expect("secret");
+    let with = |file: &PathBuf| vec!["--peer-secret-file".to_string(), file.display().to_string()];
+    let mut coord = DroverCoord::start_with(
+        "peer-secret",
+        vec![with(&right), with(&right), with(&wrong)],
+    );
+    let ports: Vec<u16> = coord.ports.iter().map(|(client, _)| *client).collect();
+    let port = |i: usize| ports[i];
+    // Servers 1 and 2 elect a leader between them and serve a write.
+    let two = client(&format!("127.0.0.1:{},127.0.0.1:{}", port(0), port(1)));
+    until_served(|| two.create("/secret-check", b"v", CreateMode::Persistent))
+        .await
+        .expect("servers 1 and 2 serve");
+    // Server 3, whose answers to their challenges are wrong, hears nothing from them: it never
+    // learns of a leader (its own messages are dropped too) and serves no client.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let modes: Vec<String> = (0..3).map(|i| mode_of(port(i))).collect();
+    assert!(
+        modes[..2].contains(&"leader".to_string())
+            && modes[2] != "follower"
+            && modes[2] != "leader",
+        "modes {modes:?}"
+    );
+    let third = client(&format!("127.0.0.1:{}", port(2)));
+    let read = tokio::time::timeout(Duration::from_secs(5), third.get_data("/secret-check")).await;
+    // (Not closed: a client that never connected has no session to close.)
+    assert!(!matches!(read, Ok(Ok(_))), "server 3 answered: {read:?}");
+    drop(third);
+    let log = std::fs::read_to_string(coord.dir.join("server-1/log")).unwrap_or_default();
+    assert!(
+        log.contains("did not prove the peer secret"),
+        "server 1 logged no refused peer:\n{log}"
+    );
+    // With the right secret, server 3 joins and serves what the others wrote.
+    coord.extra[2] = with(&right);
+    coord.restart_all();
+    let all = client(&format!("127.0.0.1:{}", port(2)));
+    let (data, _) = until_served(|| all.get_data("/secret-check"))
+        .await
+        .expect("server 3 serves after a restart with the right secret");
+    assert_eq!(data, b"v");
+    all.close().await;
+    two.close().await;
 }

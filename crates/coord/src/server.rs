@@ -24,7 +24,7 @@ use raft::{RawNode, StateRole};
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedWrite;
 
 use crate::acl::{self, Id};
 use crate::entry::LogEntry;
@@ -57,6 +57,9 @@ pub struct Config {
     /// least half as many (drawn anew each time, as ZooKeeper's `snapCount`).
     pub snapshot_every: u64,
     pub max_packet_bytes: usize,
+    /// With a secret (`--peer-secret-file`), a peer connection carries nothing until its sender
+    /// has answered the receiver's challenge with it.
+    pub peer_secret: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 impl Config {
@@ -85,6 +88,7 @@ impl Default for Config {
             // still a whole tree encoded and fsynced (100 MB for 100k 1 KB nodes).
             snapshot_every: 100_000,
             max_packet_bytes: proto::MAX_PACKET_BYTES,
+            peer_secret: None,
         }
     }
 }
@@ -108,6 +112,12 @@ pub enum CoordError {
 const PEER_RAFT: u8 = 1;
 const PEER_TOUCH: u8 = 2;
 const PEER_KEEPALIVE_KIND: u8 = 3;
+/// The receiver's nonce, first on a peer connection when peers authenticate.
+const PEER_CHALLENGE: u8 = 4;
+/// The sender's answer to it, before anything else it sends.
+const PEER_PROOF: u8 = 5;
+/// What the answers of coord's peer links are bound to.
+const PEER_CONTEXT: &str = "drover-coord-peer";
 const PEER_QUEUE_FRAMES: usize = 1024;
 /// Peer frames carry whole snapshots, so they may be far larger than client packets.
 const PEER_MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
@@ -250,7 +260,12 @@ pub async fn serve(
                 port: own.1,
                 source,
             })?;
-        drover_core::env::spawn(accept_peers(peers, peer_inputs.clone()));
+        drover_core::env::spawn(accept_peers(
+            env.clone(),
+            peers,
+            peer_inputs.clone(),
+            config.peer_secret.clone(),
+        ));
     }
     let peer_inputs_for_core = peer_inputs;
     drover_core::env::spawn(accept_clients(
@@ -370,7 +385,12 @@ impl Core {
         for (id, (host, port)) in &config.peers {
             if *id != config.id {
                 let (sender, receiver) = mpsc::channel(PEER_QUEUE_FRAMES);
-                drover_core::env::spawn(send_to_peer(env.clone(), host.clone(), *port, receiver));
+                drover_core::env::spawn(send_to_peer(
+                    env.clone(),
+                    (host.clone(), *port),
+                    receiver,
+                    config.peer_secret.clone(),
+                ));
                 peers.insert(*id, sender);
             }
         }

@@ -158,6 +158,43 @@ pub fn unauthorized(realm: &str) -> Response {
     response
 }
 
+/// Challenge-response with a shared secret, for node-to-node links (coord's peers): the side that
+/// accepts sends a fresh nonce, the side that connects answers with
+/// `HMAC-SHA256(secret, context || nonce)`. The answer proves the secret without showing it and
+/// is worth nothing on another connection (another nonce).
+pub mod challenge {
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
+
+    /// The nonce's length.
+    pub const NONCE_BYTES: usize = 32;
+
+    /// The answer to `nonce` for a link of kind `context`.
+    pub fn answer(secret: &[u8], context: &str, nonce: &[u8]) -> Vec<u8> {
+        // Any key length is valid for HMAC: `new_from_slice` cannot fail here.
+        let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
+            Ok(mac) => mac,
+            Err(_) => return Vec::new(),
+        };
+        mac.update(context.as_bytes());
+        mac.update(&[0]);
+        mac.update(nonce);
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// Whether `answer` is the answer to `nonce` (compared in constant time).
+    pub fn verify(secret: &[u8], context: &str, nonce: &[u8], answer: &[u8]) -> bool {
+        let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
+            Ok(mac) => mac,
+            Err(_) => return false,
+        };
+        mac.update(context.as_bytes());
+        mac.update(&[0]);
+        mac.update(nonce);
+        mac.verify_slice(answer).is_ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +231,28 @@ mod tests {
         }
         let e = Credentials::parse(r#"{"credentials": [{"principal": 5}]}"#).unwrap_err();
         assert!(e.contains("credentials[0].principal"), "{e}");
+    }
+
+    #[test]
+    fn challenge_answers_prove_the_secret_for_one_nonce_only() {
+        let nonce = [7u8; challenge::NONCE_BYTES];
+        let answer = challenge::answer(b"s3cret", "coord-peer", &nonce);
+        assert_eq!(answer.len(), 32);
+        assert!(challenge::verify(b"s3cret", "coord-peer", &nonce, &answer));
+        assert!(!challenge::verify(b"other", "coord-peer", &nonce, &answer));
+        assert!(!challenge::verify(
+            b"s3cret",
+            "coord-peer",
+            &[8u8; 32],
+            &answer
+        ));
+        assert!(!challenge::verify(b"s3cret", "agent", &nonce, &answer));
+        assert!(!challenge::verify(
+            b"s3cret",
+            "coord-peer",
+            &nonce,
+            &answer[..31]
+        ));
     }
 
     #[test]

@@ -29,6 +29,11 @@ pub struct CoordArgs {
     #[arg(long, default_value = "drover-coord")]
     work_dir: PathBuf,
     /// ZooKeeper's tickTime in ms: session timeouts are kept within 2 to 20 ticks.
+    /// A file holding the ensemble's shared secret: a server takes raft messages only from a
+    /// peer that answered its challenge with it (HMAC-SHA256 of a fresh nonce). All servers of an
+    /// ensemble need the same file; a trailing newline is not part of the secret.
+    #[arg(long)]
+    peer_secret_file: Option<PathBuf>,
     #[arg(long, default_value_t = 2000)]
     tick_time: u64,
 }
@@ -71,6 +76,15 @@ pub async fn main(
         None => Config::single(args.client_port),
     };
     config.tick_time_ms = args.tick_time;
+    if let Some(file) = &args.peer_secret_file {
+        let text = std::fs::read(file)
+            .with_context(|| format!("--peer-secret-file {}", file.display()))?;
+        let secret = text.strip_suffix(b"\n").unwrap_or(&text).to_vec();
+        if secret.is_empty() {
+            anyhow::bail!("--peer-secret-file {}: the secret is empty", file.display());
+        }
+        config.peer_secret = Some(std::sync::Arc::new(secret));
+    }
     std::fs::create_dir_all(&args.work_dir)
         .with_context(|| format!("create the work dir {}", args.work_dir.display()))?;
     let env = drover_core::env::live::env(&format!("coord-{}", args.id), &args.work_dir, None);

@@ -1,6 +1,9 @@
 //! The server's sockets: clients' connections (ZooKeeper's wire framing in and out) and the
 //! raft peers' links, each a task of its own feeding the core's inputs.
 
+use drover_core::auth::challenge;
+use tokio_util::codec::Framed;
+
 use super::*;
 
 pub(super) async fn accept_clients(
@@ -102,15 +105,40 @@ pub(super) async fn client_connection(
     let _ = inputs.send(Input::Closed { connection });
 }
 
-pub(super) async fn accept_peers(mut listener: Listener, inputs: mpsc::UnboundedSender<Input>) {
+pub(super) async fn accept_peers(
+    env: Env,
+    mut listener: Listener,
+    inputs: mpsc::UnboundedSender<Input>,
+    secret: Option<std::sync::Arc<Vec<u8>>>,
+) {
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, from)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let inputs = inputs.clone();
+        let secret = secret.clone();
+        // Drawn only when peers authenticate: the simulation's randomness stays as it was.
+        let challenge = secret.map(|secret| {
+            let mut rng = env.rng();
+            let nonce: Vec<u8> = (0..challenge::NONCE_BYTES).map(|_| rng.random()).collect();
+            (secret, nonce)
+        });
+        let refused = refused.clone();
         drover_core::env::spawn(async move {
-            let mut frames = FramedRead::new(stream, FrameCodec::with_max(PEER_MAX_FRAME_BYTES));
+            let mut frames = Framed::new(stream, FrameCodec::with_max(PEER_MAX_FRAME_BYTES));
+            if let Some((secret, nonce)) = challenge {
+                if !peer_proved(&mut frames, &secret, &nonce).await {
+                    let count = refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    // The 1st, 2nd, 4th, 8th... refusal: a misconfigured peer retrying every few
+                    // hundred ms is seen without flooding the log.
+                    if count.is_power_of_two() {
+                        tracing::warn!(%from, refused = count, "a peer connection did not prove the peer secret: closed");
+                    }
+                    return;
+                }
+            }
             while let Ok(Some(Ok(frame))) = tokio::time::timeout(PEER_IDLE, frames.next()).await {
                 let input = match decode_binary(&frame) {
                     Ok((PEER_RAFT, body)) => match Message::parse_from_bytes(body) {
@@ -137,15 +165,56 @@ pub(super) async fn accept_peers(mut listener: Listener, inputs: mpsc::Unbounded
     }
 }
 
+type PeerFrames = Framed<Stream, FrameCodec>;
+
+/// The receiving side's challenge: sends `nonce`, then the first frame must be its answer.
+async fn peer_proved(frames: &mut PeerFrames, secret: &[u8], nonce: &[u8]) -> bool {
+    let sent = tokio::time::timeout(
+        PEER_CONNECT_TIMEOUT,
+        frames.send(encode_binary(PEER_CHALLENGE, nonce)),
+    )
+    .await;
+    if !matches!(sent, Ok(Ok(()))) {
+        return false;
+    }
+    match tokio::time::timeout(PEER_CONNECT_TIMEOUT, frames.next()).await {
+        Ok(Some(Ok(frame))) => matches!(
+            decode_binary(&frame),
+            Ok((PEER_PROOF, answer)) if challenge::verify(secret, PEER_CONTEXT, nonce, answer)
+        ),
+        _ => false,
+    }
+}
+
+/// The sending side: answers the receiver's challenge with the secret. The stream comes back
+/// for the frames that follow (the receiver sends nothing after its challenge).
+async fn answer_challenge(stream: Stream, secret: &[u8]) -> Option<Stream> {
+    let mut frames = Framed::new(stream, FrameCodec::with_max(PEER_MAX_FRAME_BYTES));
+    let frame = match tokio::time::timeout(PEER_CONNECT_TIMEOUT, frames.next()).await {
+        Ok(Some(Ok(frame))) => frame,
+        _ => return None,
+    };
+    let Ok((PEER_CHALLENGE, nonce)) = decode_binary(&frame) else {
+        return None;
+    };
+    let answer = challenge::answer(secret, PEER_CONTEXT, nonce);
+    let sent = tokio::time::timeout(
+        PEER_CONNECT_TIMEOUT,
+        frames.send(encode_binary(PEER_PROOF, &answer)),
+    )
+    .await;
+    matches!(sent, Ok(Ok(()))).then(|| frames.into_inner())
+}
+
 /// Sends frames to one peer over one connection. The connection is re-opened when a write fails
 /// or the peer closes it; a keepalive goes out when it has been quiet, because the receiving side
 /// closes a connection that carried nothing for [`PEER_IDLE`] (after a partition a TCP connection
 /// may never carry anything again).
 pub(super) async fn send_to_peer(
     env: Env,
-    host: String,
-    port: u16,
+    (host, port): (String, u16),
     mut frames: mpsc::Receiver<Bytes>,
+    secret: Option<std::sync::Arc<Vec<u8>>>,
 ) {
     type Writer = FramedWrite<tokio::io::WriteHalf<Stream>, FrameCodec>;
     let mut open: Option<(Writer, tokio::io::ReadHalf<Stream>)> = None;
@@ -173,7 +242,14 @@ pub(super) async fn send_to_peer(
             _ = tokio::time::sleep_until(keepalive_at), if connected => encode_binary(PEER_KEEPALIVE_KIND, &[]),
         };
         if open.is_none() {
-            if let Ok(stream) = env.connect(&host, port, PEER_CONNECT_TIMEOUT).await {
+            let stream = match env.connect(&host, port, PEER_CONNECT_TIMEOUT).await {
+                Ok(stream) => match &secret {
+                    Some(secret) => answer_challenge(stream, secret).await,
+                    None => Some(stream),
+                },
+                Err(_) => None,
+            };
+            if let Some(stream) = stream {
                 let (reader, writer) = tokio::io::split(stream);
                 open = Some((
                     FramedWrite::new(writer, FrameCodec::with_max(PEER_MAX_FRAME_BYTES)),
