@@ -169,29 +169,25 @@ pub mod challenge {
     /// The nonce's length.
     pub const NONCE_BYTES: usize = 32;
 
-    /// The answer to `nonce` for a link of kind `context`.
-    pub fn answer(secret: &[u8], context: &str, nonce: &[u8]) -> Vec<u8> {
-        // Any key length is valid for HMAC: `new_from_slice` cannot fail here.
-        let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
-            Ok(mac) => mac,
-            Err(_) => return Vec::new(),
-        };
+    /// The MAC over `context` and `nonce` keyed by `secret` (HMAC takes a key of any length).
+    fn mac(secret: &[u8], context: &str, nonce: &[u8]) -> Option<Hmac<Sha256>> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).ok()?;
         mac.update(context.as_bytes());
         mac.update(&[0]);
         mac.update(nonce);
-        mac.finalize().into_bytes().to_vec()
+        Some(mac)
+    }
+
+    /// The answer to `nonce` for a link of kind `context`.
+    pub fn answer(secret: &[u8], context: &str, nonce: &[u8]) -> Vec<u8> {
+        mac(secret, context, nonce)
+            .map(|mac| mac.finalize().into_bytes().to_vec())
+            .unwrap_or_default()
     }
 
     /// Whether `answer` is the answer to `nonce` (compared in constant time).
     pub fn verify(secret: &[u8], context: &str, nonce: &[u8], answer: &[u8]) -> bool {
-        let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
-            Ok(mac) => mac,
-            Err(_) => return false,
-        };
-        mac.update(context.as_bytes());
-        mac.update(&[0]);
-        mac.update(nonce);
-        mac.verify_slice(answer).is_ok()
+        mac(secret, context, nonce).is_some_and(|mac| mac.verify_slice(answer).is_ok())
     }
 }
 
