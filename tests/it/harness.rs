@@ -485,3 +485,38 @@ fn disk_faults_tear_a_record_lose_a_synced_write_and_fail_the_node() {
         outcome.trace
     );
 }
+
+/// The secured scenario passes with the real roles; the same cluster without `auth` lets the
+/// intruder in, and `no_unauthenticated_change` says so (so the passing run is not vacuous).
+#[test]
+fn no_unauthenticated_change_holds_with_auth_and_catches_the_intruder_without() {
+    let file = crate::root().join("scenarios/auth-intruders-change-nothing-through-failovers.json");
+    let secured = drover_sim::load(&file).unwrap();
+    let roles = drover_nodes::roles();
+    let outcome = drover_sim::run(&secured, &roles, secured.seed).unwrap();
+    assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+    let refused = outcome
+        .trace
+        .lines()
+        .filter(|l| l.contains(" intruder intrusion ") && l.contains("outcome=refused"))
+        .count();
+    assert!(
+        refused > 50,
+        "the intruder hardly tried: {refused} refusals"
+    );
+
+    let mut open = secured.clone();
+    open.cluster.auth = None;
+    open.expect.eventually.clear();
+    let outcome = drover_sim::run(&open, &roles, open.seed).unwrap();
+    let failure = outcome
+        .failures
+        .iter()
+        .find(|f| f.check == "no_unauthenticated_change")
+        .unwrap_or_else(|| panic!("the open cluster passed: {:?}", outcome.failures));
+    assert!(
+        failure.message.contains("forged term"),
+        "{}",
+        failure.message
+    );
+}

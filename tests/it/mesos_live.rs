@@ -116,6 +116,11 @@ pub fn wait_until(secs: u64, mut check: impl FnMut() -> bool) -> bool {
 
 /// Agent `i` of a test (`od1000-<i>`, processes only) under `dir`, following `master`.
 fn start_agent(dir: &std::path::Path, i: usize, master: &str) -> Daemon {
+    start_agent_with(dir, i, master, &[])
+}
+
+/// [`start_agent`] with more flags.
+fn start_agent_with(dir: &std::path::Path, i: usize, master: &str, extra: &[&str]) -> Daemon {
     let port = free_port();
     let work = dir.join(format!("agent-{i}"));
     // A host name of its own, reached at --ip, as in Mesos.
@@ -138,6 +143,7 @@ fn start_agent(dir: &std::path::Path, i: usize, master: &str) -> Daemon {
         work.to_str().unwrap_or_default(),
     ]
     .iter()
+    .chain(extra)
     .map(|s| s.to_string())
     .collect();
     Daemon::start(&format!("agent-{i}"), port, work, &args)
@@ -330,9 +336,12 @@ fn a_pymesos_framework_runs_tasks_on_live_masters_and_agents() -> Result<(), Str
 pub struct SecuredMaster {
     pub master: Daemon,
     _agents: Vec<Daemon>,
+    dir: std::path::PathBuf,
 }
 
 pub const PRINCIPALS: [(&str, &str); 2] = [("ops", "s3cret-ops"), ("dev", "s3cret-dev")];
+/// The agents' principal (in the master's credentials too).
+const AGENT_PRINCIPAL: (&str, &str) = ("agent", "s3cret-agent");
 
 impl SecuredMaster {
     pub fn start(name: &str) -> SecuredMaster {
@@ -341,6 +350,7 @@ impl SecuredMaster {
         let credentials = dir.join("credentials.json");
         let entries: Vec<serde_json::Value> = PRINCIPALS
             .iter()
+            .chain([&AGENT_PRINCIPAL])
             .map(|(p, s)| serde_json::json!({"principal": p, "secret": s}))
             .collect();
         std::fs::write(
@@ -362,14 +372,22 @@ impl SecuredMaster {
             "--authenticate-http-frameworks",
             "--authenticate-http-readonly",
             "--authenticate-http-readwrite",
+            "--authenticate-agents",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
         let master = Daemon::start("master", port, dir.join("master"), &args);
         let master_address = format!("127.0.0.1:{port}");
+        // Mesos' text form of an agent's --credential.
+        let credential = dir.join("agent-credential");
+        let (agent, agent_secret) = AGENT_PRINCIPAL;
+        std::fs::write(&credential, format!("{agent} {agent_secret}\n")).expect("credential");
         let agents = (1..=2)
-            .map(|i| start_agent(&dir, i, &master_address))
+            .map(|i| {
+                let path = credential.to_str().unwrap_or_default();
+                start_agent_with(&dir, i, &master_address, &["--credential", path])
+            })
             .collect();
         let (principal, secret) = PRINCIPALS[0];
         let registered = wait_until(60, || {
@@ -380,8 +398,67 @@ impl SecuredMaster {
         SecuredMaster {
             master,
             _agents: agents,
+            dir,
         }
     }
+}
+
+/// A master with `--authenticate-agents` admits the agents that prove the agents' secret (the
+/// two of [`SecuredMaster`]), and neither one with a wrong secret nor one without a credential:
+/// both keep trying, both say why in their logs, and the master's state never lists them.
+#[test]
+fn a_master_that_authenticates_agents_admits_only_those_with_the_secret() {
+    let secured = SecuredMaster::start("agent-auth");
+    let port = secured.master.port;
+    let master = format!("127.0.0.1:{port}");
+    let wrong = secured.dir.join("wrong-credential");
+    std::fs::write(
+        &wrong,
+        serde_json::json!({"principal": AGENT_PRINCIPAL.0, "secret": "guessed"}).to_string(),
+    )
+    .expect("credential");
+    let guesser = start_agent_with(
+        &secured.dir,
+        3,
+        &master,
+        &["--credential", wrong.to_str().unwrap_or_default()],
+    );
+    let stranger = start_agent(&secured.dir, 4, &master);
+    let refused = wait_until(90, || {
+        guesser
+            .log()
+            .contains("the master did not accept this agent's credential")
+            && stranger
+                .log()
+                .contains("the master requires this agent to authenticate")
+    });
+    assert!(
+        refused,
+        "--- guesser\n{}\n--- stranger\n{}",
+        tail(&guesser.log(), 2000),
+        tail(&stranger.log(), 2000)
+    );
+    assert!(
+        secured
+            .master
+            .log()
+            .contains("an agent did not authenticate"),
+        "{}",
+        tail(&secured.master.log(), 3000)
+    );
+    let (principal, secret) = PRINCIPALS[0];
+    let (status, text) = http_get_as(port, "/master/state", principal, secret).expect("state");
+    assert_eq!(status, 200);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let state: serde_json::Value = serde_json::from_str(body).expect("state JSON");
+    let mut hosts: Vec<&str> = state["slaves"]
+        .as_array()
+        .expect("slaves")
+        .iter()
+        .filter_map(|a| a["hostname"].as_str())
+        .collect();
+    hosts.sort();
+    assert_eq!(hosts, ["od1000-1", "od1000-2"], "{text}");
 }
 
 #[test]

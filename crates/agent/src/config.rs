@@ -90,6 +90,8 @@ pub struct AgentConfig {
     pub connect_timeout: Duration,
     /// The session timeout of the ZooKeeper session used to find the master.
     pub zk_session_timeout: Duration,
+    /// What the agent proves to the master before it registers (Mesos' `--credential`).
+    pub credential: Option<drover_core::auth::Credential>,
 }
 
 impl AgentConfig {
@@ -114,6 +116,7 @@ impl AgentConfig {
             registration_backoff_max: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
             zk_session_timeout: Duration::from_secs(10),
+            credential: None,
         }
     }
 }

@@ -306,7 +306,8 @@ enum Link {
     Idle { retry_at: Instant },
     Connecting {
         target: (String, u16),
-        attempt: BoxFuture<'static, io::Result<Stream>>,
+        /// Connects, and authenticates when the agent has a credential.
+        attempt: BoxFuture<'static, io::Result<Box<Conn>>>,
     },
     Registering {
         target: (String, u16),
@@ -337,7 +338,7 @@ impl Link {
 }
 
 enum LinkInput {
-    Connected(io::Result<Stream>),
+    Connected(io::Result<Box<Conn>>),
     Frame(Option<Result<Bytes, FrameError>>),
 }
 

@@ -40,6 +40,7 @@ mod clients;
 mod net;
 
 use net::{accept_clients, accept_peers, send_to_peer};
+pub use net::{decode_peer_frame, PeerFrame};
 
 /// How a coord server is set up.
 #[derive(Clone, Debug)]
@@ -119,6 +120,25 @@ const PEER_PROOF: u8 = 5;
 /// What the answers of coord's peer links are bound to.
 const PEER_CONTEXT: &str = "drover-coord-peer";
 const PEER_QUEUE_FRAMES: usize = 1024;
+
+/// A frame a peer port reads: a raft heartbeat from `from` (as the leader of `term`) to `to`.
+/// For tools that probe the peer port as a stranger would (the simulator's `intruder` role):
+/// a server that accepted it from a connection that proved nothing would follow that term.
+pub fn forged_heartbeat_frame(from: u64, to: u64, term: u64) -> Bytes {
+    let mut message = Message::default();
+    message.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+    message.from = from;
+    message.to = to;
+    message.term = term;
+    let body = message.write_to_bytes().unwrap_or_default();
+    encode_binary(PEER_RAFT, &body)
+}
+
+/// A frame answering a peer port's challenge with `answer` (what a stranger without the secret
+/// can only guess).
+pub fn proof_frame(answer: &[u8]) -> Bytes {
+    encode_binary(PEER_PROOF, answer)
+}
 /// Peer frames carry whole snapshots, so they may be far larger than client packets.
 const PEER_MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 const PEER_KEEPALIVE: Duration = Duration::from_secs(1);

@@ -24,7 +24,15 @@ pub enum AgentMessage {
     Update(StatusUpdate),
     /// Answers [`MasterMessage::Ping`].
     Pong { seq: u64 },
+    /// Before `Register`, from an agent with a credential (Mesos' `--credential`): the master
+    /// answers with a [`MasterMessage::Challenge`].
+    Authenticate { principal: String },
+    /// The answer to the challenge: `HMAC-SHA256(secret, AGENT_CONTEXT || 0 || nonce)`, base64.
+    Proof { answer: String },
 }
+
+/// What an agent's proof is bound to (see [`crate::auth::challenge`]).
+pub const AGENT_CONTEXT: &str = "drover-agent-link";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Registration {
@@ -111,6 +119,13 @@ pub enum MasterMessage {
     Acknowledge { task_id: String, uuid: String },
     /// Health check; the agent answers with [`AgentMessage::Pong`].
     Ping { seq: u64 },
+    /// A fresh nonce (base64) the agent must prove its secret on.
+    Challenge { nonce: String },
+    /// The proof held: the connection is the principal's; `Register` may follow.
+    Authenticated { principal: String },
+    /// The agent did not authenticate (no credential where the master requires one, an unknown
+    /// principal or a wrong proof); the connection is closed and the agent may try again.
+    AuthenticationFailed { reason: String },
 }
 
 #[cfg(test)]

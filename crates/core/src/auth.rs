@@ -96,6 +96,11 @@ impl Credentials {
         Credentials::parse(&text).map_err(|e| format!("credentials file {}: {e}", path.display()))
     }
 
+    /// The principal's secret (to answer or check a challenge), if it is known.
+    pub fn secret_of(&self, principal: &str) -> Option<&str> {
+        self.0.get(principal).map(String::as_str)
+    }
+
     /// Whether `secret` is the principal's (compared in time independent of where they differ).
     pub fn accepts(&self, principal: &str, secret: &str) -> bool {
         self.0
@@ -107,6 +112,57 @@ impl Credentials {
     pub fn authenticate(&self, headers: &HeaderMap) -> Option<String> {
         let (principal, secret) = basic(headers)?;
         self.accepts(&principal, &secret).then_some(principal)
+    }
+}
+
+/// One principal and its secret: what an agent proves to the master (Mesos' `--credential`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub principal: String,
+    pub secret: String,
+}
+
+impl fmt::Debug for Credential {
+    /// The principal only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("principal", &self.principal)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credential {
+    /// Mesos' `--credential` file: JSON `{"principal": .., "secret": ..}`, or one
+    /// `principal secret` line; a credentials file with exactly one entry is taken too.
+    pub fn parse(text: &str) -> Result<Credential, String> {
+        let is_list = serde_json::from_str::<serde_json::Value>(text)
+            .is_ok_and(|v| v.get("credentials").is_some());
+        let credentials = if text.trim_start().starts_with('{') && !is_list {
+            let entry: CredentialEntry =
+                serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text))
+                    .map_err(|e| format!("at {}: {}", e.path(), e.inner()))?;
+            if entry.principal.is_empty() {
+                return Err("the credential has an empty principal".into());
+            }
+            return Ok(Credential {
+                principal: entry.principal,
+                secret: entry.secret,
+            });
+        } else {
+            Credentials::parse(text)?
+        };
+        let mut entries = credentials.0.into_iter();
+        match (entries.next(), entries.next()) {
+            (Some((principal, secret)), None) => Ok(Credential { principal, secret }),
+            _ => Err("expected one credential, found several".into()),
+        }
+    }
+
+    /// Reads a credential file (see [`Credential::parse`]).
+    pub fn load(path: &std::path::Path) -> Result<Credential, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("credential file {}: {e}", path.display()))?;
+        Credential::parse(&text).map_err(|e| format!("credential file {}: {e}", path.display()))
     }
 }
 
@@ -227,6 +283,32 @@ mod tests {
         }
         let e = Credentials::parse(r#"{"credentials": [{"principal": 5}]}"#).unwrap_err();
         assert!(e.contains("credentials[0].principal"), "{e}");
+    }
+
+    #[test]
+    fn an_agent_credential_in_each_of_mesos_forms() {
+        let json = Credential::parse(r#"{"principal": "agent", "secret": "s3"}"#).unwrap();
+        assert_eq!(
+            (json.principal.as_str(), json.secret.as_str()),
+            ("agent", "s3")
+        );
+        assert_eq!(Credential::parse("agent s3\n").unwrap(), json);
+        let list = r#"{"credentials": [{"principal": "agent", "secret": "s3"}]}"#;
+        assert_eq!(Credential::parse(list).unwrap(), json);
+        assert_eq!(
+            format!("{json:?}"),
+            r#"Credential { principal: "agent", .. }"#
+        );
+        for bad in [
+            "",
+            "a b\nc d",
+            r#"{"principal": ""}"#,
+            r#"{"principal": "a", "secret": "b", "x": 1}"#,
+        ] {
+            assert!(Credential::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        let e = Credential::parse(r#"{"principal": 5}"#).unwrap_err();
+        assert!(e.contains("principal"), "{e}");
     }
 
     #[test]

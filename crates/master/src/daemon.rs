@@ -65,6 +65,8 @@ pub struct Auth {
     pub readonly: bool,
     /// `--authenticate_http_readwrite`: the v1 operator API (`/api/v1`).
     pub readwrite: bool,
+    /// `--authenticate_agents`: an agent proves a principal's secret before it may register.
+    pub agents: bool,
 }
 
 /// Which of Mesos' realms guards a path, if any (`/health`, `/version`, `/redirect` are open).
@@ -475,7 +477,13 @@ pub async fn serve(
             .map(|zk| (zk_client.clone(), zk.path.clone())),
     };
     let (http_tx, http_rx) = mpsc::channel(64);
-    drover_core::env::spawn(accept_loop(listener, http_tx, inputs.clone()));
+    let agent_auth = AgentAuth {
+        env: env.clone(),
+        credentials: config.auth.credentials.clone(),
+        required: config.auth.agents,
+        refused: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+    };
+    drover_core::env::spawn(accept_loop(listener, http_tx, inputs.clone(), agent_auth));
     let router = router(shared);
     let router = router
         .clone()
@@ -699,8 +707,11 @@ fn handle(
             match message {
                 AgentMessage::Update(update) => master.agent_update(conn, update),
                 AgentMessage::Pong { seq } => master.agent_pong(conn, seq),
-                // A second registration on one connection is ignored.
-                AgentMessage::Register(_) => {}
+                // A second registration on one connection is ignored, and so is an
+                // authentication after the registration (the connection's principal is settled).
+                AgentMessage::Register(_)
+                | AgentMessage::Authenticate { .. }
+                | AgentMessage::Proof { .. } => {}
             }
         }
         Input::AgentClosed { conn } => {
@@ -859,6 +870,7 @@ async fn accept_loop(
     mut listener: Listener,
     http: mpsc::Sender<(Stream, SocketAddr)>,
     inputs: mpsc::Sender<Input>,
+    agent_auth: AgentAuth,
 ) {
     let mut next_conn = 0u64;
     loop {
@@ -872,7 +884,7 @@ async fn accept_loop(
         };
         next_conn += 1;
         let conn = next_conn;
-        let (http, inputs) = (http.clone(), inputs.clone());
+        let (http, inputs, agent_auth) = (http.clone(), inputs.clone(), agent_auth.clone());
         drover_core::env::spawn(async move {
             let mut first = [0u8; 1];
             let Ok(Ok(1)) = tokio::time::timeout(IO_TIMEOUT, stream.read(&mut first)).await else {
@@ -885,26 +897,155 @@ async fn accept_loop(
             if first[0].is_ascii_uppercase() {
                 let _ = http.send((stream, addr)).await;
             } else {
-                agent_connection(conn, stream, inputs).await;
+                agent_connection(conn, stream, inputs, agent_auth, addr).await;
             }
         });
     }
 }
 
-/// One agent's connection: its registration, then messages both ways until either side ends.
-async fn agent_connection(conn: u64, stream: Stream, inputs: mpsc::Sender<Input>) {
-    let mut framed = Framed::new(stream, FrameCodec::default());
-    let first = match tokio::time::timeout(IO_TIMEOUT, framed.next()).await {
-        Ok(Some(Ok(frame))) => decode_message::<AgentMessage>(&frame),
-        _ => return,
-    };
-    let registration = match first {
-        Ok(AgentMessage::Register(registration)) => registration,
-        Ok(_) => return,
-        Err(e) => {
-            tracing::debug!(error = %e, "bad first frame from an agent");
-            return;
+/// How agents authenticate on this master (Mesos' `--authenticate_agents` with `--credentials`).
+#[derive(Clone)]
+struct AgentAuth {
+    env: Env,
+    credentials: Option<drover_core::auth::Credentials>,
+    /// Whether an agent must authenticate before it registers.
+    required: bool,
+    /// Failed attempts so far (logged at the 1st, 2nd, 4th...).
+    refused: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl AgentAuth {
+    /// Runs the challenge for an agent that asked to authenticate as `principal`: a fresh nonce
+    /// out, its proof in. The nonce is sent whether the principal is known or not (a stranger
+    /// learns nothing about which principals exist).
+    async fn challenge(&self, framed: &mut AgentFrames, principal: &str) -> Result<(), String> {
+        use base64::Engine as _;
+        use drover_core::auth::challenge;
+        let nonce: Vec<u8> = {
+            let mut rng = self.env.rng();
+            (0..challenge::NONCE_BYTES)
+                .map(|_| rng.next_u32() as u8)
+                .collect()
+        };
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let challenge_frame = encode_message(&MasterMessage::Challenge {
+            nonce: b64.encode(&nonce),
+        })
+        .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(IO_TIMEOUT, framed.send(challenge_frame)).await {
+            Ok(Ok(())) => {}
+            _ => return Err("the challenge could not be sent".into()),
         }
+        let answer = match tokio::time::timeout(IO_TIMEOUT, framed.next()).await {
+            Ok(Some(Ok(frame))) => match decode_message::<AgentMessage>(&frame) {
+                Ok(AgentMessage::Proof { answer }) => b64.decode(answer).unwrap_or_default(),
+                _ => return Err("expected a proof".into()),
+            },
+            _ => return Err("no proof within the I/O timeout".into()),
+        };
+        let secret = self
+            .credentials
+            .as_ref()
+            .and_then(|c| c.secret_of(principal));
+        match secret {
+            Some(secret)
+                if challenge::verify(
+                    secret.as_bytes(),
+                    drover_core::agent_proto::AGENT_CONTEXT,
+                    &nonce,
+                    &answer,
+                ) =>
+            {
+                Ok(())
+            }
+            _ => Err("unknown principal or wrong secret".into()),
+        }
+    }
+
+    /// Says why an agent is turned away, logs it (sparingly) and records it.
+    async fn refuse(&self, framed: &mut AgentFrames, from: SocketAddr, reason: &str) {
+        let count = self
+            .refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if count.is_power_of_two() {
+            tracing::warn!(%from, refused = count, reason, "an agent did not authenticate");
+        }
+        self.env.emit(
+            Event::new("agent_authentication_failed").with("reason", reason.replace(' ', "_")),
+        );
+        if let Ok(frame) = encode_message(&MasterMessage::AuthenticationFailed {
+            reason: reason.to_string(),
+        }) {
+            let _ = tokio::time::timeout(IO_TIMEOUT, framed.send(frame)).await;
+        }
+    }
+}
+
+type AgentFrames = Framed<Stream, FrameCodec>;
+
+/// The agent's registration, after its authentication where it offers or the master requires
+/// one; `None`: the connection is to be closed.
+async fn admit(
+    framed: &mut AgentFrames,
+    auth: &AgentAuth,
+    from: SocketAddr,
+) -> Option<Registration> {
+    let mut authenticated = false;
+    loop {
+        let message = match tokio::time::timeout(IO_TIMEOUT, framed.next()).await {
+            Ok(Some(Ok(frame))) => decode_message::<AgentMessage>(&frame),
+            _ => return None,
+        };
+        match message {
+            Ok(AgentMessage::Authenticate { principal }) if !authenticated => {
+                if auth.credentials.is_none() {
+                    auth.refuse(framed, from, "this master has no credentials")
+                        .await;
+                    return None;
+                }
+                if let Err(reason) = auth.challenge(framed, &principal).await {
+                    auth.refuse(framed, from, &reason).await;
+                    return None;
+                }
+                authenticated = true;
+                auth.env
+                    .emit(Event::new("agent_authenticated").with("principal", &principal));
+                let frame = encode_message(&MasterMessage::Authenticated { principal }).ok()?;
+                match tokio::time::timeout(IO_TIMEOUT, framed.send(frame)).await {
+                    Ok(Ok(())) => {}
+                    _ => return None,
+                }
+            }
+            Ok(AgentMessage::Register(registration)) => {
+                if auth.required && !authenticated {
+                    auth.refuse(framed, from, "this master requires agents to authenticate")
+                        .await;
+                    return None;
+                }
+                return Some(registration);
+            }
+            Ok(_) => return None,
+            Err(e) => {
+                tracing::debug!(error = %e, "bad first frame from an agent");
+                return None;
+            }
+        }
+    }
+}
+
+/// One agent's connection: its authentication and registration, then messages both ways until
+/// either side ends.
+async fn agent_connection(
+    conn: u64,
+    stream: Stream,
+    inputs: mpsc::Sender<Input>,
+    auth: AgentAuth,
+    from: SocketAddr,
+) {
+    let mut framed = Framed::new(stream, FrameCodec::default());
+    let Some(registration) = admit(&mut framed, &auth, from).await else {
+        return;
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<MasterMessage>();
     if inputs

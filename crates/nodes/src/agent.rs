@@ -66,6 +66,10 @@ pub struct AgentArgs {
     /// No ping from the master for this long: look for the master again.
     #[arg(long, default_value_t = 75_000)]
     ping_timeout_ms: u64,
+    /// The principal and secret this agent proves to the master before it registers (Mesos'
+    /// `--credential`): JSON `{"principal": .., "secret": ..}` or a `principal secret` line.
+    #[arg(long)]
+    credential: Option<PathBuf>,
 }
 
 pub async fn main(
@@ -121,6 +125,10 @@ pub async fn main(
     config.attributes = args.attributes.clone();
     config.recover = recover;
     config.ping_timeout = Duration::from_millis(args.ping_timeout_ms);
+    config.credential = match &args.credential {
+        Some(path) => Some(drover_core::auth::Credential::load(path).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
     tracing::info!(%hostname, port = args.port, master = %args.master, resources = %config.resources, "agent starting");
     drover_agent::run(env, config, containerizers, shutdown)
         .await
@@ -160,6 +168,7 @@ pub fn role() -> Role {
             };
             let mut config = AgentConfig::new(&context.name, master, resources);
             config.attributes = context.attributes.clone().unwrap_or_default();
+            config.credential = context.cluster.auth.as_ref().map(|a| a.credential("agent"));
             let mut containerizers: Vec<Arc<dyn Containerizer>> = Vec::new();
             match &context.live {
                 // Live (`drover node`), tasks are real processes under the node's directory,

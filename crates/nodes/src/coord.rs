@@ -112,6 +112,11 @@ pub fn role() -> Role {
                 peers,
                 client_port: CLIENT_PORT,
                 snapshot_every: SIM_SNAPSHOT_EVERY,
+                peer_secret: context
+                    .cluster
+                    .auth
+                    .as_ref()
+                    .map(|auth| std::sync::Arc::new(auth.secret.as_bytes().to_vec())),
                 ..Config::default()
             };
             let env = context.env.clone();

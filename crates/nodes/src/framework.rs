@@ -77,9 +77,16 @@ pub fn role() -> Role {
                 capabilities: vec![v1::Capability {
                     kind: "PARTITION_AWARE".into(),
                 }],
+                principal: context
+                    .cluster
+                    .auth
+                    .as_ref()
+                    .map(|_| "framework".to_string()),
                 ..FrameworkInfo::default()
             };
-            let (driver, mut events) = Driver::start(env.clone(), locator, info);
+            let secret = context.cluster.auth.as_ref().map(|a| a.secret.as_str());
+            let (driver, mut events) =
+                Driver::start_authenticated(env.clone(), locator, info, secret);
             let node = context.name.clone();
             // Per slot: the current task id and its latest state.
             let saved: Slots = env

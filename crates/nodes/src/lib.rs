@@ -7,6 +7,8 @@ mod bench;
 mod coord;
 mod dns;
 mod framework;
+mod fuzz;
+mod intruder;
 mod live;
 mod master;
 mod node;
@@ -72,6 +74,7 @@ pub fn roles() -> drover_sim::Roles {
         .with(workload::writer())
         .with(workload::owner())
         .with(workload::watcher())
+        .with(intruder::role())
 }
 
 /// Logs to stderr, `RUST_LOG`-style filter, `info` by default.

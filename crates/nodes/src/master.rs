@@ -63,6 +63,15 @@ pub struct MasterArgs {
     /// The v1 operator API (`/api/v1`) needs credentials.
     #[arg(long, alias = "authenticate_http_readwrite")]
     authenticate_http_readwrite: bool,
+    /// Agents must prove a principal's secret (from --credentials) before they register; their
+    /// `--credential` answers a fresh challenge on each connection.
+    #[arg(
+        long,
+        alias = "authenticate_agents",
+        alias = "authenticate-slaves",
+        alias = "authenticate_slaves"
+    )]
+    authenticate_agents: bool,
 }
 
 /// The `--credentials` and `--authenticate-*` flags; a switch without credentials is refused.
@@ -76,8 +85,10 @@ fn auth(args: &MasterArgs) -> anyhow::Result<daemon::Auth> {
         frameworks: args.authenticate_http_frameworks,
         readonly: args.authenticate_http_readonly,
         readwrite: args.authenticate_http_readwrite,
+        agents: args.authenticate_agents,
     };
-    if (auth.frameworks || auth.readonly || auth.readwrite) && auth.credentials.is_none() {
+    let switched = auth.frameworks || auth.readonly || auth.readwrite || auth.agents;
+    if switched && auth.credentials.is_none() {
         anyhow::bail!("--authenticate-* needs --credentials FILE (nobody could authenticate)");
     }
     Ok(auth)
@@ -159,13 +170,30 @@ pub fn sim_zk(cluster: &drover_sim::cluster::ClusterMap) -> Option<ZkUrl> {
 pub fn role() -> Role {
     Role::new("master", Some(PORT), |mut context| {
         Box::pin(async move {
+            // A secured cluster: agents and frameworks authenticate, the master's znodes are
+            // Mesos' EVERYONE_READ_CREATOR_ALL under the `mesos` digest. (The operator endpoints
+            // stay open: the DNS role follows the operator stream.)
+            let secured = context.cluster.auth.as_ref();
+            let mut zk = sim_zk(&context.cluster);
+            if let (Some(zk), Some(auth)) = (zk.as_mut(), secured) {
+                zk.credentials = Some(format!("mesos:{}", auth.secret));
+            }
+            let auth = match secured {
+                Some(auth) => daemon::Auth {
+                    credentials: Some(auth.credentials()),
+                    frameworks: true,
+                    agents: true,
+                    ..daemon::Auth::default()
+                },
+                None => daemon::Auth::default(),
+            };
             let config = Config {
                 bind: std::net::SocketAddr::from(([0, 0, 0, 0], PORT)),
                 hostname: context.name.clone(),
                 port: PORT,
-                zk: sim_zk(&context.cluster),
+                zk,
                 tuning: Tuning::default(),
-                auth: daemon::Auth::default(),
+                auth,
             };
             let env = context.env.clone();
             daemon::serve(

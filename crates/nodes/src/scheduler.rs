@@ -155,10 +155,13 @@ pub fn role() -> Role {
         Box::pin(async move {
             let master_zk =
                 crate::master::sim_zk(&context.cluster).ok_or("a scheduler needs coord nodes")?;
+            // A secured cluster: the API needs the operator's credentials, the scheduler proves
+            // `marathon` to the master, and its znodes are CREATOR_ALL under that digest.
+            let secured = context.cluster.auth.clone();
             let zk = ZkUrl {
                 hosts: master_zk.hosts.clone(),
                 path: "/marathon".into(),
-                credentials: None,
+                credentials: secured.as_ref().map(|a| format!("marathon:{}", a.secret)),
             };
             let config = Config {
                 bind: std::net::SocketAddr::from(([0, 0, 0, 0], PORT)),
@@ -168,8 +171,11 @@ pub fn role() -> Role {
                 zk,
                 framework_name: "marathon".into(),
                 tuning: Tuning::default(),
-                http_auth: None,
-                mesos_auth: None,
+                http_auth: secured.as_ref().map(|auth| HttpAuth {
+                    credentials: auth.operator_credentials(),
+                    realm: "Mesosphere".into(),
+                }),
+                mesos_auth: secured.map(|auth| ("marathon".to_string(), auth.secret)),
             };
             let env = context.env.clone();
             drover_scheduler::process::serve(env, config, async move {

@@ -109,6 +109,12 @@ async fn serve_agent(
                     uuid: update.uuid,
                 });
             }
+            // This master does not authenticate: an agent that offers to is told so.
+            AgentMessage::Authenticate { .. } | AgentMessage::Proof { .. } => {
+                replies.push(MasterMessage::AuthenticationFailed {
+                    reason: "this master has no credentials".into(),
+                });
+            }
             AgentMessage::Pong { .. } => {}
         }
         for reply in replies {

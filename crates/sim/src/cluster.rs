@@ -126,6 +126,8 @@ pub struct NodeSpec {
 #[derive(Clone, Debug, Default)]
 pub struct ClusterMap {
     pub nodes: Vec<NodeSpec>,
+    /// The scenario's `cluster.auth`: whether (and with what secret) its nodes authenticate.
+    pub auth: Option<crate::scenario::ClusterAuth>,
 }
 
 impl ClusterMap {
@@ -262,6 +264,7 @@ impl ClusterMap {
         }
         Ok(ClusterMap {
             nodes: nodes.into_iter().map(|(_, n)| n).collect(),
+            auth: cluster.auth.clone(),
         })
     }
 }

@@ -6,11 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use drover_core::Event;
 
+mod auth;
 mod coord;
 mod dns;
 mod scheduler;
 mod tasks;
 
+use auth::NoUnauthenticatedChange;
+pub use auth::FORGED_TERM;
 use coord::{AckedWritesSurvive, Linearizable};
 use scheduler::{AckedChangesSurvive, DependencyOrder, DeploymentsFinish, NoOverscale};
 pub use tasks::DEFAULT_AGENT_RESOURCES;
@@ -197,6 +200,23 @@ impl ClusterView {
     }
 }
 
+/// A view of a cluster of `(name, role)` nodes, for the invariants' unit tests.
+#[cfg(test)]
+pub(crate) fn test_view(nodes: &[(&str, &str)]) -> ClusterView {
+    let nodes = nodes
+        .iter()
+        .map(|(name, role)| crate::cluster::NodeSpec {
+            name: name.to_string(),
+            role: role.to_string(),
+            index: 1,
+            resources: None,
+            attributes: None,
+            names: Vec::new(),
+        })
+        .collect();
+    ClusterView::new(ClusterMap { nodes, auth: None })
+}
+
 /// Directed links `(from, to)`.
 pub type Links = Vec<(String, String)>;
 
@@ -227,6 +247,7 @@ pub const ALWAYS: &[&str] = &[
     "acked_changes_survive",
     "dns_fresh",
     "dns_complete",
+    "no_unauthenticated_change",
 ];
 
 /// Builds the invariant `name` (one of [`ALWAYS`]).
@@ -260,6 +281,9 @@ pub fn always(name: &str) -> Result<Box<dyn Invariant>, String> {
     }
     if name == "dns_fresh" {
         return Ok(Box::new(dns::Fresh::default()));
+    }
+    if name == "no_unauthenticated_change" {
+        return Ok(Box::new(NoUnauthenticatedChange));
     }
     if name == "dns_complete" {
         return Ok(Box::new(dns::Complete::default()));

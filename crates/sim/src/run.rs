@@ -71,6 +71,8 @@ struct Request {
     index: usize,
     action: HttpAction,
     port: u16,
+    /// The operator's credentials in a cluster that authenticates.
+    authorization: Option<http::HeaderValue>,
 }
 
 /// Runs `scenario` with `seed`. Errors are scenario problems found before the run starts.
@@ -340,6 +342,9 @@ async fn send(env: &Env, request: &Request) -> Event {
         .uri(http.path.as_str());
     if http.body.is_some() {
         builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    if let Some(authorization) = &request.authorization {
+        builder = builder.header(http::header::AUTHORIZATION, authorization);
     }
     let body = Bytes::from(http.body.clone().unwrap_or_default());
     let event = Event::new("http")
@@ -623,6 +628,11 @@ impl Harness {
                             index,
                             action,
                             port: self.http_ports[&index],
+                            authorization: view
+                                .map
+                                .auth
+                                .as_ref()
+                                .map(|auth| auth.operator_authorization()),
                         });
                     }
                 }

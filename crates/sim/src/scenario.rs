@@ -43,6 +43,49 @@ pub struct Cluster {
     pub nodes: Vec<NodeGroup>,
     #[serde(default)]
     pub network: Network,
+    /// Every node authenticates: coord's peers, agents to the master, frameworks and the
+    /// scheduler to the master, the scheduler's API, the master's and scheduler's znodes. Absent:
+    /// nothing does (as the daemons' defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<ClusterAuth>,
+}
+
+/// A secured cluster: one secret, every principal's (`agent`, `framework`, `marathon`, `mesos`,
+/// `operator`), and coord's peer secret. The harness's `http` steps send `operator`'s.
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterAuth {
+    pub secret: String,
+}
+
+impl ClusterAuth {
+    /// The principals every secured node knows, with the secret.
+    pub fn credentials(&self) -> drover_core::auth::Credentials {
+        let lines: Vec<String> = ["agent", "framework", "marathon", "operator"]
+            .iter()
+            .map(|principal| format!("{principal} {}", self.secret))
+            .collect();
+        drover_core::auth::Credentials::parse(&lines.join("\n")).unwrap_or_default()
+    }
+
+    /// A principal's credential.
+    pub fn credential(&self, principal: &str) -> drover_core::auth::Credential {
+        drover_core::auth::Credential {
+            principal: principal.to_string(),
+            secret: self.secret.clone(),
+        }
+    }
+
+    /// The operator's credential alone (the scheduler's `--http-credentials`).
+    pub fn operator_credentials(&self) -> drover_core::auth::Credentials {
+        drover_core::auth::Credentials::pair(&format!("operator:{}", self.secret))
+            .unwrap_or_default()
+    }
+
+    /// What the harness's HTTP steps send.
+    pub fn operator_authorization(&self) -> http::HeaderValue {
+        drover_core::auth::authorization("operator", &self.secret)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, serde::Serialize)]

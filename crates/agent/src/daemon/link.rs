@@ -67,10 +67,18 @@ impl Core {
                 if let Some((host, port)) = self.leader.clone().map(|found| found.endpoint) {
                     let env = self.env.clone();
                     let timeout = self.config.connect_timeout;
+                    let credential = self.config.credential.clone();
                     let target = (host.clone(), port);
                     self.link = Link::Connecting {
                         target,
-                        attempt: Box::pin(async move { env.connect(&host, port, timeout).await }),
+                        attempt: Box::pin(async move {
+                            let stream = env.connect(&host, port, timeout).await?;
+                            let mut conn = Box::new(Framed::new(stream, FrameCodec::default()));
+                            if let Some(credential) = credential {
+                                authenticate(&mut conn, &credential).await?;
+                            }
+                            Ok(conn)
+                        }),
                     };
                 }
             }
@@ -150,7 +158,7 @@ impl Core {
 
     pub(super) async fn on_link(&mut self, input: LinkInput) -> Result<(), AgentError> {
         match input {
-            LinkInput::Connected(Ok(stream)) => {
+            LinkInput::Connected(Ok(conn)) => {
                 let Link::Connecting { target, .. } = std::mem::replace(
                     &mut self.link,
                     Link::Idle {
@@ -161,11 +169,16 @@ impl Core {
                 };
                 self.link = Link::Registering {
                     target,
-                    conn: Box::new(Framed::new(stream, FrameCodec::default())),
+                    conn,
                     deadline: Instant::now() + self.config.registration_timeout,
                 };
                 let registration = self.registration();
                 self.send(AgentMessage::Register(registration)).await;
+            }
+            LinkInput::Connected(Err(e)) if e.kind() == io::ErrorKind::PermissionDenied => {
+                tracing::warn!(reason = %e, "the master did not accept this agent's credential");
+                self.emit(Event::new("agent_authentication_failed"));
+                self.lose("authentication_failed");
             }
             LinkInput::Connected(Err(e)) => {
                 tracing::debug!(error = %e, "cannot reach the master");
@@ -225,6 +238,14 @@ impl Core {
                     }
                 }
             }
+            // A master that requires authentication answers an agent without a credential so.
+            MasterMessage::AuthenticationFailed { reason } => {
+                tracing::warn!(%reason, "the master requires this agent to authenticate (--credential)");
+                self.emit(Event::new("agent_authentication_failed"));
+                self.lose("authentication_failed");
+            }
+            // Only meaningful while authenticating, before registration.
+            MasterMessage::Challenge { .. } | MasterMessage::Authenticated { .. } => {}
             MasterMessage::Refused { reason } => {
                 self.emit(Event::new("agent_refused"));
                 return Err(AgentError::Refused(reason));
@@ -256,5 +277,67 @@ impl Core {
             }
         }
         Ok(())
+    }
+}
+
+/// Proves the agent's credential on a new connection: `Authenticate`, the master's challenge, the
+/// proof, and its verdict. A refusal is `PermissionDenied` (the agent tries again later, as a
+/// Mesos agent does); anything else unexpected is an I/O error.
+async fn authenticate(
+    conn: &mut Conn,
+    credential: &drover_core::auth::Credential,
+) -> io::Result<()> {
+    use base64::Engine as _;
+    use drover_core::auth::challenge;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let refused = |reason: String| io::Error::new(io::ErrorKind::PermissionDenied, reason);
+    let unexpected = |what: &str| io::Error::other(format!("expected {what} from the master"));
+    let principal = credential.principal.clone();
+    exchange(conn, AgentMessage::Authenticate { principal }).await?;
+    let nonce = match receive(conn).await? {
+        MasterMessage::Challenge { nonce } => b64
+            .decode(nonce)
+            .map_err(|_| unexpected("a base64 nonce"))?,
+        MasterMessage::AuthenticationFailed { reason } => return Err(refused(reason)),
+        _ => return Err(unexpected("a challenge")),
+    };
+    let context = drover_core::agent_proto::AGENT_CONTEXT;
+    let answer = challenge::answer(credential.secret.as_bytes(), context, &nonce);
+    let answer = b64.encode(answer);
+    exchange(conn, AgentMessage::Proof { answer }).await?;
+    match receive(conn).await? {
+        MasterMessage::Authenticated { .. } => Ok(()),
+        MasterMessage::AuthenticationFailed { reason } => Err(refused(reason)),
+        _ => Err(unexpected("a verdict on the proof")),
+    }
+}
+
+/// Sends one message during authentication (within the send timeout).
+async fn exchange(conn: &mut Conn, message: AgentMessage) -> io::Result<()> {
+    let frame = encode_message(&message).map_err(|e| io::Error::other(e.to_string()))?;
+    match tokio::time::timeout(SEND_TIMEOUT, conn.send(frame)).await {
+        Ok(result) => result.map_err(|e| io::Error::other(e.to_string())),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the master did not read",
+        )),
+    }
+}
+
+/// The master's next message during authentication (within the send timeout).
+async fn receive(conn: &mut Conn) -> io::Result<MasterMessage> {
+    match tokio::time::timeout(SEND_TIMEOUT, conn.next()).await {
+        Ok(Some(Ok(frame))) => {
+            decode_message::<MasterMessage>(&frame).map_err(|e| io::Error::other(e.to_string()))
+        }
+        Ok(Some(Err(e))) => Err(io::Error::other(e.to_string())),
+        Ok(None) => Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "the master closed the connection",
+        )),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the master did not answer",
+        )),
     }
 }

@@ -126,6 +126,7 @@ pub(super) async fn accept_peers(
             (secret, nonce)
         });
         let refused = refused.clone();
+        let env = env.clone();
         drover_core::env::spawn(async move {
             let mut frames = Framed::new(stream, FrameCodec::with_max(PEER_MAX_FRAME_BYTES));
             if let Some((secret, nonce)) = challenge {
@@ -136,32 +137,47 @@ pub(super) async fn accept_peers(
                     if count.is_power_of_two() {
                         tracing::warn!(%from, refused = count, "a peer connection did not prove the peer secret: closed");
                     }
+                    env.emit(Event::new("peer_refused"));
                     return;
                 }
             }
             while let Ok(Some(Ok(frame))) = tokio::time::timeout(PEER_IDLE, frames.next()).await {
-                let input = match decode_binary(&frame) {
-                    Ok((PEER_RAFT, body)) => match Message::parse_from_bytes(body) {
-                        Ok(message) => Input::Raft(Box::new(message)),
-                        Err(_) => break,
-                    },
-                    Ok((PEER_KEEPALIVE_KIND, _)) => continue,
-                    Ok((PEER_TOUCH, body)) => {
-                        let sessions = body
-                            .chunks_exact(8)
-                            .map(|c| {
-                                i64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
-                            })
-                            .collect();
-                        Input::Touch(sessions)
-                    }
-                    _ => break,
+                let input = match decode_peer_frame(&frame) {
+                    Some(PeerFrame::Raft(message)) => Input::Raft(message),
+                    Some(PeerFrame::Keepalive) => continue,
+                    Some(PeerFrame::Touch(sessions)) => Input::Touch(sessions),
+                    None => break,
                 };
                 if inputs.send(input).is_err() {
                     break;
                 }
             }
         });
+    }
+}
+
+/// What a peer frame carries once the connection is accepted.
+pub enum PeerFrame {
+    Raft(Box<Message>),
+    /// Sessions a follower's clients kept alive.
+    Touch(Vec<i64>),
+    Keepalive,
+}
+
+/// Decodes a peer frame (after the challenge, if any); `None` for anything else, which closes
+/// the connection.
+pub fn decode_peer_frame(frame: &[u8]) -> Option<PeerFrame> {
+    match decode_binary(frame).ok()? {
+        (PEER_RAFT, body) => Message::parse_from_bytes(body)
+            .ok()
+            .map(|m| PeerFrame::Raft(Box::new(m))),
+        (PEER_KEEPALIVE_KIND, _) => Some(PeerFrame::Keepalive),
+        (PEER_TOUCH, body) => Some(PeerFrame::Touch(
+            body.chunks_exact(8)
+                .map(|c| i64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect(),
+        )),
+        _ => None,
     }
 }
 

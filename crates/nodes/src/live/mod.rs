@@ -347,8 +347,13 @@ async fn play(
                             let port = judge.http_ports[&index];
                             let ip = backend.address(&name);
                             let answers = answers_tx.clone();
+                            let authorization = judge
+                                .map()
+                                .auth
+                                .as_ref()
+                                .map(|auth| auth.operator_authorization());
                             drover_core::env::spawn(async move {
-                                let event = request(&ip, port, index, &action).await;
+                                let event = request(&ip, port, index, &action, authorization).await;
                                 let _ = answers.send((started.elapsed().as_millis() as u64, event));
                             });
                         }
@@ -470,7 +475,13 @@ impl EventsFile {
 }
 
 /// One real HTTP request of a timeline step, as the `client http` trace event.
-async fn request(ip: &str, port: u16, index: usize, http: &HttpAction) -> Event {
+async fn request(
+    ip: &str,
+    port: u16,
+    index: usize,
+    http: &HttpAction,
+    authorization: Option<http::HeaderValue>,
+) -> Event {
     let env = drover_core::env::live::env(CLIENT, std::env::temp_dir(), None);
     let event = Event::new("http")
         .with("step", index)
@@ -483,6 +494,9 @@ async fn request(ip: &str, port: u16, index: usize, http: &HttpAction) -> Event 
         .header(http::header::HOST, format!("{}:{port}", http.node));
     if http.body.is_some() {
         builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    if let Some(authorization) = authorization {
+        builder = builder.header(http::header::AUTHORIZATION, authorization);
     }
     let body = Bytes::from(http.body.clone().unwrap_or_default());
     let Ok(req) = builder.body(body) else {

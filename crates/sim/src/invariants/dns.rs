@@ -324,25 +324,14 @@ impl Invariant for Complete {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{ClusterMap, NodeSpec};
 
     fn view() -> ClusterView {
-        let node = |name: &str, role: &str| NodeSpec {
-            name: name.into(),
-            role: role.into(),
-            index: 1,
-            resources: None,
-            attributes: None,
-            names: Vec::new(),
-        };
-        ClusterView::new(ClusterMap {
-            nodes: vec![
-                node("master-1", "master"),
-                node("od1000-0", "agent"),
-                node("dns-1", "dns"),
-                node("resolver-1", "resolver"),
-            ],
-        })
+        crate::invariants::test_view(&[
+            ("master-1", "master"),
+            ("od1000-0", "agent"),
+            ("dns-1", "dns"),
+            ("resolver-1", "resolver"),
+        ])
     }
 
     /// Feeds `<ms> <node> <event>` lines; the first violation, if any.
