@@ -359,7 +359,16 @@ impl DataTree {
             Op::GetAcl { path } => {
                 let node = found(path)?;
                 acl::allows(node.acl(), ids, perm::READ | perm::ADMIN)?;
-                Ok(Response::Acl(node.acl().to_vec(), node.stat))
+                let mut list = node.acl().to_vec();
+                // As ZooKeeper 3.6+: without ADMIN, a digest's hash is hidden (`user:x`), or
+                // anyone who may read a node could crack its owner's password offline.
+                if acl::allows(node.acl(), ids, perm::ADMIN).is_err() {
+                    for entry in list.iter_mut().filter(|a| a.scheme == "digest") {
+                        let user = entry.id.split(':').next().unwrap_or_default().to_string();
+                        entry.id = format!("{user}:x");
+                    }
+                }
+                Ok(Response::Acl(list, node.stat))
             }
             _ => Err(ErrorCode::Unimplemented),
         }
@@ -1111,6 +1120,20 @@ mod tests {
         };
         assert_eq!(results[1], MultiResult::Error(ErrorCode::NoAuth));
         assert!(tree.node("/open").is_none());
+        // Without ADMIN a digest's hash is hidden (as ZooKeeper 3.6+ does); with it, shown.
+        {
+            let get_acl = Op::GetAcl { path: "/a".into() };
+            let digests = |ids: &[Id]| match tree.read(&get_acl, ids) {
+                Ok(Response::Acl(acl, _)) => acl
+                    .into_iter()
+                    .filter(|a| a.scheme == "digest")
+                    .map(|a| a.id)
+                    .collect::<Vec<_>>(),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(digests(std::slice::from_ref(&bob)), ["alice:x"]);
+            assert_eq!(digests(std::slice::from_ref(&alice)), vec![alice.1.clone()]);
+        }
         // setACL: ADMIN, the aversion checked; getACL: READ or ADMIN.
         let lock = |v: i32| Op::SetAcl {
             path: "/a".into(),
