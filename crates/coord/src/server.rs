@@ -119,6 +119,8 @@ const PEER_CHALLENGE: u8 = 4;
 const PEER_PROOF: u8 = 5;
 /// What the answers of coord's peer links are bound to.
 const PEER_CONTEXT: &str = "drover-coord-peer";
+/// The largest frame read before a peer has proved the secret (a proof is 2 + 32 bytes).
+const PEER_PROOF_MAX_FRAME_BYTES: usize = 64;
 const PEER_QUEUE_FRAMES: usize = 1024;
 
 /// A frame a peer port reads: a raft heartbeat from `from` (as the leader of `term`) to `to`.

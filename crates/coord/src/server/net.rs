@@ -128,7 +128,13 @@ pub(super) async fn accept_peers(
         let refused = refused.clone();
         let env = env.clone();
         drover_core::env::spawn(async move {
-            let mut frames = Framed::new(stream, FrameCodec::with_max(PEER_MAX_FRAME_BYTES));
+            // Until the proof, a frame of a few bytes at most: a stranger's length prefix
+            // reserves no memory.
+            let first_max = match challenge {
+                Some(_) => PEER_PROOF_MAX_FRAME_BYTES,
+                None => PEER_MAX_FRAME_BYTES,
+            };
+            let mut frames = Framed::new(stream, FrameCodec::with_max(first_max));
             if let Some((secret, nonce)) = challenge {
                 if !peer_proved(&mut frames, &secret, &nonce).await {
                     let count = refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -140,6 +146,7 @@ pub(super) async fn accept_peers(
                     env.emit(Event::new("peer_refused"));
                     return;
                 }
+                *frames.codec_mut() = FrameCodec::with_max(PEER_MAX_FRAME_BYTES);
             }
             while let Ok(Some(Ok(frame))) = tokio::time::timeout(PEER_IDLE, frames.next()).await {
                 let input = match decode_peer_frame(&frame) {
