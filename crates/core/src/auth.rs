@@ -225,6 +225,12 @@ pub mod challenge {
     /// The nonce's length.
     pub const NONCE_BYTES: usize = 32;
 
+    /// A fresh nonce drawn from `rng` (the node's: the simulation stays reproducible).
+    pub fn nonce(rng: &mut impl rand::RngCore) -> Vec<u8> {
+        use rand::Rng as _;
+        (0..NONCE_BYTES).map(|_| rng.random::<u8>()).collect()
+    }
+
     /// The MAC over `context` and `nonce` keyed by `secret` (HMAC takes a key of any length).
     fn mac(secret: &[u8], context: &str, nonce: &[u8]) -> Option<Hmac<Sha256>> {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret).ok()?;

@@ -921,12 +921,7 @@ impl AgentAuth {
     async fn challenge(&self, framed: &mut AgentFrames, principal: &str) -> Result<(), String> {
         use base64::Engine as _;
         use drover_core::auth::challenge;
-        let nonce: Vec<u8> = {
-            let mut rng = self.env.rng();
-            (0..challenge::NONCE_BYTES)
-                .map(|_| rng.next_u32() as u8)
-                .collect()
-        };
+        let nonce = challenge::nonce(&mut *self.env.rng());
         let b64 = base64::engine::general_purpose::STANDARD;
         let challenge_frame = encode_message(&MasterMessage::Challenge {
             nonce: b64.encode(&nonce),

@@ -121,8 +121,7 @@ pub(super) async fn accept_peers(
         let secret = secret.clone();
         // Drawn only when peers authenticate: the simulation's randomness stays as it was.
         let challenge = secret.map(|secret| {
-            let mut rng = env.rng();
-            let nonce: Vec<u8> = (0..challenge::NONCE_BYTES).map(|_| rng.random()).collect();
+            let nonce = challenge::nonce(&mut *env.rng());
             (secret, nonce)
         });
         let refused = refused.clone();
