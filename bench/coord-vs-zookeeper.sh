@@ -32,10 +32,12 @@ start_drover() {
         client_ports+=("$(free_port)")
         peers+="${peers:+,}$i=127.0.0.1:$(free_port)"
     done
+    # No limit on connections per address, as the ZooKeeper it is compared with
+    # (tests/zk/real_zookeeper.py writes maxClientCnxns=0): every client comes from 127.0.0.1.
     for i in 1 2 3; do
         mkdir -p "$work/drover-$i"
         "$drover" coord --id "$i" --peers "$peers" --client-port "${client_ports[$((i-1))]}" \
-            --work-dir "$work/drover-$i" >"$work/drover-$i/log" 2>&1 &
+            --work-dir "$work/drover-$i" --max-client-cnxns 0 >"$work/drover-$i/log" 2>&1 &
         pids+=("$!")
         disown "$!"
         hosts+="${hosts:+,}127.0.0.1:${client_ports[$((i-1))]}"

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use drover_coord::client::{Client, ClientConfig, CreateMode};
+use drover_coord::client::{Client, ClientConfig, CreateMode, State};
 use drover_coord::proto::ErrorCode;
 
 use crate::scratch;
@@ -374,4 +374,64 @@ async fn a_server_without_the_peer_secret_cannot_join_the_ensemble() {
     assert_eq!(data, b"v");
     all.close().await;
     two.close().await;
+}
+
+#[tokio::test]
+async fn a_client_whose_auth_scheme_is_refused_gives_up_with_auth_failed() {
+    let coord = DroverCoord::start("authfailed", 1);
+    let probe = client(&coord.hosts());
+    until_served(|| probe.ensure_path("/authfailed"))
+        .await
+        .expect("the server serves");
+    probe.close().await;
+    let mut config = ClientConfig::from_hosts(&coord.hosts()).expect("hosts");
+    config.auth = vec![("kerberos".into(), b"nobody".to_vec())];
+    let env = drover_core::env::live::env("authfailed", scratch("coord-authfailed"), Some(1));
+    let refused = Client::start(env, config);
+    // ZooKeeper's AUTH_FAILED: the server closes the connection, and the client stops for good
+    // instead of reconnecting with the same auth data forever.
+    let mut state = refused.watch_state();
+    let end = tokio::time::timeout(Duration::from_secs(20), state.wait_for(|s| s.is_final()))
+        .await
+        .expect("the client gave up within 20 s")
+        .map(|s| *s)
+        .expect("state");
+    assert_eq!(end, State::AuthFailed);
+    assert_eq!(
+        refused.get_data("/authfailed").await.unwrap_err(),
+        ErrorCode::AuthFailed
+    );
+    // The server still serves others.
+    let other = client(&coord.hosts());
+    until_served(|| other.exists("/authfailed"))
+        .await
+        .expect("served");
+    other.close().await;
+}
+
+#[tokio::test]
+async fn one_address_holds_at_most_max_client_cnxns_connections() {
+    let coord = DroverCoord::start_with(
+        "maxcnxns",
+        vec![vec!["--max-client-cnxns".to_string(), "2".to_string()]],
+    );
+    let first = client(&coord.hosts());
+    until_served(|| first.ensure_path("/cnxns"))
+        .await
+        .expect("the server serves");
+    let second = client(&coord.hosts());
+    second.wait_connected().await.expect("a second connection");
+    // A third from 127.0.0.1 is closed at once, again and again, as ZooKeeper does.
+    let third = client(&coord.hosts());
+    let waited = tokio::time::timeout(Duration::from_secs(3), third.wait_connected()).await;
+    assert!(waited.is_err(), "a third connection was served: {waited:?}");
+    // When one goes, the third gets in.
+    first.close().await;
+    tokio::time::timeout(Duration::from_secs(20), third.wait_connected())
+        .await
+        .expect("the third connected once the first had gone")
+        .expect("connected");
+    assert!(third.exists("/cnxns").await.expect("served").is_some());
+    second.close().await;
+    third.close().await;
 }

@@ -90,6 +90,11 @@ pub(crate) struct Up {
 impl Up {
     /// Starts the cluster and waits for its banner. `Err` when `up` exits or never gets ready.
     pub(crate) fn start(name: &str, docker: bool) -> Result<Up, String> {
+        Up::start_with(name, docker, &[])
+    }
+
+    /// `start`, with more arguments for `drover up`.
+    pub(crate) fn start_with(name: &str, docker: bool, extra: &[&str]) -> Result<Up, String> {
         let dir = fresh_scratch(&format!("up-{name}"));
         let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
         let mut args: Vec<String> = [
@@ -115,6 +120,7 @@ impl Up {
         }
         // A network of the test's own, which `up` makes for the tasks and removes at the end.
         args.extend(["--docker-network".into(), network_of(name)]);
+        args.extend(extra.iter().map(|s| s.to_string()));
         let log = File::create(dir.join("log")).map_err(|e| e.to_string())?;
         let child = Command::new(env!("CARGO_BIN_EXE_drover"))
             .args(&args)
@@ -364,6 +370,24 @@ pub(crate) fn http_json(
     path: &str,
     body: Option<&str>,
 ) -> Result<(u16, Value), String> {
+    http_json_as(address, method, path, body, None)
+}
+
+/// [`http_json`] with HTTP Basic credentials (`user:password`) when given.
+pub(crate) fn http_json_as(
+    address: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    basic: Option<&str>,
+) -> Result<(u16, Value), String> {
+    let authorization = basic
+        .and_then(|b| b.split_once(':'))
+        .map(|(user, password)| {
+            let value = drover_core::auth::authorization(user, password);
+            format!("Authorization: {}\r\n", value.to_str().unwrap_or_default())
+        })
+        .unwrap_or_default();
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))
         .map_err(|e| format!("{address}: {e}"))?;
     stream
@@ -373,7 +397,7 @@ pub(crate) fn http_json(
     write!(
         stream,
         "{method} {path} HTTP/1.0\r\nHost: {address}\r\nContent-Type: application/json\r\n\
-         Accept: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+         Accept: application/json\r\n{authorization}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .map_err(|e| e.to_string())?;
@@ -716,5 +740,65 @@ fn the_marathon_python_client_drives_drover_up() -> Result<(), String> {
     };
     let stopped = up.stop_and_check(false);
     outcome?;
+    stopped
+}
+
+#[test]
+fn a_secure_cluster_answers_only_callers_with_its_credentials() -> Result<(), String> {
+    let up = Up::start_with("secure", false, &["--secure"])?;
+    let checked = (|| {
+        let work = up.dir.join("work");
+        let credentials = std::fs::read_to_string(work.join("auth/credentials"))
+            .map_err(|e| format!("the credentials file: {e}"))?;
+        let secret = credentials
+            .lines()
+            .find_map(|l| l.strip_prefix("operator "))
+            .ok_or("no operator in the credentials file")?
+            .to_string();
+        let scheduler = std::net::SocketAddr::from(([127, 0, 0, 1], up.http_port));
+        // Marathon's API: 401 without the operator's credentials or with a guess, 200 with them.
+        for basic in [None, Some("operator:guess")] {
+            let (status, _) = http_json_as(scheduler, "GET", "/v2/apps", None, basic)?;
+            if status != 401 {
+                return Err(format!("GET /v2/apps with {basic:?} answered {status}"));
+            }
+        }
+        let operator = format!("operator:{secret}");
+        let app = r#"{"id": "/secure/sleeper", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16}"#;
+        let (status, _) = http_json_as(scheduler, "POST", "/v2/apps", Some(app), Some(&operator))?;
+        if status != 201 {
+            return Err(format!("POST /v2/apps with credentials answered {status}"));
+        }
+        // The task runs: the scheduler proved itself to the master, the agents registered with
+        // the secret, and the banner told the user how to call.
+        let running = wait_until(READY_SECS, || {
+            http_json_as(
+                scheduler,
+                "GET",
+                "/v2/apps/secure/sleeper",
+                None,
+                Some(&operator),
+            )
+            .is_ok_and(|(_, app)| app["app"]["tasksRunning"] == 1)
+        });
+        if !running {
+            return Err(format!("the app never ran:\n{}", up.tail()));
+        }
+        let master = std::net::SocketAddr::from(([127, 0, 0, 1], up.master_port));
+        let (_, state) = http_json(master, "GET", "/master/state", None)?;
+        let hosts: Vec<&str> = state["slaves"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s["hostname"].as_str()).collect())
+            .unwrap_or_default();
+        if hosts != ["od1000-0", "od1000-1"] && hosts != ["od1000-1", "od1000-0"] {
+            return Err(format!("/master/state lists agents {hosts:?}"));
+        }
+        if !up.log().contains("-u operator:") {
+            return Err("the banner does not say how to call with the credentials".into());
+        }
+        Ok(())
+    })();
+    let stopped = up.stop_and_check(false);
+    checked?;
     stopped
 }

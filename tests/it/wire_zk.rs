@@ -201,6 +201,11 @@ impl RealZooKeeper {
     /// Starts `nodes` servers (1 = standalone) on fresh loopback ports and data folders and waits
     /// (at most 60 s) until each serves.
     pub fn start(name: &str, nodes: usize) -> Result<Self, String> {
+        Self::start_with(name, nodes, &[])
+    }
+
+    /// `start`, with more arguments for `real_zookeeper.py start` (`--super-digest ID`).
+    pub fn start_with(name: &str, nodes: usize, extra: &[&str]) -> Result<Self, String> {
         let mut zk = RealZooKeeper {
             dir: fresh_scratch(name).join("zk"),
             hosts: String::new(),
@@ -213,7 +218,8 @@ impl RealZooKeeper {
             .arg(&zk.dir)
             .args(["--ensemble", &nodes.to_string()])
             .args(["--ports", &ports.join(",")])
-            .args(["--timeout", &START_SECS.to_string()]);
+            .args(["--timeout", &START_SECS.to_string()])
+            .args(extra);
         let ran = run_limited(cmd, "zk-start", START_SECS + 30)?;
         if !ran.ok() {
             return Err(ran.describe("real_zookeeper.py start")); // zk's Drop stops what started
@@ -386,7 +392,10 @@ fn kazoo_acl_script_gets_the_same_answers_from_drover_as_from_zookeeper() -> Res
     if !missing.is_empty() {
         return skip_or_fail(test, &missing);
     }
-    let reference = RealZooKeeper::start("wire-acl", 1).and_then(|zk| acl_transcript(zk.hosts()));
+    // ZooKeeper's administrator guide's superDigest, for `super:test`.
+    let super_digest = "super:D/InIHSb7yEEbrWz8b9l71RjZJU=";
+    let reference = RealZooKeeper::start_with("wire-acl", 1, &["--super-digest", super_digest])
+        .and_then(|zk| acl_transcript(zk.hosts()));
     let reference = report(reference)?;
     // The reference itself must have refused and allowed, or the comparison proves nothing.
     for expected in [
@@ -395,13 +404,18 @@ fn kazoo_acl_script_gets_the_same_answers_from_drover_as_from_zookeeper() -> Res
         "anon creates with the auth scheme: InvalidACLError",
         "bob writes it: ok version=1",
         "a client authenticates with an unknown scheme: AuthFailedError",
+        "super reads alice's node: ok b'm'",
+        "a wrong super password reads alice's node: NoAuthError",
     ] {
         assert!(
             reference.lines().any(|l| l == expected),
             "ZooKeeper's transcript lacks {expected:?}:\n{reference}"
         );
     }
-    let coord = crate::coord_live::DroverCoord::start("wire-acl", 3);
+    let coord = crate::coord_live::DroverCoord::start_with(
+        "wire-acl",
+        vec![vec!["--super-digest".to_string(), super_digest.to_string()]; 3],
+    );
     let ours = report(acl_transcript(&coord.hosts()))?;
     let differ: Vec<String> = reference
         .lines()

@@ -65,6 +65,9 @@ def main():
                  lambda r: "version=%d" % r.version)
             step("%s creates below it" % who, lambda c=c: c.create(secret + "/c-" + who),
                  lambda r: repr(r.replace(root, "<root>")))
+            # The parent's ACL decides before the child's existence does.
+            step("%s deletes a child below it that does not exist" % who,
+                 lambda c=c: c.delete(secret + "/none"))
         step("alice creates a node anyone reads and bob writes", lambda: alice.create(
             shared, b"x", acl=[make_acl("world", "anyone", read=True),
                                make_digest_acl("bob", "pw", write=True)]))
@@ -115,6 +118,18 @@ def main():
              lambda r: ",".join(type(x).__name__ if isinstance(x, Exception) else "ok"
                                 for x in r))
         step("its create was rolled back", lambda: alice.exists(root + "/t1") is None, repr)
+        # The server's superDigest is super:test's: that digest passes every ACL.
+        root_user, impostor = client([("digest", "super:test")]), client([("digest", "super:x")])
+        step("super reads alice's node", lambda: root_user.get(mine), lambda r: repr(r[0]))
+        step("super reads its ACL", lambda: root_user.get_acls(mine),
+             lambda r: acls_text(r[0]))
+        step("super writes it", lambda: root_user.set(mine, b"s"),
+             lambda r: "version=%d" % r.version)
+        step("a wrong super password reads alice's node", lambda: impostor.get(mine),
+             lambda r: repr(r[0]))
+        for c in (root_user, impostor):
+            c.stop()
+            c.close()
         stranger = client()
         step("a client authenticates with an unknown scheme",
              lambda: stranger.add_auth("kerberos", "alice"))

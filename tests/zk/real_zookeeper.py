@@ -119,7 +119,7 @@ def write_cfg(node, n, client_port, quorum, tick_ms):
     return cfg
 
 
-def spawn(node, cfg, heap_mb):
+def spawn(node, cfg, heap_mb, super_digest=None):
     cp = ZK_JAR + (os.pathsep + SLF4J_SIMPLE if os.path.isfile(SLF4J_SIMPLE) else "")
     cmd = [
         java_bin(),
@@ -129,6 +129,8 @@ def spawn(node, cfg, heap_mb):
         "-Dzookeeper.admin.enableServer=false",
         "-Dorg.slf4j.simpleLogger.defaultLogLevel=info",
         "-Dorg.slf4j.simpleLogger.showDateTime=true",
+    ] + ([f"-Dzookeeper.DigestAuthenticationProvider.superDigest={super_digest}"]
+         if super_digest else []) + [
         "-cp", cp, MAIN, cfg,
     ]
     with open(os.path.join(node, "cmdline"), "w") as f:
@@ -229,7 +231,7 @@ def start(args):
         node = os.path.join(state, f"node{i}")
         os.makedirs(node, exist_ok=True)
         cfg = write_cfg(node, i, port, quorum, args.tick_ms)
-        procs.append(spawn(node, cfg, args.heap_mb))
+        procs.append(spawn(node, cfg, args.heap_mb, args.super_digest))
 
     deadline = time.monotonic() + args.timeout
     modes = [None] * n
@@ -274,6 +276,7 @@ def main():
     s.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for serving")
     s.add_argument("--tick-ms", type=int, default=2000)
     s.add_argument("--heap-mb", type=int, default=256)
+    s.add_argument("--super-digest", help="the superDigest id, super:BASE64(SHA1(super:PASSWORD))")
     t = sub.add_parser("stop", help="stop every node started in --dir")
     t.add_argument("--dir", required=True)
     args = ap.parse_args()

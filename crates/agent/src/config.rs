@@ -3,6 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use drover_coord::url::ZkUrl;
 use drover_core::Resources;
 
 pub use crate::checkpoint::RecoverMode;
@@ -17,38 +18,34 @@ pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(75);
 /// Where the leading master is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MasterLocator {
-    /// `zk://h1:2181,h2:2181/mesos`: the lowest `json.info_` member under the path.
-    Zk {
-        servers: Vec<(String, u16)>,
-        path: String,
-    },
+    /// `zk://[user:password@]h1:2181,h2:2181/mesos`: the lowest `json.info_` member under the
+    /// path (read with the URL's digest credentials, when it has some).
+    Zk(ZkUrl),
     /// `HOST:PORT`: that master.
     Direct { host: String, port: u16 },
+}
+
+impl std::fmt::Display for MasterLocator {
+    /// As given, but a zk:// URL's password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MasterLocator::Zk(url) => write!(f, "{url}"),
+            MasterLocator::Direct { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
 }
 
 impl std::str::FromStr for MasterLocator {
     type Err = String;
 
+    /// Errors never repeat the text: a zk:// URL may hold a password.
     fn from_str(text: &str) -> Result<MasterLocator, String> {
         let text = text.trim();
-        if let Some(rest) = text.strip_prefix("zk://") {
-            let (hosts, path) = match rest.find('/') {
-                Some(slash) => (&rest[..slash], &rest[slash..]),
-                None => (rest, ""),
-            };
-            let path = path.trim_end_matches('/');
-            if path.is_empty() {
-                return Err(format!(
-                    "--master {text:?}: expected zk://HOST:PORT[,HOST:PORT...]/PATH (the path is missing)"
-                ));
-            }
-            let servers = drover_coord::client::ClientConfig::from_hosts(hosts)
-                .map_err(|e| format!("--master {text:?}: {e}"))?
-                .servers;
-            return Ok(MasterLocator::Zk {
-                servers,
-                path: path.to_string(),
-            });
+        if text.starts_with("zk://") {
+            return text
+                .parse()
+                .map(MasterLocator::Zk)
+                .map_err(|e| format!("--master zk://...: {e}"));
         }
         let (host, port) = text
             .rsplit_once(':')
@@ -144,13 +141,22 @@ mod tests {
 
     #[test]
     fn master_locators() {
+        let Ok(MasterLocator::Zk(url)) = "zk://c1:2181,c2:2181/mesos".parse() else {
+            panic!("a zk:// locator");
+        };
         assert_eq!(
-            "zk://c1:2181,c2:2181/mesos".parse(),
-            Ok(MasterLocator::Zk {
-                servers: vec![("c1".into(), 2181), ("c2".into(), 2181)],
-                path: "/mesos".into()
-            })
+            url.servers(),
+            vec![("c1".into(), 2181), ("c2".into(), 2181)]
         );
+        assert_eq!(url.path, "/mesos");
+        // Credentials are the URL's; the password is neither shown nor repeated in errors.
+        let with: MasterLocator = "zk://agent:pw@c1:2181/mesos".parse().unwrap();
+        assert_eq!(with.to_string(), "zk://agent:***@c1:2181/mesos");
+        assert!(!format!("{with:?}").contains("pw"));
+        let error = "zk://agent:pw@c1/mesos"
+            .parse::<MasterLocator>()
+            .unwrap_err();
+        assert!(!error.contains("pw"), "{error}");
         assert_eq!(
             "127.0.0.1:5050".parse(),
             Ok(MasterLocator::Direct {
@@ -161,7 +167,7 @@ mod tests {
         assert!("zk://c1:2181"
             .parse::<MasterLocator>()
             .unwrap_err()
-            .contains("path is missing"));
+            .contains("/PATH"));
         assert!("zk://c1/mesos"
             .parse::<MasterLocator>()
             .unwrap_err()

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use drover_coord::client::{Client, ClientConfig, State};
 use drover_coord::recipes::{sequence_of, MEMBER_PREFIX};
+use drover_coord::url::ZkAcl;
 use drover_core::v1::MasterInfo;
 use drover_core::{Env, Event};
 use tokio::sync::watch;
@@ -59,17 +60,21 @@ impl Detector {
                     task: None,
                 }
             }
-            MasterLocator::Zk { servers, path } => {
+            MasterLocator::Zk(url) => {
                 let (sender, leader) = watch::channel(None);
-                let config = ClientConfig {
-                    servers: servers.clone(),
-                    session_timeout,
-                    connect_timeout: Duration::from_secs(2),
-                    auth: Vec::new(),
-                    acl: vec![drover_coord::proto::Acl::open()],
+                let Ok(mut config) = url.client_config(ZkAcl::Open) else {
+                    // Only a URL built by hand gets here (a parsed one has its hosts checked).
+                    tracing::error!(%url, "the master's zk:// URL has no valid hosts");
+                    return Detector {
+                        leader,
+                        _fixed: Some(sender),
+                        task: None,
+                    };
                 };
-                let task =
-                    drover_core::env::spawn(follow(env.clone(), config, path.clone(), sender));
+                config.session_timeout = session_timeout;
+                config.connect_timeout = Duration::from_secs(2);
+                let path = url.path.clone();
+                let task = drover_core::env::spawn(follow(env.clone(), config, path, sender));
                 Detector {
                     leader,
                     _fixed: None,
@@ -102,7 +107,7 @@ async fn follow(env: Env, config: ClientConfig, path: String, sender: watch::Sen
     };
     let mut client = Client::start(env.clone(), config.clone());
     loop {
-        if matches!(client.state(), State::Expired | State::Closed) {
+        if client.state().is_final() {
             // The session is gone (cut off longer than its timeout): forget the leader, so that
             // finding it again through the new session counts as a change and the agent
             // registers at once instead of waiting out its backoff.

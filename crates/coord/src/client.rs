@@ -51,6 +51,16 @@ pub enum State {
     Connected,
     Expired,
     Closed,
+    /// A server refused the client's auth data (ZooKeeper's AUTH_FAILED: an unknown scheme).
+    /// For good, as in ZooKeeper's clients: another connection would be refused the same way.
+    AuthFailed,
+}
+
+impl State {
+    /// Whether the client is done: a new client is needed to go on.
+    pub fn is_final(self) -> bool {
+        matches!(self, State::Expired | State::Closed | State::AuthFailed)
+    }
 }
 
 /// A watch notification.
@@ -177,6 +187,7 @@ impl Client {
         match reached {
             Ok(State::Connected) => Ok(()),
             Ok(State::Expired) => Err(ErrorCode::SessionExpired),
+            Ok(State::AuthFailed) => Err(ErrorCode::AuthFailed),
             _ => Err(ErrorCode::ConnectionLoss),
         }
     }
@@ -187,10 +198,15 @@ impl Client {
         watch: Option<(WatchKind, oneshot::Sender<WatchedEvent>)>,
     ) -> Reply {
         let (reply, answer) = oneshot::channel();
+        // A client that gave up on its auth data says so to every call after.
+        let gone = || match *self.state.borrow() {
+            State::AuthFailed => ErrorCode::AuthFailed,
+            _ => ErrorCode::ConnectionLoss,
+        };
         self.commands
             .send(Command::Call { op, watch, reply })
-            .map_err(|_| ErrorCode::ConnectionLoss)?;
-        answer.await.map_err(|_| ErrorCode::ConnectionLoss)?
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     pub async fn create(
@@ -527,6 +543,17 @@ async fn run(
                 );
                 return;
             }
+            End::AuthFailed => {
+                tracing::warn!(%host, port, "the server refused this client's auth data: giving up");
+                finish(
+                    &state,
+                    State::AuthFailed,
+                    &mut commands,
+                    &mut backlog,
+                    &mut session,
+                );
+                return;
+            }
             End::Closed => {
                 finish(
                     &state,
@@ -550,10 +577,10 @@ fn finish(
     session: &mut Session,
 ) {
     let _ = state.send(end);
-    let code = if end == State::Expired {
-        ErrorCode::SessionExpired
-    } else {
-        ErrorCode::ConnectionLoss
+    let code = match end {
+        State::Expired => ErrorCode::SessionExpired,
+        State::AuthFailed => ErrorCode::AuthFailed,
+        _ => ErrorCode::ConnectionLoss,
     };
     session.watches.clear();
     commands.close();
@@ -603,6 +630,7 @@ enum End {
     Lost,
     Expired,
     Closed,
+    AuthFailed,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -695,8 +723,8 @@ async fn connected(
                 body = read_packet(&mut reader, &mut buffer) => {
                     let Some(body) = body else { break End::Lost };
                     last_heard = tokio::time::Instant::now();
-                    if !on_packet(&body, session, &mut in_flight) {
-                        break End::Lost;
+                    if let Err(end) = on_packet(&body, session, &mut in_flight) {
+                        break end;
                     }
                     continue;
                 }
@@ -759,10 +787,15 @@ async fn connected(
 }
 
 /// Handles one packet from the server; false if the stream makes no sense.
-fn on_packet(body: &[u8], session: &mut Session, in_flight: &mut VecDeque<InFlight>) -> bool {
+/// Takes one packet from the server; `Err` says how the connection ends.
+fn on_packet(
+    body: &[u8],
+    session: &mut Session,
+    in_flight: &mut VecDeque<InFlight>,
+) -> Result<(), End> {
     let mut r = Reader::new(body);
     let Ok(header) = decode_reply_header(&mut r) else {
-        return false;
+        return Err(End::Lost);
     };
     if header.zxid > 0 {
         session.last_zxid = session.last_zxid.max(header.zxid);
@@ -770,7 +803,7 @@ fn on_packet(body: &[u8], session: &mut Session, in_flight: &mut VecDeque<InFlig
     match header.xid {
         proto::XID_NOTIFICATION => {
             let Ok(WatcherEvent { kind, path, .. }) = decode_event(&mut r) else {
-                return false;
+                return Err(End::Lost);
             };
             let kinds: &[WatchKind] = match kind {
                 event::NODE_CREATED | event::NODE_DATA_CHANGED => {
@@ -792,15 +825,16 @@ fn on_packet(body: &[u8], session: &mut Session, in_flight: &mut VecDeque<InFlig
                     });
                 }
             }
-            true
+            Ok(())
         }
-        proto::XID_PING | proto::XID_SET_WATCHES | proto::XID_AUTH => true,
+        proto::XID_AUTH if header.err == ErrorCode::AuthFailed.code() => Err(End::AuthFailed),
+        proto::XID_PING | proto::XID_SET_WATCHES | proto::XID_AUTH => Ok(()),
         xid => {
             let Some(front) = in_flight.pop_front() else {
-                return false;
+                return Err(End::Lost);
             };
             if front.xid != xid {
-                return false;
+                return Err(End::Lost);
             }
             let rest = body[16..].to_vec();
             let reply = if header.err == 0 {
@@ -826,7 +860,7 @@ fn on_packet(body: &[u8], session: &mut Session, in_flight: &mut VecDeque<InFlig
                 }
             }
             let _ = front.reply.send(reply);
-            true
+            Ok(())
         }
     }
 }

@@ -7,7 +7,8 @@
 //! - [`log`]: the raft log and snapshots, durable through the Env's Disk;
 //! - [`watches`]: the one-shot watches of a server's own connections;
 //! - [`server`]: the server itself (clients, peers, the raft-driving core);
-//! - [`client`]: a client over the Env, and [`recipes`] on it (leader election, group membership).
+//! - [`client`]: a client over the Env, and [`recipes`] on it (leader election, group membership);
+//! - [`url`]: `zk://[user:password@]hosts/path`, as Mesos and Marathon take an ensemble.
 
 pub mod acl;
 pub mod client;
@@ -17,4 +18,5 @@ pub mod proto;
 pub mod recipes;
 pub mod server;
 pub mod tree;
+pub mod url;
 pub mod watches;

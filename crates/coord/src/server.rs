@@ -58,9 +58,16 @@ pub struct Config {
     /// least half as many (drawn anew each time, as ZooKeeper's `snapCount`).
     pub snapshot_every: u64,
     pub max_packet_bytes: usize,
-    /// With a secret (`--peer-secret-file`), a peer connection carries nothing until its sender
-    /// has answered the receiver's challenge with it.
-    pub peer_secret: Option<std::sync::Arc<Vec<u8>>>,
+    /// ZooKeeper's `maxClientCnxns`: at most this many connections from one address at once
+    /// (one more is closed at once); 0: no limit.
+    pub max_client_cnxns: usize,
+    /// With a secret (`--peer-secret-file`), a peer connection carries nothing until both ends
+    /// have proved they hold it (each answers the other's nonce), and every frame after that is
+    /// sealed with a key of that connection.
+    pub peer_secret: Option<drover_core::auth::Secret>,
+    /// ZooKeeper's `zookeeper.DigestAuthenticationProvider.superDigest`: the digest id
+    /// `super:base64(sha1(super:password))` whose holder passes every ACL.
+    pub super_digest: Option<String>,
 }
 
 impl Config {
@@ -89,7 +96,9 @@ impl Default for Config {
             // still a whole tree encoded and fsynced (100 MB for 100k 1 KB nodes).
             snapshot_every: 100_000,
             max_packet_bytes: proto::MAX_PACKET_BYTES,
+            max_client_cnxns: DEFAULT_MAX_CLIENT_CNXNS,
             peer_secret: None,
+            super_digest: None,
         }
     }
 }
@@ -110,17 +119,27 @@ pub enum CoordError {
     Config(String),
 }
 
+/// ZooKeeper's default `maxClientCnxns`.
+pub const DEFAULT_MAX_CLIENT_CNXNS: usize = 60;
+
 const PEER_RAFT: u8 = 1;
 const PEER_TOUCH: u8 = 2;
 const PEER_KEEPALIVE_KIND: u8 = 3;
 /// The receiver's nonce, first on a peer connection when peers authenticate.
 const PEER_CHALLENGE: u8 = 4;
-/// The sender's answer to it, before anything else it sends.
+/// The sender's nonce and its answer to both nonces, before anything else it sends.
 const PEER_PROOF: u8 = 5;
-/// What the answers of coord's peer links are bound to.
-const PEER_CONTEXT: &str = "drover-coord-peer";
-/// The largest frame read before a peer has proved the secret (a proof is 2 + 32 bytes).
-const PEER_PROOF_MAX_FRAME_BYTES: usize = 64;
+/// The receiver's answer to both nonces: only then does the sender send anything of raft's.
+const PEER_ACCEPT: u8 = 6;
+/// What the sender's answer is bound to.
+const PEER_SENDER_CONTEXT: &str = "drover-coord-peer/sender";
+/// What the receiver's answer is bound to (another context: the sender's own answer, reflected,
+/// does not pass).
+const PEER_RECEIVER_CONTEXT: &str = "drover-coord-peer/receiver";
+/// What the connection's key for sealing frames is derived under.
+const PEER_KEY_CONTEXT: &str = "drover-coord-peer/key";
+/// The largest frame read before a peer has proved the secret (a proof is 2 + 32 + 32 bytes).
+const PEER_PROOF_MAX_FRAME_BYTES: usize = 96;
 const PEER_QUEUE_FRAMES: usize = 1024;
 
 /// A frame a peer port reads: a raft heartbeat from `from` (as the leader of `term`) to `to`.
@@ -136,10 +155,10 @@ pub fn forged_heartbeat_frame(from: u64, to: u64, term: u64) -> Bytes {
     encode_binary(PEER_RAFT, &body)
 }
 
-/// A frame answering a peer port's challenge with `answer` (what a stranger without the secret
-/// can only guess).
-pub fn proof_frame(answer: &[u8]) -> Bytes {
-    encode_binary(PEER_PROOF, answer)
+/// A frame answering a peer port's challenge: the sender's `nonce` and its `answer` (what a
+/// stranger without the secret can only guess).
+pub fn proof_frame(nonce: &[u8], answer: &[u8]) -> Bytes {
+    encode_binary(PEER_PROOF, &[nonce, answer].concat())
 }
 /// Peer frames carry whole snapshots, so they may be far larger than client packets.
 const PEER_MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
@@ -294,6 +313,7 @@ pub async fn serve(
         clients,
         inputs.clone(),
         config.max_packet_bytes,
+        config.max_client_cnxns,
     ));
     let mut core = Core::start(env, config, peer_inputs_for_core).await?;
     tokio::pin!(shutdown);

@@ -710,10 +710,13 @@ impl DataTree {
         if path == "/" || path == "/zookeeper" || path.starts_with("/zookeeper/") {
             return Err(ErrorCode::BadArguments);
         }
-        let node = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
-        if let (Some(ids), Some(parent)) = (ids, self.nodes.get(parent_of(path))) {
+        // As ZooKeeper: the parent's ACL first, so that a caller who may not delete there does
+        // not learn whether the child exists.
+        let parent = self.nodes.get(parent_of(path)).ok_or(ErrorCode::NoNode)?;
+        if let Some(ids) = ids {
             acl::allows(parent.acl(), ids, perm::DELETE)?;
         }
+        let node = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
         if version != -1 && version != node.stat.version {
             return Err(ErrorCode::BadVersion);
         }
@@ -1108,6 +1111,15 @@ mod tests {
         };
         assert_eq!(
             as_(&mut tree, 10, std::slice::from_ref(&bob), delete.clone()),
+            Err(ErrorCode::NoAuth)
+        );
+        // Nor does a missing child tell bob anything: the parent's ACL is checked first.
+        let missing_child = Op::Delete {
+            path: "/a/nope".into(),
+            version: -1,
+        };
+        assert_eq!(
+            as_(&mut tree, 10, std::slice::from_ref(&bob), missing_child),
             Err(ErrorCode::NoAuth)
         );
         // A multi whose one operation is not allowed changes nothing.

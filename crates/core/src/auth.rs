@@ -37,14 +37,30 @@ struct CredentialEntry {
     secret: String,
 }
 
+impl CredentialEntry {
+    /// The principal and its secret, both non-empty; `what` names the entry in an error.
+    fn checked(self, what: &str) -> Result<(String, String), String> {
+        if self.principal.is_empty() {
+            return Err(format!("{what} has an empty principal"));
+        }
+        if self.secret.is_empty() {
+            return Err(format!(
+                "{what} (principal {:?}) has no secret",
+                self.principal
+            ));
+        }
+        Ok((self.principal, self.secret))
+    }
+}
+
 impl Credentials {
     /// One principal (Marathon's `--http_credentials user:password`).
     pub fn pair(text: &str) -> Result<Credentials, String> {
         let (user, password) = text
             .split_once(':')
             .ok_or_else(|| "expected USER:PASSWORD".to_string())?;
-        if user.is_empty() {
-            return Err("expected USER:PASSWORD with a user name".into());
+        if user.is_empty() || password.is_empty() {
+            return Err("expected USER:PASSWORD, both non-empty".into());
         }
         Ok(Credentials(BTreeMap::from([(
             user.to_string(),
@@ -53,18 +69,17 @@ impl Credentials {
     }
 
     /// A Mesos credentials file: JSON `{"credentials": [{"principal": .., "secret": ..}]}`, or
-    /// Mesos' text form, one `principal secret` per line.
+    /// Mesos' text form, one `principal secret` per line. Every principal needs a secret (an
+    /// empty one would let anyone in); errors name the line or entry, never a secret.
     pub fn parse(text: &str) -> Result<Credentials, String> {
         let mut out = BTreeMap::new();
         if text.trim_start().starts_with('{') {
             let file: CredentialsFile =
                 serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text))
                     .map_err(|e| format!("at {}: {}", e.path(), e.inner()))?;
-            for entry in file.credentials {
-                if entry.principal.is_empty() {
-                    return Err("a credential has an empty principal".into());
-                }
-                out.insert(entry.principal, entry.secret);
+            for (index, entry) in file.credentials.into_iter().enumerate() {
+                let (principal, secret) = entry.checked(&format!("credentials[{index}]"))?;
+                out.insert(principal, secret);
             }
         } else {
             for (number, line) in text.lines().enumerate() {
@@ -72,15 +87,15 @@ impl Credentials {
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
-                let mut words = line.split_whitespace();
-                let (Some(principal), secret, None) = (words.next(), words.next(), words.next())
-                else {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let [principal, secret] = words[..] else {
                     return Err(format!(
-                        "line {}: expected `principal secret`, found {line:?}",
-                        number + 1
+                        "line {}: expected `principal secret`, found {} words",
+                        number + 1,
+                        words.len()
                     ));
                 };
-                out.insert(principal.to_string(), secret.unwrap_or("").to_string());
+                out.insert(principal.to_string(), secret.to_string());
             }
         }
         if out.is_empty() {
@@ -135,23 +150,19 @@ impl Credential {
     /// Mesos' `--credential` file: JSON `{"principal": .., "secret": ..}`, or one
     /// `principal secret` line; a credentials file with exactly one entry is taken too.
     pub fn parse(text: &str) -> Result<Credential, String> {
-        let is_list = serde_json::from_str::<serde_json::Value>(text)
-            .is_ok_and(|v| v.get("credentials").is_some());
-        let credentials = if text.trim_start().starts_with('{') && !is_list {
-            let entry: CredentialEntry =
-                serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text))
-                    .map_err(|e| format!("at {}: {}", e.path(), e.inner()))?;
-            if entry.principal.is_empty() {
-                return Err("the credential has an empty principal".into());
-            }
-            return Ok(Credential {
-                principal: entry.principal,
-                secret: entry.secret,
-            });
-        } else {
-            Credentials::parse(text)?
+        let single = match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(value) if value.get("credentials").is_none() => Some(value),
+            Ok(_) => None,
+            Err(e) if text.trim_start().starts_with('{') => return Err(e.to_string()),
+            Err(_) => None,
         };
-        let mut entries = credentials.0.into_iter();
+        if let Some(value) = single {
+            let entry: CredentialEntry = serde_path_to_error::deserialize(value)
+                .map_err(|e| format!("at {}: {}", e.path(), e.inner()))?;
+            let (principal, secret) = entry.checked("the credential")?;
+            return Ok(Credential { principal, secret });
+        }
+        let mut entries = Credentials::parse(text)?.0.into_iter();
         match (entries.next(), entries.next()) {
             (Some((principal, secret)), None) => Ok(Credential { principal, secret }),
             _ => Err("expected one credential, found several".into()),
@@ -251,6 +262,77 @@ pub mod challenge {
     pub fn verify(secret: &[u8], context: &str, nonce: &[u8], answer: &[u8]) -> bool {
         mac(secret, context, nonce).is_some_and(|mac| mac.verify_slice(answer).is_ok())
     }
+
+    /// One direction of a connection whose frames are sealed with a key of that connection:
+    /// each frame carries a tag over its sequence number and bytes (HMAC-SHA256, 16 bytes), so
+    /// a frame that was changed, inserted, dropped, replayed or moved from another connection
+    /// fails to open. The bytes themselves travel in the clear.
+    pub struct Seal {
+        mac: Hmac<Sha256>,
+        sequence: u64,
+    }
+
+    impl Seal {
+        /// What sealing adds to a frame.
+        pub const TAG_BYTES: usize = 16;
+
+        /// Both ends build it from the same key (derived with [`answer`] from the secret and
+        /// both ends' nonces).
+        pub fn new(key: &[u8]) -> Seal {
+            Seal {
+                // HMAC takes a key of any length: this does not fail.
+                mac: Hmac::<Sha256>::new_from_slice(key).unwrap_or_else(|_| unreachable!()),
+                sequence: 0,
+            }
+        }
+
+        fn tag(&self, frame: &[u8]) -> Hmac<Sha256> {
+            let mut mac = self.mac.clone();
+            mac.update(&self.sequence.to_be_bytes());
+            mac.update(frame);
+            mac
+        }
+
+        /// `frame` followed by its tag; the next frame gets the next sequence number.
+        pub fn seal(&mut self, frame: &[u8]) -> Vec<u8> {
+            let tag = self.tag(frame).finalize().into_bytes();
+            self.sequence += 1;
+            let mut out = Vec::with_capacity(frame.len() + Self::TAG_BYTES);
+            out.extend_from_slice(frame);
+            out.extend_from_slice(&tag[..Self::TAG_BYTES]);
+            out
+        }
+
+        /// The frame inside `sealed` if its tag is right for the next sequence number (compared
+        /// in constant time); `None` otherwise, after which the connection is to be closed.
+        pub fn open<'a>(&mut self, sealed: &'a [u8]) -> Option<&'a [u8]> {
+            let split = sealed.len().checked_sub(Self::TAG_BYTES)?;
+            let (frame, tag) = sealed.split_at(split);
+            self.tag(frame).verify_truncated_left(tag).ok()?;
+            self.sequence += 1;
+            Some(frame)
+        }
+    }
+}
+
+/// A shared secret's bytes (coord's `--peer-secret-file`): cheap to clone, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(std::sync::Arc<[u8]>);
+
+impl Secret {
+    pub fn new(bytes: &[u8]) -> Secret {
+        Secret(bytes.into())
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 #[cfg(test)]
@@ -284,9 +366,19 @@ mod tests {
             r#"{"credentials": [{"principal": "", "secret": "a"}]}"#,
             r#"{"credentials": [{"principal": "a", "secret": "b", "extra": 1}]}"#,
             "a b c",
+            // No secret: anyone could prove that principal.
+            "a",
+            r#"{"credentials": [{"principal": "a"}]}"#,
+            r#"{"credentials": [{"principal": "a", "secret": ""}]}"#,
         ] {
             assert!(Credentials::parse(bad).is_err(), "{bad:?} was accepted");
         }
+        // Errors name the place, never a secret.
+        let e = Credentials::parse("ops hunter2 extra").unwrap_err();
+        assert_eq!(e, "line 1: expected `principal secret`, found 3 words");
+        let e = Credentials::parse(r#"{"credentials": [{"principal": "a", "secret": "b"}, {"principal": "ops", "secret": ""}]}"#).unwrap_err();
+        assert_eq!(e, r#"credentials[1] (principal "ops") has no secret"#);
+        assert!(Credentials::pair("u:").is_err() && Credentials::pair(":p").is_err());
         let e = Credentials::parse(r#"{"credentials": [{"principal": 5}]}"#).unwrap_err();
         assert!(e.contains("credentials[0].principal"), "{e}");
     }
@@ -310,11 +402,35 @@ mod tests {
             "a b\nc d",
             r#"{"principal": ""}"#,
             r#"{"principal": "a", "secret": "b", "x": 1}"#,
+            r#"{"principal": "a"}"#,
+            "agent",
+            "{not json",
         ] {
             assert!(Credential::parse(bad).is_err(), "{bad:?} was accepted");
         }
         let e = Credential::parse(r#"{"principal": 5}"#).unwrap_err();
         assert!(e.contains("principal"), "{e}");
+    }
+
+    #[test]
+    fn sealed_frames_open_once_in_order_and_only_unchanged() {
+        use challenge::Seal;
+        let (mut sender, mut receiver) = (Seal::new(b"key"), Seal::new(b"key"));
+        let first = sender.seal(b"raft 1");
+        let second = sender.seal(b"raft 2");
+        assert_eq!(first.len(), 6 + Seal::TAG_BYTES);
+        // Out of order, changed, truncated, or under another key: refused.
+        assert_eq!(Seal::new(b"key").open(&second), None);
+        let mut changed = first.clone();
+        changed[0] ^= 1;
+        assert_eq!(Seal::new(b"key").open(&changed), None);
+        assert_eq!(Seal::new(b"key").open(&first[..10]), None);
+        assert_eq!(Seal::new(b"other").open(&first), None);
+        assert_eq!(receiver.open(&first), Some(&b"raft 1"[..]));
+        // A replay of the first frame is out of order now.
+        assert_eq!(receiver.open(&first), None);
+        assert_eq!(receiver.open(&second), Some(&b"raft 2"[..]));
+        assert_eq!(format!("{:?}", Secret::new(b"s3cret")), "Secret(..)");
     }
 
     #[test]

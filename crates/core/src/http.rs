@@ -38,11 +38,22 @@ impl axum::serve::Listener for Listener {
     }
 }
 
+/// A client has this long to send a request's head (line and headers) once the server waits
+/// for one, also between requests on a kept-alive connection: slowloris, or an idle connection
+/// held open, costs a connection for at most this long (hyper's default).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// At most this many connections are served at once on one port; one more is closed at once
+/// (with a warning in the log), so that many idle connections cannot use up the process's files.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// A request head (line and headers) larger than this is refused (431).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// Serves `router` on `listener` until `shutdown` resolves.
 ///
 /// Each connection is a task spawned through the seam (not axum's own `tokio::spawn`), so in the
 /// simulator it belongs to the node and goes with it when the node crashes. At shutdown the
-/// listener closes; connections already accepted finish their exchanges.
+/// listener closes; connections already accepted finish their exchanges. Limits:
+/// [`HEADER_READ_TIMEOUT`], [`MAX_CONNECTIONS`], [`MAX_HEADER_BYTES`].
 pub async fn serve(
     listener: Listener,
     router: axum::Router,
@@ -61,18 +72,38 @@ where
     L: axum::serve::Listener<Io = Stream>,
 {
     let mut shutdown = std::pin::pin!(shutdown);
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut refused: u64 = 0;
     loop {
         let (stream, _peer) = tokio::select! {
             biased;
             _ = &mut shutdown => return Ok(()),
             accepted = listener.accept() => accepted,
         };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            refused += 1;
+            // The 1st, 2nd, 4th... refusal: seen without flooding the log.
+            if refused.is_power_of_two() {
+                tracing::warn!(
+                    refused,
+                    limit = MAX_CONNECTIONS,
+                    "too many HTTP connections: closed a new one"
+                );
+            }
+            drop(stream);
+            continue;
+        };
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         crate::env::spawn(async move {
-            // A connection's error (a reset, a malformed request) ends that connection only.
+            // A connection's error (a reset, a malformed request, a head too slow or too large)
+            // ends that connection only.
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_header_size(MAX_HEADER_BYTES)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
+            drop(permit);
         });
     }
 }

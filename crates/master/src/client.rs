@@ -24,13 +24,23 @@ use hyper_util::rt::TokioIo;
 use rand::RngCore;
 use tokio::sync::mpsc;
 
-use crate::daemon::ZkUrl;
+use drover_coord::url::ZkUrl;
 
 /// Where the master is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Locator {
     Direct(String, u16),
     Zk(ZkUrl),
+}
+
+impl std::fmt::Display for Locator {
+    /// As given, but a zk:// URL's password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Locator::Direct(host, port) => write!(f, "{host}:{port}"),
+            Locator::Zk(url) => write!(f, "{url}"),
+        }
+    }
 }
 
 impl FromStr for Locator {
@@ -225,13 +235,8 @@ async fn find_master(
     match locator {
         Locator::Direct(host, port) => Some(((host.clone(), *port), None)),
         Locator::Zk(url) => {
-            if zk.as_ref().is_none_or(|c| {
-                matches!(
-                    c.state(),
-                    drover_coord::client::State::Expired | drover_coord::client::State::Closed
-                )
-            }) {
-                let config = url.client_config(crate::daemon::ZkAcl::Open).ok()?;
+            if zk.as_ref().is_none_or(|c| c.state().is_final()) {
+                let config = url.client_config(drover_coord::url::ZkAcl::Open).ok()?;
                 *zk = Some(Client::start(env.clone(), config));
             }
             let client = zk.as_ref()?;

@@ -18,9 +18,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use drover_coord::client::{Client, ClientConfig, CreateMode};
-use drover_coord::proto::{Acl, ErrorCode, MultiResult, Op};
+use drover_coord::client::{Client, CreateMode};
+use drover_coord::proto::{ErrorCode, MultiResult, Op};
 use drover_coord::recipes;
+use drover_coord::url::{ZkAcl, ZkUrl};
 use drover_core::agent_proto::{AgentMessage, MasterMessage, Registration};
 use drover_core::env::{Listener, Stream};
 use drover_core::frame::{decode_message, encode_message, FrameCodec};
@@ -102,100 +103,6 @@ async fn authenticate(
         }
     }
     next.run(request).await
-}
-
-/// A parsed `zk://[user:password@]h1:2181,h2:2181/path`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ZkUrl {
-    pub hosts: String,
-    pub path: String,
-    /// `user:password`: sent as a digest auth on every connection, and the nodes created get
-    /// an ACL for that digest.
-    pub credentials: Option<String>,
-}
-
-impl std::fmt::Debug for ZkUrl {
-    /// Without the password.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let user = self
-            .credentials
-            .as_deref()
-            .map(|c| format!("{}:***@", c.split(':').next().unwrap_or("")))
-            .unwrap_or_default();
-        write!(f, "zk://{user}{}{}", self.hosts, self.path)
-    }
-}
-
-/// The ACL nodes created through a [`ZkUrl`] with credentials get.
-#[derive(Clone, Copy, Debug)]
-pub enum ZkAcl {
-    /// `world:anyone` ALL: nothing is protected (a reader's URL).
-    Open,
-    /// Mesos' EVERYONE_READ_CREATOR_ALL: anyone reads (frameworks find the leader), only the
-    /// credentials' digest changes anything.
-    EveryoneReadCreatorAll,
-    /// ZooKeeper's CREATOR_ALL_ACL: only the credentials' digest (Marathon's state).
-    CreatorAll,
-}
-
-impl ZkUrl {
-    /// A client of this URL's ensemble: authenticated with its credentials, creating nodes with
-    /// `acl` when it has some (open without).
-    pub fn client_config(&self, acl: ZkAcl) -> Result<ClientConfig, String> {
-        let mut config = ClientConfig::from_hosts(&self.hosts)?;
-        if let Some(credentials) = &self.credentials {
-            config.auth = vec![("digest".into(), credentials.as_bytes().to_vec())];
-            let creator = Acl {
-                perms: drover_coord::acl::perm::ALL,
-                scheme: "auth".into(),
-                id: String::new(),
-            };
-            let read = Acl {
-                perms: drover_coord::acl::perm::READ,
-                scheme: "world".into(),
-                id: "anyone".into(),
-            };
-            config.acl = match acl {
-                ZkAcl::Open => vec![Acl::open()],
-                ZkAcl::EveryoneReadCreatorAll => vec![read, creator],
-                ZkAcl::CreatorAll => vec![creator],
-            };
-        }
-        Ok(config)
-    }
-}
-
-impl std::str::FromStr for ZkUrl {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<ZkUrl, String> {
-        let rest = text.strip_prefix("zk://").ok_or_else(|| {
-            "expected zk://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/PATH".to_string()
-        })?;
-        let (hosts, path) = rest
-            .split_once('/')
-            .ok_or_else(|| "expected a /PATH after the hosts".to_string())?;
-        // Errors never repeat the text: it may hold a password.
-        let (credentials, hosts) = match hosts.rsplit_once('@') {
-            Some((credentials, hosts)) => {
-                if !credentials.contains(':') || credentials.starts_with(':') {
-                    return Err("expected USER:PASSWORD@ before the hosts".into());
-                }
-                (Some(credentials.to_string()), hosts)
-            }
-            None => (None, hosts),
-        };
-        ClientConfig::from_hosts(hosts)?;
-        let path = format!("/{}", path.trim_end_matches('/'));
-        if path == "/" || path.contains("//") {
-            return Err(format!("{path:?}: expected a path such as /mesos"));
-        }
-        Ok(ZkUrl {
-            hosts: hosts.to_string(),
-            path,
-            credentials,
-        })
-    }
 }
 
 /// At most this many registrations are held while a winning master loads its registry (more
@@ -1408,54 +1315,4 @@ async fn version() -> Response {
         "git_sha": env!("CARGO_PKG_VERSION"),
     }))
     .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn zk_urls_parse_or_say_why() {
-        let url: ZkUrl = "zk://a:2181,b:2181/mesos".parse().unwrap();
-        assert_eq!(url.hosts, "a:2181,b:2181");
-        assert_eq!(url.path, "/mesos");
-        assert!("http://a/mesos"
-            .parse::<ZkUrl>()
-            .unwrap_err()
-            .contains("expected zk://"));
-        assert!("zk://a:2181"
-            .parse::<ZkUrl>()
-            .unwrap_err()
-            .contains("/PATH"));
-        assert!("zk://a/mesos"
-            .parse::<ZkUrl>()
-            .unwrap_err()
-            .contains("HOST:PORT"));
-    }
-
-    #[test]
-    fn zk_urls_with_credentials_authenticate_and_protect_what_they_create() {
-        let url: ZkUrl = "zk://ops:p@ss:w@a:2181,b:2181/mesos".parse().unwrap();
-        assert_eq!(url.hosts, "a:2181,b:2181");
-        assert_eq!(url.credentials.as_deref(), Some("ops:p@ss:w"));
-        // Neither its Debug (logs) nor a parse error repeats the password.
-        assert_eq!(format!("{url:?}"), "zk://ops:***@a:2181,b:2181/mesos");
-        let bad = "zk://ops:secret@a/mesos".parse::<ZkUrl>().unwrap_err();
-        assert!(!bad.contains("secret"), "{bad}");
-        assert!("zk://nocolon@a:1/m".parse::<ZkUrl>().is_err());
-        let master = url.client_config(ZkAcl::EveryoneReadCreatorAll).unwrap();
-        assert_eq!(master.auth, vec![("digest".into(), b"ops:p@ss:w".to_vec())]);
-        let shape: Vec<(i32, &str)> = master
-            .acl
-            .iter()
-            .map(|a| (a.perms, a.scheme.as_str()))
-            .collect();
-        assert_eq!(shape, vec![(1, "world"), (31, "auth")]);
-        let scheduler = url.client_config(ZkAcl::CreatorAll).unwrap();
-        assert_eq!(scheduler.acl.len(), 1);
-        // Without credentials: no auth, open nodes, whatever was asked.
-        let open: ZkUrl = "zk://a:2181/mesos".parse().unwrap();
-        let config = open.client_config(ZkAcl::CreatorAll).unwrap();
-        assert!(config.auth.is_empty() && config.acl == vec![Acl::open()]);
-    }
 }

@@ -16,6 +16,7 @@ use drover_core::Resources;
 use drover_sim::Role;
 
 use crate::coord::CLIENT_PORT;
+use drover_coord::url::ZkUrl;
 
 /// The agent's HTTP port, and the master's (where agents connect).
 pub const AGENT_PORT: u16 = drover_agent::config::DEFAULT_PORT;
@@ -129,7 +130,7 @@ pub async fn main(
         Some(path) => Some(drover_core::auth::Credential::load(path).map_err(anyhow::Error::msg)?),
         None => None,
     };
-    tracing::info!(%hostname, port = args.port, master = %args.master, resources = %config.resources, "agent starting");
+    tracing::info!(%hostname, port = args.port, master = %config.master, resources = %config.resources, "agent starting");
     drover_agent::run(env, config, containerizers, shutdown)
         .await
         .context("agent")
@@ -139,13 +140,15 @@ pub async fn main(
 /// the first master directly.
 pub fn sim_master_locator(coords: &[&str], masters: &[&str]) -> Option<MasterLocator> {
     if !coords.is_empty() {
-        return Some(MasterLocator::Zk {
-            servers: coords
-                .iter()
-                .map(|c| (c.to_string(), CLIENT_PORT))
-                .collect(),
+        let hosts: Vec<String> = coords
+            .iter()
+            .map(|c| format!("{c}:{CLIENT_PORT}"))
+            .collect();
+        return Some(MasterLocator::Zk(ZkUrl {
+            hosts: hosts.join(","),
             path: MASTER_ZK_PATH.to_string(),
-        });
+            credentials: None,
+        }));
     }
     masters.first().map(|m| MasterLocator::Direct {
         host: m.to_string(),
@@ -202,10 +205,9 @@ mod tests {
     fn sim_agents_find_the_master_through_coord_when_there_is_one() {
         assert_eq!(
             sim_master_locator(&["coord-1", "coord-2"], &["master-1"]),
-            Some(MasterLocator::Zk {
-                servers: vec![("coord-1".into(), 2181), ("coord-2".into(), 2181)],
-                path: "/mesos".into()
-            })
+            Some(MasterLocator::Zk(
+                "zk://coord-1:2181,coord-2:2181/mesos".parse().unwrap()
+            ))
         );
         assert_eq!(
             sim_master_locator(&[], &["master-1", "master-2"]),

@@ -28,14 +28,37 @@ pub struct CoordArgs {
     /// Where the raft log and snapshots live.
     #[arg(long, default_value = "drover-coord")]
     work_dir: PathBuf,
-    /// ZooKeeper's tickTime in ms: session timeouts are kept within 2 to 20 ticks.
-    /// A file holding the ensemble's shared secret: a server takes raft messages only from a
-    /// peer that answered its challenge with it (HMAC-SHA256 of a fresh nonce). All servers of an
-    /// ensemble need the same file; a trailing newline is not part of the secret.
+    /// A file holding the ensemble's shared secret: both ends of a peer connection prove they
+    /// hold it (HMAC-SHA256 of both ends' fresh nonces) before any raft message crosses, and each
+    /// frame after that carries a MAC under a key of that connection. All servers of an ensemble
+    /// need the same file; a trailing newline is not part of the secret. Without it, whoever
+    /// reaches the peer port can write to the tree past every ACL.
     #[arg(long)]
     peer_secret_file: Option<PathBuf>,
+    /// ZooKeeper's `superDigest`: the digest id `super:BASE64(SHA1(super:PASSWORD))` (as
+    /// `drover_coord::acl::digest` or ZooKeeper's `DigestAuthenticationProvider` print it); a
+    /// client that authenticates as that user passes every ACL.
+    #[arg(long, alias = "superDigest", value_parser = parse_super_digest)]
+    super_digest: Option<String>,
+    /// ZooKeeper's `maxClientCnxns`: client connections from one address at once (0: no limit).
+    #[arg(long, alias = "maxClientCnxns", default_value_t = server::DEFAULT_MAX_CLIENT_CNXNS)]
+    max_client_cnxns: usize,
+    /// ZooKeeper's tickTime in ms: session timeouts are kept within 2 to 20 ticks.
     #[arg(long, default_value_t = 2000)]
     tick_time: u64,
+}
+
+/// `user:base64(sha1)`: 28 characters of base64 after the user's name.
+pub fn parse_super_digest(text: &str) -> Result<String, String> {
+    use base64::Engine as _;
+    let (user, hash) = text
+        .split_once(':')
+        .ok_or("expected USER:BASE64_SHA1 (a digest id, not a password)")?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(hash);
+    if user.is_empty() || !matches!(decoded, Ok(bytes) if bytes.len() == 20) {
+        return Err("expected USER:BASE64_SHA1, the hash 28 characters of base64 (a digest id, not a password)".into());
+    }
+    Ok(text.to_string())
 }
 
 /// Parses `1=host:2888,2=host:2888`.
@@ -83,8 +106,15 @@ pub async fn main(
         if secret.is_empty() {
             anyhow::bail!("--peer-secret-file {}: the secret is empty", file.display());
         }
-        config.peer_secret = Some(std::sync::Arc::new(secret));
+        config.peer_secret = Some(drover_core::auth::Secret::new(&secret));
+    } else if config.peers.len() > 1 {
+        tracing::warn!(
+            "peers are not authenticated (no --peer-secret-file): whoever reaches the peer port \
+             can join the ensemble and write past every ACL"
+        );
     }
+    config.super_digest = args.super_digest.clone();
+    config.max_client_cnxns = args.max_client_cnxns;
     std::fs::create_dir_all(&args.work_dir)
         .with_context(|| format!("create the work dir {}", args.work_dir.display()))?;
     let env = drover_core::env::live::env(&format!("coord-{}", args.id), &args.work_dir, None);
@@ -116,7 +146,7 @@ pub fn role() -> Role {
                     .cluster
                     .auth
                     .as_ref()
-                    .map(|auth| std::sync::Arc::new(auth.secret.as_bytes().to_vec())),
+                    .map(|auth| drover_core::auth::Secret::new(auth.secret.as_bytes())),
                 ..Config::default()
             };
             let env = context.env.clone();

@@ -63,9 +63,9 @@ pub async fn main(
             )
         }
     };
-    tracing::info!(%addr, master = %args.master, "dns starting");
+    tracing::info!(%addr, master = %locator, "dns starting");
     let config = serde_json::json!({
-        "Masters": [args.master], "Port": args.port, "HTTPPort": args.http_port,
+        "Masters": [locator.to_string()], "Port": args.port, "HTTPPort": args.http_port,
         "Domain": drover_dns::zone::MESOS_DOMAIN, "TTL": drover_dns::answer::TTL,
         "RefreshSeconds": 0, "Listener": args.ip.to_string(),
         "ExternalOn": !args.upstreams.is_empty(),

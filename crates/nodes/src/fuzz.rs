@@ -483,7 +483,7 @@ fn agent_frames() -> Target {
 fn coord_peer_frames() -> Target {
     let mut stream = Vec::new();
     for frame in [
-        drover_coord::server::proof_frame(&[9; 32]),
+        drover_coord::server::proof_frame(&[7; 32], &[9; 32]),
         drover_coord::server::forged_heartbeat_frame(1, 2, 7),
     ] {
         stream.extend_from_slice(&(frame.len() as u32).to_be_bytes());

@@ -347,7 +347,7 @@ async fn coord_peer(env: &Env, coord: &str, index: usize, count: usize) -> Outco
     match tokio::time::timeout(Duration::from_millis(300), frames.next()).await {
         Ok(Some(Ok(_challenge))) => {
             let guess = [0u8; 32];
-            let proof = drover_coord::server::proof_frame(&guess);
+            let proof = drover_coord::server::proof_frame(&guess, &guess);
             let _ = tokio::time::timeout(ANSWER, frames.send(proof)).await;
         }
         Ok(_) => return Outcome::Refused,

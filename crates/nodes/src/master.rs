@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use drover_coord::url::ZkUrl;
 use drover_core::auth::Credentials;
 use drover_master::core::Tuning;
-use drover_master::daemon::{self, Config, ZkUrl};
+use drover_master::daemon::{self, Config};
 use drover_sim::Role;
 
 pub use drover_master::daemon::DEFAULT_PORT as PORT;

@@ -2,9 +2,10 @@
 
 use anyhow::Context;
 use clap::Args;
+use drover_coord::url::ZkUrl;
+use drover_core::auth::Credential;
 use drover_core::auth::Credentials;
 use drover_master::client::Locator;
-use drover_master::daemon::ZkUrl;
 use drover_scheduler::core::Tuning;
 use drover_scheduler::daemon::{Config, HttpAuth};
 use drover_sim::Role;
@@ -64,7 +65,7 @@ pub struct SchedulerArgs {
 }
 
 /// The principal and secret of `--mesos-authentication-*`, both or neither.
-fn mesos_auth(args: &SchedulerArgs) -> anyhow::Result<Option<(String, String)>> {
+fn mesos_auth(args: &SchedulerArgs) -> anyhow::Result<Option<Credential>> {
     match (
         &args.mesos_authentication_principal,
         &args.mesos_authentication_secret_file,
@@ -75,7 +76,16 @@ fn mesos_auth(args: &SchedulerArgs) -> anyhow::Result<Option<(String, String)>> 
                 format!("--mesos-authentication-secret-file {}", file.display())
             })?;
             let secret = secret.strip_suffix('\n').unwrap_or(&secret);
-            Ok(Some((principal.clone(), secret.to_string())))
+            if secret.is_empty() {
+                anyhow::bail!(
+                    "--mesos-authentication-secret-file {}: the secret is empty",
+                    file.display()
+                );
+            }
+            Ok(Some(Credential {
+                principal: principal.clone(),
+                secret: secret.to_string(),
+            }))
         }
         _ => anyhow::bail!(
             "--mesos-authentication-principal and --mesos-authentication-secret-file go together"
@@ -85,18 +95,9 @@ fn mesos_auth(args: &SchedulerArgs) -> anyhow::Result<Option<(String, String)>> 
 
 /// Reads `--master`: a `zk://` URL or `HOST:PORT`.
 pub fn locator(master: &str) -> anyhow::Result<Locator> {
-    if master.starts_with("zk://") {
-        return Ok(Locator::Zk(
-            master.parse::<ZkUrl>().map_err(anyhow::Error::msg)?,
-        ));
-    }
-    let (host, port) = master
-        .rsplit_once(':')
-        .with_context(|| format!("--master {master:?}: expected zk://... or HOST:PORT"))?;
-    let port = port
-        .parse()
-        .with_context(|| format!("--master {master:?}: {port:?} is not a port"))?;
-    Ok(Locator::Direct(host.to_string(), port))
+    master
+        .parse::<Locator>()
+        .map_err(|e| anyhow::anyhow!("--master: {e}"))
 }
 
 pub async fn main(
@@ -175,7 +176,10 @@ pub fn role() -> Role {
                     credentials: auth.operator_credentials(),
                     realm: "Mesosphere".into(),
                 }),
-                mesos_auth: secured.map(|auth| ("marathon".to_string(), auth.secret)),
+                mesos_auth: secured.map(|auth| Credential {
+                    principal: "marathon".into(),
+                    secret: auth.secret,
+                }),
             };
             let env = context.env.clone();
             drover_scheduler::process::serve(env, config, async move {

@@ -86,6 +86,13 @@ pub struct UpArgs {
     /// ports for the next, so the agents of this one host never hand out the same port).
     #[arg(long)]
     pub resources: Option<String>,
+    /// Every daemon authenticates, with one fresh secret written under the work dir's `auth/`
+    /// (mode 0600): agents to the master (`--authenticate-agents`), the scheduler to the master
+    /// as principal `marathon`, frameworks on the v1 API, callers of the Marathon API as
+    /// `operator` (HTTP Basic), and the master's and scheduler's nodes in coord under digest ACLs.
+    /// The master's read-only endpoints stay open (`drover dns` follows them).
+    #[arg(long)]
+    pub secure: bool,
 }
 
 /// Parses one daemon's arguments the way its own subcommand does.
@@ -122,7 +129,12 @@ struct Plan {
     temporary: bool,
     agents: Vec<AgentPlan>,
     docker_network: String,
+    /// With `--secure`: the cluster's one secret, for every principal.
+    secret: Option<String>,
 }
+
+/// Principals of a `--secure` cluster; each has the cluster's secret.
+const PRINCIPALS: [&str; 4] = ["agent", "framework", "marathon", "operator"];
 
 impl Plan {
     fn of(args: &UpArgs) -> anyhow::Result<Plan> {
@@ -174,11 +186,66 @@ impl Plan {
             temporary,
             agents,
             docker_network: args.docker_network.clone(),
+            secret: args.secure.then(fresh_secret),
         })
     }
 
     fn zk(&self, path: &str) -> String {
         format!("zk://{}:{}{path}", self.ip, self.coord_port)
+    }
+
+    /// `zk://USER:SECRET@...` in a secured cluster (the user's digest protects what it creates).
+    fn zk_as(&self, user: &str, path: &str) -> String {
+        match &self.secret {
+            Some(secret) => format!("zk://{user}:{secret}@{}:{}{path}", self.ip, self.coord_port),
+            None => self.zk(path),
+        }
+    }
+
+    /// Where a secured cluster's credentials files are.
+    fn auth_file(&self, name: &str) -> PathBuf {
+        self.work_dir.join("auth").join(name)
+    }
+
+    /// Writes the secured cluster's files (0600): every principal's `credentials` (Mesos' text
+    /// form, the master's), the agent's `agent.credential` and the scheduler's `marathon.secret`.
+    fn write_auth_files(&self) -> anyhow::Result<()> {
+        let Some(secret) = &self.secret else {
+            return Ok(());
+        };
+        let lines: Vec<String> = PRINCIPALS
+            .iter()
+            .map(|p| format!("{p} {secret}\n"))
+            .collect();
+        let dir = self.work_dir.join("auth");
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        for (name, text) in [
+            ("credentials", lines.concat()),
+            ("agent.credential", format!("agent {secret}\n")),
+            ("marathon.secret", secret.clone()),
+        ] {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let path = self.auth_file(name);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut file| file.write_all(text.as_bytes()))
+                .with_context(|| format!("write {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// The operator's `Authorization` header value in a secured cluster.
+    fn operator_authorization(&self) -> Option<String> {
+        let secret = self.secret.as_ref()?;
+        drover_core::auth::authorization("operator", secret)
+            .to_str()
+            .ok()
+            .map(str::to_string)
     }
 
     fn coord_argv(&self) -> Vec<String> {
@@ -191,18 +258,27 @@ impl Plan {
     }
 
     fn master_argv(&self) -> Vec<String> {
-        argv(&[
+        let mut args = argv(&[
             "--ip",
             &self.ip,
             "--port",
             &self.master_port.to_string(),
             "--zk",
-            &self.zk(agent::MASTER_ZK_PATH),
+            &self.zk_as("mesos", agent::MASTER_ZK_PATH),
             "--quorum",
             "1",
             "--work-dir",
             &path_text(&self.work_dir.join("master")),
-        ])
+        ]);
+        if self.secret.is_some() {
+            args.extend(argv(&[
+                "--credentials",
+                &path_text(&self.auth_file("credentials")),
+                "--authenticate-agents",
+                "--authenticate-http-frameworks",
+            ]));
+        }
+        args
     }
 
     fn agent_argv(&self, agent: &AgentPlan, docker: bool, dns: bool) -> Vec<String> {
@@ -230,21 +306,46 @@ impl Plan {
             // Containers ask drover's DNS, which listens at their network's gateway too.
             args.extend(argv(&["--docker-dns", "gateway"]));
         }
+        if self.secret.is_some() {
+            let credential = path_text(&self.auth_file("agent.credential"));
+            args.extend(argv(&["--credential", &credential]));
+        }
         args
     }
 
     fn scheduler_argv(&self) -> Vec<String> {
-        argv(&[
+        let mut args = argv(&[
             "--master",
             &self.zk(agent::MASTER_ZK_PATH),
             "--zk",
-            &self.zk("/marathon"),
+            &self.zk_as("marathon", "/marathon"),
             "--ip",
             &self.ip,
             "--http-port",
             &self.http_port.to_string(),
-        ])
+        ]);
+        if let Some(secret) = &self.secret {
+            let file = path_text(&self.auth_file("marathon.secret"));
+            args.extend(argv(&[
+                "--http-credentials",
+                &format!("operator:{secret}"),
+                "--mesos-authentication-principal",
+                "marathon",
+                "--mesos-authentication-secret-file",
+                &file,
+            ]));
+        }
+        args
     }
+}
+
+/// 24 bytes from the operating system's randomness, in hex: a `--secure` cluster's secret.
+fn fresh_secret() -> String {
+    use rand::RngCore as _;
+    let env = drover_core::env::live::env("up", std::env::temp_dir(), None);
+    let mut bytes = [0u8; 24];
+    env.rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn argv(items: &[&str]) -> Vec<String> {
@@ -283,6 +384,7 @@ pub async fn main(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     let plan = Plan::of(&args)?;
     std::fs::create_dir_all(&plan.work_dir)
         .with_context(|| format!("create the work dir {}", plan.work_dir.display()))?;
+    plan.write_auth_files()?;
     // With Docker: whether the tasks' network was there before (else `up` removes it at the end).
     let (docker, had_network) = if args.no_docker {
         (false, true)
@@ -458,8 +560,15 @@ async fn ready(plan: &Plan) -> anyhow::Result<()> {
     let agents = format!("\"activated_slaves\":{}", plan.agents.len());
     let check = async {
         loop {
-            let master = get(&plan.ip, plan.master_port, "/master/state").await;
-            let info = get(&plan.ip, plan.http_port, "/v2/info").await;
+            let master = get(&plan.ip, plan.master_port, "/master/state", None).await;
+            let authorization = plan.operator_authorization();
+            let info = get(
+                &plan.ip,
+                plan.http_port,
+                "/v2/info",
+                authorization.as_deref(),
+            )
+            .await;
             let master_ready =
                 master.is_some_and(|(status, body)| status == 200 && body.contains(&agents));
             let scheduler_ready = info.is_some_and(|(status, body)| {
@@ -478,11 +587,19 @@ async fn ready(plan: &Plan) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("the cluster was not ready within {READY_TIMEOUT:?}"))
 }
 
-/// A bare HTTP/1.0 GET: the status and the body.
-async fn get(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
+/// A bare HTTP/1.0 GET (with an `Authorization` header when given): the status and the body.
+async fn get(
+    host: &str,
+    port: u16,
+    path: &str,
+    authorization: Option<&str>,
+) -> Option<(u16, String)> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect((host, port)).await.ok()?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n");
+        let credentials = authorization
+            .map(|a| format!("Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n{credentials}\r\n");
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await.ok()?;
@@ -522,6 +639,20 @@ fn print_banner(plan: &Plan, docker: bool, dns: &str) {
     } else {
         format!("{} (kept)", plan.work_dir.display())
     };
+    let (auth, curl_user) = match &plan.secret {
+        Some(secret) => (
+            format!(
+                "every daemon authenticates; principals agent, framework, marathon and operator \
+                 share the secret in {} (the operator calls Marathon with it)",
+                plan.auth_file("credentials").display()
+            ),
+            format!(" -u operator:{secret}"),
+        ),
+        None => (
+            "none (--secure: every daemon authenticates)".to_string(),
+            String::new(),
+        ),
+    };
     // The one thing `up` writes to stdout: what to use, once it can be used.
     println!(
         "drover up: the cluster is ready\n\
@@ -532,8 +663,9 @@ fn print_banner(plan: &Plan, docker: bool, dns: &str) {
          \x20 tasks     {containerizers}\n\
          \x20 dns       {dns}\n\
          \x20 work dir  {work}\n\
+         \x20 auth      {auth}\n\
          Try the seed's apps (their Docker image ubuntu:16.04 must be local; see the README):\n\
-         \x20 curl -X POST http://{ip}:{http}/v2/groups -H 'Content-Type: application/json' -d @{seed}\n\
+         \x20 curl{curl_user} -X POST http://{ip}:{http}/v2/groups -H 'Content-Type: application/json' -d @{seed}\n\
          Ctrl-C stops the cluster and its tasks.",
         http = plan.http_port,
         master = plan.master_port,
@@ -668,6 +800,56 @@ mod tests {
         assert_eq!(scheduler.http_port, 6000);
         assert_eq!(scheduler.zk, "zk://127.0.0.1:2181/marathon");
         assert_eq!(plan.agents[2].name, "od1000-2");
+    }
+
+    #[test]
+    fn a_secure_cluster_gives_every_daemon_its_credentials() {
+        let dir = std::env::temp_dir().join(format!("drover-up-secure-{}", std::process::id()));
+        let plan = Plan::of(&up(&["--work-dir", dir.to_str().unwrap(), "--secure"])).unwrap();
+        let secret = plan.secret.clone().expect("a secret");
+        assert_eq!(secret.len(), 48);
+        assert_ne!(
+            Plan::of(&up(&["--secure"])).unwrap().secret,
+            Some(secret.clone())
+        );
+        plan.write_auth_files().unwrap();
+        let credentials = drover_core::auth::Credentials::load(&plan.auth_file("credentials"));
+        assert!(PRINCIPALS
+            .iter()
+            .all(|p| credentials.as_ref().unwrap().accepts(p, &secret)));
+        let agent = drover_core::auth::Credential::load(&plan.auth_file("agent.credential"));
+        assert_eq!(agent.unwrap().principal, "agent");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(plan.auth_file("credentials"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let master = plan.master_argv();
+        parse::<master::MasterArgs>("master", &master).unwrap();
+        for flag in [
+            "--authenticate-agents",
+            "--authenticate-http-frameworks",
+            "--credentials",
+        ] {
+            assert!(master.iter().any(|a| a == flag), "master lacks {flag}");
+        }
+        assert!(master.contains(&format!("zk://mesos:{secret}@127.0.0.1:2181/mesos")));
+        let agent_argv = plan.agent_argv(&plan.agents[0], false, false);
+        parse::<agent::AgentArgs>("agent", &agent_argv).unwrap();
+        assert!(agent_argv.iter().any(|a| a == "--credential"));
+        let scheduler: scheduler::SchedulerArgs =
+            parse("scheduler", &plan.scheduler_argv()).unwrap();
+        assert_eq!(
+            scheduler.zk,
+            format!("zk://marathon:{secret}@127.0.0.1:2181/marathon")
+        );
+        assert_eq!(
+            scheduler.http_credentials,
+            Some(format!("operator:{secret}"))
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use drover_coord::client::{Client, ClientConfig, CreateMode, State};
+use drover_coord::client::{Client, ClientConfig, CreateMode};
 use drover_coord::proto::ErrorCode;
 use drover_core::{Env, Event};
 use drover_sim::{NodeContext, Role};
@@ -38,7 +38,7 @@ fn connect(context: &NodeContext) -> Client {
 /// A client whose session works, made anew after an expiry.
 async fn session(context: &NodeContext, client: &mut Client) {
     loop {
-        if client.state() == State::Expired || client.state() == State::Closed {
+        if client.state().is_final() {
             context.env.emit(Event::new("session_lost"));
             *client = connect(context);
         }
@@ -202,7 +202,7 @@ pub fn owner() -> Role {
                             }
                             let state = *states.borrow_and_update();
                             env.emit(Event::new("client").with("state", format!("{state:?}")));
-                            if matches!(state, State::Expired | State::Closed) {
+                            if state.is_final() {
                                 break;
                             }
                         }

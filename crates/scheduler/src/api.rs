@@ -323,10 +323,7 @@ fn info_json(
         "leader": leader,
         "frameworkId": framework,
         "marathon_config": {
-            "master": match &c.master {
-                drover_master::client::Locator::Zk(zk) => format!("zk://{}{}", zk.hosts, zk.path),
-                drover_master::client::Locator::Direct(h, p) => format!("{h}:{p}"),
-            },
+            "master": c.master.to_string(),
             "framework_name": c.framework_name,
             "failover_timeout": 604800,
             "hostname": c.hostname,

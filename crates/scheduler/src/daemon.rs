@@ -13,10 +13,10 @@ use std::time::Duration;
 use drover_coord::client::Client;
 use drover_coord::proto::{Acl, ErrorCode, MultiResult, Op};
 use drover_coord::recipes;
+use drover_coord::url::{ZkAcl, ZkUrl};
 use drover_core::v1::{self, CallType, EventType, FrameworkInfo, Id};
 use drover_core::{Env, Event};
 use drover_master::client::{Driver, DriverEvent, Locator};
-use drover_master::daemon::{ZkAcl, ZkUrl};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -51,7 +51,7 @@ pub struct Config {
     pub http_auth: Option<HttpAuth>,
     /// Marathon's `--mesos_authentication_principal` and the secret of
     /// `--mesos_authentication_secret_file`: how the scheduler proves itself to the master.
-    pub mesos_auth: Option<(String, String)>,
+    pub mesos_auth: Option<drover_core::auth::Credential>,
 }
 
 /// Who may call the REST API, and the realm named in the 401 challenge.
@@ -184,10 +184,10 @@ pub(crate) async fn core(
                             hostname: Some(config.hostname.clone()),
                             webui_url: Some(format!("http://{}:{}", config.hostname, config.port)),
                             capabilities: vec![v1::Capability { kind: "PARTITION_AWARE".into() }],
-                            principal: config.mesos_auth.as_ref().map(|(principal, _)| principal.clone()),
+                            principal: config.mesos_auth.as_ref().map(|c| c.principal.clone()),
                             ..FrameworkInfo::default()
                         };
-                        let secret = config.mesos_auth.as_ref().map(|(_, secret)| secret.as_str());
+                        let secret = config.mesos_auth.as_ref().map(|c| c.secret.as_str());
                         let (driver, driver_events) = Driver::start_authenticated(env.clone(), config.master.clone(), info, secret);
                         let outbox = Outbox::start(driver);
                         leading = Some(Leading { scheduler, store, outbox, driver_events, ready_at: None, last_reconcile: now(), pending: None });

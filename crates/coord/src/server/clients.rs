@@ -324,8 +324,19 @@ impl Core {
             Op::Auth { scheme, data } => {
                 let result = acl::authenticate(scheme, data).map(|id| {
                     if let (Some(id), Some(conn)) = (id, self.connections.get_mut(&connection)) {
-                        if !conn.ids.contains(&id) {
-                            conn.ids.push(id);
+                        // As ZooKeeper: the super digest's holder gets the `super` id too,
+                        // which every ACL lets through (the id travels in the log entry, so
+                        // each server judges the same).
+                        let is_super = id.0 == "digest"
+                            && self.config.super_digest.as_deref() == Some(id.1.as_str());
+                        let ids = [
+                            Some(id),
+                            is_super.then(|| (acl::SUPER.to_string(), String::new())),
+                        ];
+                        for id in ids.into_iter().flatten() {
+                            if !conn.ids.contains(&id) {
+                                conn.ids.push(id);
+                            }
                         }
                     }
                     Response::Empty

@@ -1,7 +1,7 @@
 //! The server's sockets: clients' connections (ZooKeeper's wire framing in and out) and the
 //! raft peers' links, each a task of its own feeding the core's inputs.
 
-use drover_core::auth::challenge;
+use drover_core::auth::{challenge, Secret};
 use tokio_util::codec::Framed;
 
 use super::*;
@@ -10,21 +10,63 @@ pub(super) async fn accept_clients(
     mut listener: Listener,
     inputs: mpsc::UnboundedSender<Input>,
     max_packet_bytes: usize,
+    max_per_address: usize,
 ) {
     let mut next: ConnectionId = 1;
+    let open = PerAddress::default();
+    let mut refused: u64 = 0;
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        drover_core::env::spawn(client_connection(
-            next,
-            stream,
-            peer.ip(),
-            inputs.clone(),
-            max_packet_bytes,
-        ));
+        let Some(slot) = open.take(peer.ip(), max_per_address) else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                // ZooKeeper's words, at the 1st, 2nd, 4th... refusal.
+                tracing::warn!(address = %peer.ip(), max = max_per_address, refused, "Too many connections from this address: closed");
+            }
+            drop(stream);
+            continue;
+        };
+        let inputs = inputs.clone();
+        drover_core::env::spawn(async move {
+            client_connection(next, stream, peer.ip(), inputs, max_packet_bytes).await;
+            drop(slot);
+        });
         next += 1;
+    }
+}
+
+/// How many client connections each address holds open.
+#[derive(Clone, Default)]
+struct PerAddress(std::sync::Arc<std::sync::Mutex<BTreeMap<std::net::IpAddr, usize>>>);
+
+/// One open connection of an address; given back when dropped.
+struct Slot(PerAddress, std::net::IpAddr);
+
+impl PerAddress {
+    /// A slot for one more connection from `address`, unless it holds `max` (0: no limit).
+    fn take(&self, address: std::net::IpAddr, max: usize) -> Option<Slot> {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(address).or_default();
+        if max != 0 && *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(Slot(self.clone(), address))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = (self.0).0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.1) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.1);
+            }
+        }
     }
 }
 
@@ -109,7 +151,7 @@ pub(super) async fn accept_peers(
     env: Env,
     mut listener: Listener,
     inputs: mpsc::UnboundedSender<Input>,
-    secret: Option<std::sync::Arc<Vec<u8>>>,
+    secret: Option<Secret>,
 ) {
     let refused = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     loop {
@@ -118,9 +160,8 @@ pub(super) async fn accept_peers(
             continue;
         };
         let inputs = inputs.clone();
-        let secret = secret.clone();
         // Drawn only when peers authenticate: the simulation's randomness stays as it was.
-        let challenge = secret.map(|secret| {
+        let challenge = secret.clone().map(|secret| {
             let nonce = challenge::nonce(&mut *env.rng());
             (secret, nonce)
         });
@@ -134,8 +175,9 @@ pub(super) async fn accept_peers(
                 None => PEER_MAX_FRAME_BYTES,
             };
             let mut frames = Framed::new(stream, FrameCodec::with_max(first_max));
+            let mut seal = None;
             if let Some((secret, nonce)) = challenge {
-                if !peer_proved(&mut frames, &secret, &nonce).await {
+                let Some(key) = peer_proved(&mut frames, &secret, &nonce).await else {
                     let count = refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                     // The 1st, 2nd, 4th, 8th... refusal: a misconfigured peer retrying every few
                     // hundred ms is seen without flooding the log.
@@ -144,11 +186,23 @@ pub(super) async fn accept_peers(
                     }
                     env.emit(Event::new("peer_refused"));
                     return;
-                }
-                *frames.codec_mut() = FrameCodec::with_max(PEER_MAX_FRAME_BYTES);
+                };
+                seal = Some(challenge::Seal::new(&key));
+                *frames.codec_mut() =
+                    FrameCodec::with_max(PEER_MAX_FRAME_BYTES + challenge::Seal::TAG_BYTES);
             }
-            while let Ok(Some(Ok(frame))) = tokio::time::timeout(PEER_IDLE, frames.next()).await {
-                let input = match decode_peer_frame(&frame) {
+            while let Ok(Some(Ok(sealed))) = tokio::time::timeout(PEER_IDLE, frames.next()).await {
+                let frame = match seal.as_mut() {
+                    Some(seal) => match seal.open(&sealed) {
+                        Some(frame) => frame,
+                        None => {
+                            tracing::warn!(%from, "a peer frame's seal is wrong: connection closed");
+                            break;
+                        }
+                    },
+                    None => &sealed[..],
+                };
+                let input = match decode_peer_frame(frame) {
                     Some(PeerFrame::Raft(message)) => Input::Raft(message),
                     Some(PeerFrame::Keepalive) => continue,
                     Some(PeerFrame::Touch(sessions)) => Input::Touch(sessions),
@@ -189,43 +243,74 @@ pub fn decode_peer_frame(frame: &[u8]) -> Option<PeerFrame> {
 
 type PeerFrames = Framed<Stream, FrameCodec>;
 
-/// The receiving side's challenge: sends `nonce`, then the first frame must be its answer.
-async fn peer_proved(frames: &mut PeerFrames, secret: &[u8], nonce: &[u8]) -> bool {
-    let sent = tokio::time::timeout(
-        PEER_CONNECT_TIMEOUT,
-        frames.send(encode_binary(PEER_CHALLENGE, nonce)),
-    )
-    .await;
-    if !matches!(sent, Ok(Ok(()))) {
-        return false;
-    }
-    match tokio::time::timeout(PEER_CONNECT_TIMEOUT, frames.next()).await {
-        Ok(Some(Ok(frame))) => matches!(
-            decode_binary(&frame),
-            Ok((PEER_PROOF, answer)) if challenge::verify(secret, PEER_CONTEXT, nonce, answer)
-        ),
-        _ => false,
-    }
+/// `io`'s result, unless it takes longer than a peer connection may to set up.
+async fn within<F: std::future::Future>(io: F) -> Option<F::Output> {
+    tokio::time::timeout(PEER_CONNECT_TIMEOUT, io).await.ok()
 }
 
-/// The sending side: answers the receiver's challenge with the secret. The stream comes back
-/// for the frames that follow (the receiver sends nothing after its challenge).
-async fn answer_challenge(stream: Stream, secret: &[u8]) -> Option<Stream> {
-    let mut frames = Framed::new(stream, FrameCodec::with_max(PEER_MAX_FRAME_BYTES));
-    let frame = match tokio::time::timeout(PEER_CONNECT_TIMEOUT, frames.next()).await {
-        Ok(Some(Ok(frame))) => frame,
-        _ => return None,
-    };
-    let Ok((PEER_CHALLENGE, nonce)) = decode_binary(&frame) else {
+/// Both ends' nonces, the receiver's first: what each answer and the connection's key cover.
+fn both(receiver_nonce: &[u8], sender_nonce: &[u8]) -> Vec<u8> {
+    [receiver_nonce, sender_nonce].concat()
+}
+
+/// The key a connection's frames are sealed with: neither end's answer (those crossed the wire).
+fn connection_key(secret: &Secret, nonces: &[u8]) -> Vec<u8> {
+    challenge::answer(secret.bytes(), PEER_KEY_CONTEXT, nonces)
+}
+
+/// The receiving side: sends its `nonce`; the first frame must be the sender's nonce and its
+/// answer to both; then the receiver proves the secret back. Returns the connection's key.
+async fn peer_proved(frames: &mut PeerFrames, secret: &Secret, nonce: &[u8]) -> Option<Vec<u8>> {
+    within(frames.send(encode_binary(PEER_CHALLENGE, nonce)))
+        .await?
+        .ok()?;
+    let frame = within(frames.next()).await??.ok()?;
+    let (PEER_PROOF, proof) = decode_binary(&frame).ok()? else {
         return None;
     };
-    let answer = challenge::answer(secret, PEER_CONTEXT, nonce);
-    let sent = tokio::time::timeout(
-        PEER_CONNECT_TIMEOUT,
-        frames.send(encode_binary(PEER_PROOF, &answer)),
-    )
-    .await;
-    matches!(sent, Ok(Ok(()))).then(|| frames.into_inner())
+    let (sender_nonce, answer) = proof.split_at_checked(challenge::NONCE_BYTES)?;
+    let nonces = both(nonce, sender_nonce);
+    if !challenge::verify(secret.bytes(), PEER_SENDER_CONTEXT, &nonces, answer) {
+        return None;
+    }
+    let ours = challenge::answer(secret.bytes(), PEER_RECEIVER_CONTEXT, &nonces);
+    within(frames.send(encode_binary(PEER_ACCEPT, &ours)))
+        .await?
+        .ok()?;
+    Some(connection_key(secret, &nonces))
+}
+
+/// The sending side: answers the receiver's challenge with the secret and its own `nonce`, and
+/// sends nothing of raft's unless the receiver proves the secret back (a stranger listening at
+/// a peer's address learns no data). Returns the stream and the seal its frames go out under.
+async fn answer_challenge(
+    stream: Stream,
+    secret: &Secret,
+    nonce: &[u8],
+) -> Option<(Stream, challenge::Seal)> {
+    let mut frames = Framed::new(stream, FrameCodec::with_max(PEER_PROOF_MAX_FRAME_BYTES));
+    let frame = within(frames.next()).await??.ok()?;
+    let (PEER_CHALLENGE, receiver_nonce) = decode_binary(&frame).ok()? else {
+        return None;
+    };
+    if receiver_nonce.len() != challenge::NONCE_BYTES {
+        return None;
+    }
+    let nonces = both(receiver_nonce, nonce);
+    let answer = challenge::answer(secret.bytes(), PEER_SENDER_CONTEXT, &nonces);
+    within(frames.send(proof_frame(nonce, &answer)))
+        .await?
+        .ok()?;
+    let frame = within(frames.next()).await??.ok()?;
+    let (PEER_ACCEPT, theirs) = decode_binary(&frame).ok()? else {
+        return None;
+    };
+    if !challenge::verify(secret.bytes(), PEER_RECEIVER_CONTEXT, &nonces, theirs) {
+        tracing::warn!("a peer did not prove the peer secret back: nothing sent to it");
+        return None;
+    }
+    let seal = challenge::Seal::new(&connection_key(secret, &nonces));
+    Some((frames.into_inner(), seal))
 }
 
 /// Sends frames to one peer over one connection. The connection is re-opened when a write fails
@@ -236,10 +321,10 @@ pub(super) async fn send_to_peer(
     env: Env,
     (host, port): (String, u16),
     mut frames: mpsc::Receiver<Bytes>,
-    secret: Option<std::sync::Arc<Vec<u8>>>,
+    secret: Option<Secret>,
 ) {
     type Writer = FramedWrite<tokio::io::WriteHalf<Stream>, FrameCodec>;
-    let mut open: Option<(Writer, tokio::io::ReadHalf<Stream>)> = None;
+    let mut open: Option<(Writer, tokio::io::ReadHalf<Stream>, Option<challenge::Seal>)> = None;
     let mut last_sent = tokio::time::Instant::now();
     let mut scratch = [0u8; 64];
     loop {
@@ -254,7 +339,7 @@ pub(super) async fn send_to_peer(
             // The peer never writes on this connection: any read result means it is gone.
             _ = async {
                 match open.as_mut() {
-                    Some((_, reader)) => reader.read(&mut scratch).await,
+                    Some((_, reader, _)) => reader.read(&mut scratch).await,
                     None => std::future::pending().await,
                 }
             } => {
@@ -266,20 +351,32 @@ pub(super) async fn send_to_peer(
         if open.is_none() {
             let stream = match env.connect(&host, port, PEER_CONNECT_TIMEOUT).await {
                 Ok(stream) => match &secret {
-                    Some(secret) => answer_challenge(stream, secret).await,
-                    None => Some(stream),
+                    Some(secret) => {
+                        // Drawn only when peers authenticate, as the receiver's.
+                        let nonce = challenge::nonce(&mut *env.rng());
+                        answer_challenge(stream, secret, &nonce)
+                            .await
+                            .map(|(stream, seal)| (stream, Some(seal)))
+                    }
+                    None => Some((stream, None)),
                 },
                 Err(_) => None,
             };
-            if let Some(stream) = stream {
+            if let Some((stream, seal)) = stream {
                 let (reader, writer) = tokio::io::split(stream);
+                let max = PEER_MAX_FRAME_BYTES + challenge::Seal::TAG_BYTES;
                 open = Some((
-                    FramedWrite::new(writer, FrameCodec::with_max(PEER_MAX_FRAME_BYTES)),
+                    FramedWrite::new(writer, FrameCodec::with_max(max)),
                     reader,
+                    seal,
                 ));
             }
         }
-        if let Some((writer, _)) = &mut open {
+        if let Some((writer, _, seal)) = &mut open {
+            let frame = match seal {
+                Some(seal) => Bytes::from(seal.seal(&frame)),
+                None => frame,
+            };
             if !matches!(
                 tokio::time::timeout(PEER_CONNECT_TIMEOUT, writer.send(frame)).await,
                 Ok(Ok(()))
@@ -288,5 +385,70 @@ pub(super) async fn send_to_peer(
             }
             last_sent = tokio::time::Instant::now();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (Stream, Stream) {
+        let (a, b) = tokio::io::duplex(4096);
+        (Box::new(a), Box::new(b))
+    }
+
+    #[tokio::test]
+    async fn peers_with_the_secret_prove_it_both_ways_and_share_a_seal() {
+        let secret = Secret::new(b"peer secret");
+        let (sending, receiving) = pair();
+        let receiver = {
+            let secret = secret.clone();
+            async move {
+                let mut frames =
+                    Framed::new(receiving, FrameCodec::with_max(PEER_PROOF_MAX_FRAME_BYTES));
+                peer_proved(&mut frames, &secret, &[1; 32]).await
+            }
+        };
+        let (key, sender) = tokio::join!(receiver, answer_challenge(sending, &secret, &[2; 32]));
+        let (_, mut seal) = sender.expect("the receiver proved the secret back");
+        let mut open = challenge::Seal::new(&key.expect("the sender proved the secret"));
+        assert_eq!(open.open(&seal.seal(b"raft")), Some(&b"raft"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_sender_sends_nothing_to_a_receiver_that_cannot_prove_the_secret() {
+        // A stranger at a peer's address: challenges, takes any proof, answers with a guess.
+        let (sending, receiving) = pair();
+        let stranger = async move {
+            let mut frames = Framed::new(receiving, FrameCodec::with_max(1 << 20));
+            frames
+                .send(encode_binary(PEER_CHALLENGE, &[1; 32]))
+                .await
+                .unwrap();
+            let proof = frames.next().await.unwrap().unwrap();
+            assert_eq!(decode_binary(&proof).unwrap().0, PEER_PROOF);
+            frames
+                .send(encode_binary(PEER_ACCEPT, &[0; 32]))
+                .await
+                .unwrap();
+            frames
+        };
+        let secret = Secret::new(b"peer secret");
+        let (mut frames, sender) =
+            tokio::join!(stranger, answer_challenge(sending, &secret, &[2; 32]));
+        assert!(sender.is_none(), "the sender went on with a stranger");
+        // The sender's side is gone; nothing more arrives.
+        assert!(frames.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_receiver_refuses_a_proof_made_without_the_secret() {
+        let (sending, receiving) = pair();
+        let mut frames = Framed::new(receiving, FrameCodec::with_max(PEER_PROOF_MAX_FRAME_BYTES));
+        let secret = Secret::new(b"peer secret");
+        let guess = Secret::new(b"a guess");
+        let guesser = answer_challenge(sending, &guess, &[2; 32]);
+        let (key, sender) = tokio::join!(peer_proved(&mut frames, &secret, &[1; 32]), guesser);
+        assert!(key.is_none() && sender.is_none());
     }
 }

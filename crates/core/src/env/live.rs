@@ -15,12 +15,12 @@ use bytes::Bytes;
 
 use super::{
     node_rng, Accept, BoxFuture, Clock, DatagramSocket, Datagrams, Disk, Env, EnvParts, Event,
-    EventSink, Listener, Net, Stream,
+    EventSink, Listener, Net, NodeRng, Stream,
 };
 
 /// Builds a live Env for `node`, keeping durable state under `work_dir`.
 ///
-/// The RNG is seeded from the clock and the process id unless `seed` is given.
+/// The RNG is keyed from the operating system's randomness unless `seed` is given.
 pub fn env(node: &str, work_dir: impl Into<PathBuf>, seed: Option<u64>) -> Env {
     build(node, work_dir.into(), seed, TokioNet::default())
 }
@@ -35,20 +35,36 @@ pub fn env_with_book(node: &str, work_dir: impl Into<PathBuf>, book: AddressBook
 }
 
 fn build(node: &str, work_dir: PathBuf, seed: Option<u64>, net: TokioNet) -> Env {
-    let seed = seed.unwrap_or_else(|| {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        (nanos as u64) ^ (u64::from(std::process::id()) << 32)
-    });
     Env::new(EnvParts {
         node: node.to_string(),
         net: Arc::new(net),
         clock: Arc::new(SystemClock),
         disk: Arc::new(FileDisk::new(work_dir)),
         events: Arc::new(LogEvents),
-        rng: node_rng(seed, node, 0),
+        rng: match seed {
+            Some(seed) => node_rng(seed, node, 0),
+            None => os_keyed_rng(),
+        },
+    })
+}
+
+/// A generator keyed from the operating system's randomness (getrandom): what a live node's
+/// challenge nonces and session passwords come from, so nobody can predict them from the time a
+/// process started.
+fn os_keyed_rng() -> NodeRng {
+    use rand::SeedableRng as _;
+    NodeRng::try_from_os_rng().unwrap_or_else(|error| {
+        // Linux has had getrandom(2) since 3.17; without it, the clock and pid are all there is.
+        tracing::warn!(%error, "no randomness from the operating system; keying from the clock");
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        node_rng(
+            (nanos as u64) ^ (u64::from(std::process::id()) << 32),
+            "",
+            0,
+        )
     })
 }
 

@@ -61,12 +61,11 @@ impl Master {
                         format!("Framework {id} has been removed"),
                     ));
                 }
-                // As Mesos: a framework's principal does not change over a failover.
-                let known = self
-                    .frameworks
-                    .get(&id)
-                    .and_then(|f| f.info.principal.clone());
-                if known.is_some() && known != info.principal {
+                // As Mesos: a framework's principal does not change over a failover, not even
+                // from none to one (whoever authenticates could otherwise take over a framework
+                // that subscribed without a principal).
+                let known = self.frameworks.get(&id).map(|f| &f.info.principal);
+                if known.is_some_and(|known| *known != info.principal) {
                     return Err(ApiError::new(
                         403,
                         format!("Changing framework's principal is not allowed (framework {id})"),

@@ -557,3 +557,30 @@ fn calls_need_the_current_stream() {
         403
     );
 }
+
+#[test]
+fn a_framework_keeps_its_principal_over_failovers_even_none() {
+    // World's framework subscribed without a principal: nobody may take it over with one.
+    let mut w = world(false);
+    let resubscribe = |principal: Option<&str>| {
+        let mut info = serde_json::json!({"user": "u", "name": "f", "id": {"value": w.framework}});
+        if let Some(principal) = principal {
+            info["principal"] = serde_json::json!(principal);
+        }
+        call(
+            serde_json::json!({"type": "SUBSCRIBE", "framework_id": {"value": w.framework},
+            "subscribe": {"framework_info": info}}),
+        )
+    };
+    let (tx, _stream) = mpsc::channel(64);
+    let error = w
+        .master
+        .subscribe(&resubscribe(Some("mallory")), tx, 10)
+        .unwrap_err();
+    assert_eq!(error.status, 403, "{}", error.message);
+    assert!(error.message.contains("principal is not allowed"));
+    // The framework itself (no principal) fails over as before.
+    let (tx, _stream) = mpsc::channel(64);
+    let (id, _) = w.master.subscribe(&resubscribe(None), tx, 20).unwrap();
+    assert_eq!(id, w.framework);
+}
