@@ -31,7 +31,9 @@ use drover_core::agent_proto::{
     AgentMessage, MasterMessage, Registration, StatusUpdate, TaskReport,
 };
 use drover_core::env::{BoxFuture, Stream};
-use drover_core::frame::{decode_message, encode_message, FrameCodec, FrameError};
+use drover_core::frame::{
+    decode_message, encode_message, next_within, send_within, FrameCodec, FrameError,
+};
 use drover_core::task::TaskState;
 use drover_core::{Env, Event};
 use futures_util::{SinkExt, StreamExt};

@@ -148,11 +148,101 @@ pub fn decode_message<T: DeserializeOwned>(frame: &[u8]) -> Result<T, FrameError
     serde_json::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
+/// One framed exchange that did not happen within its deadline, or broke.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error("nothing within {0:?}")]
+    TimedOut(std::time::Duration),
+    #[error("the connection closed")]
+    Closed,
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+impl From<ExchangeError> for std::io::Error {
+    fn from(error: ExchangeError) -> std::io::Error {
+        use std::io::{Error, ErrorKind};
+        match error {
+            ExchangeError::TimedOut(_) => Error::new(ErrorKind::TimedOut, error.to_string()),
+            ExchangeError::Closed => Error::new(ErrorKind::ConnectionAborted, error.to_string()),
+            ExchangeError::Frame(FrameError::Io(error)) => error,
+            ExchangeError::Frame(other) => Error::other(other.to_string()),
+        }
+    }
+}
+
+/// Sends `message` as one frame on `frames`, unless that takes longer than `within`.
+pub async fn send_within<T: Serialize, C>(
+    frames: &mut tokio_util::codec::Framed<C, FrameCodec>,
+    message: &T,
+    within: std::time::Duration,
+) -> Result<(), ExchangeError>
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::SinkExt as _;
+    let frame = encode_message(message)?;
+    match tokio::time::timeout(within, frames.send(frame)).await {
+        Ok(sent) => Ok(sent?),
+        Err(_) => Err(ExchangeError::TimedOut(within)),
+    }
+}
+
+/// The next frame on `frames` as a `T`, unless none comes within `within`.
+pub async fn next_within<T: DeserializeOwned, C>(
+    frames: &mut tokio_util::codec::Framed<C, FrameCodec>,
+    within: std::time::Duration,
+) -> Result<T, ExchangeError>
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt as _;
+    match tokio::time::timeout(within, frames.next()).await {
+        Ok(Some(frame)) => Ok(decode_message(&frame?)?),
+        Ok(None) => Err(ExchangeError::Closed),
+        Err(_) => Err(ExchangeError::TimedOut(within)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde::Deserialize;
+
+    #[tokio::test(start_paused = true)]
+    async fn exchanges_within_a_deadline_say_what_went_wrong() {
+        use std::time::Duration;
+        use tokio_util::codec::Framed;
+        let (a, b) = tokio::io::duplex(1024);
+        let (mut a, mut b) = (
+            Framed::new(a, FrameCodec::default()),
+            Framed::new(b, FrameCodec::default()),
+        );
+        let second = Duration::from_secs(1);
+        send_within(&mut a, &vec![1u8, 2], second).await.unwrap();
+        assert_eq!(
+            next_within::<Vec<u8>, _>(&mut b, second).await.unwrap(),
+            vec![1, 2]
+        );
+        // Nothing comes: timed out (paused time runs ahead).
+        let waited = next_within::<Vec<u8>, _>(&mut b, second).await.unwrap_err();
+        assert!(matches!(waited, ExchangeError::TimedOut(_)), "{waited}");
+        assert_eq!(
+            std::io::Error::from(waited).kind(),
+            std::io::ErrorKind::TimedOut
+        );
+        // Something else than expected: a frame error; then the other side goes.
+        send_within(&mut a, &"text", second).await.unwrap();
+        let wrong = next_within::<Vec<u8>, _>(&mut b, second).await.unwrap_err();
+        assert!(
+            matches!(wrong, ExchangeError::Frame(FrameError::Malformed(_))),
+            "{wrong}"
+        );
+        drop(a);
+        let closed = next_within::<Vec<u8>, _>(&mut b, second).await.unwrap_err();
+        assert!(matches!(closed, ExchangeError::Closed), "{closed}");
+    }
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct Ping {

@@ -38,6 +38,29 @@ impl axum::serve::Listener for Listener {
     }
 }
 
+/// Connections handed over through a channel (the master's accept loop tells HTTP from agents'
+/// frames and passes HTTP on), as an axum `Listener` for [`serve_from`].
+pub struct ChannelListener(
+    pub tokio::sync::mpsc::Receiver<(Stream, SocketAddr)>,
+    pub SocketAddr,
+);
+
+impl axum::serve::Listener for ChannelListener {
+    type Io = Stream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Stream, SocketAddr) {
+        match self.0.recv().await {
+            Some(accepted) => accepted,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.1)
+    }
+}
+
 /// A client has this long to send a request's head (line and headers) once the server waits
 /// for one, also between requests on a kept-alive connection: slowloris, or an idle connection
 /// held open, costs a connection for at most this long (hyper's default).
@@ -331,6 +354,79 @@ async fn within(
 mod tests {
     use super::*;
     use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server on in-memory connections: what the test writes into `connect()`'s stream.
+    fn memory_server() -> impl FnMut() -> tokio::io::DuplexStream {
+        let (tx, rx) = tokio::sync::mpsc::channel(2 * MAX_CONNECTIONS);
+        let address: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let router = axum::Router::new().route("/", get(|| async { "ok" }));
+        crate::env::spawn(serve_from(
+            ChannelListener(rx, address),
+            router,
+            std::future::pending(),
+        ));
+        move || {
+            let (client, server) = tokio::io::duplex(1 << 16);
+            tx.try_send((Box::new(server) as Stream, address)).unwrap();
+            client
+        }
+    }
+
+    /// Reads until the server closes the connection: what it sent.
+    async fn until_closed(stream: &mut tokio::io::DuplexStream) -> String {
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_sent_too_slowly_loses_its_connection_and_others_are_served() {
+        let mut connect = memory_server();
+        let mut slow = connect();
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        // The rest of the head never comes: the server closes after HEADER_READ_TIMEOUT (the
+        // clock is tokio's, paused: it runs ahead as soon as everything waits).
+        let answer = until_closed(&mut slow).await;
+        assert!(!answer.contains("200"), "{answer}");
+        assert_eq!(started.elapsed().as_secs(), HEADER_READ_TIMEOUT.as_secs());
+        let mut quick = connect();
+        quick
+            .write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(until_closed(&mut quick).await.starts_with("HTTP/1.0 200"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_too_large_gets_431_and_connections_beyond_the_cap_are_closed() {
+        let mut connect = memory_server();
+        let mut large = connect();
+        let head = format!(
+            "GET / HTTP/1.0\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(MAX_HEADER_BYTES)
+        );
+        let _ = large.write_all(head.as_bytes()).await;
+        assert!(until_closed(&mut large).await.starts_with("HTTP/1.1 431"));
+        // MAX_CONNECTIONS idle connections are held; one more is closed at once, with nothing.
+        let mut idle: Vec<_> = (0..MAX_CONNECTIONS).map(|_| connect()).collect();
+        let mut beyond = connect();
+        let answer = tokio::time::timeout(Duration::from_secs(1), until_closed(&mut beyond)).await;
+        assert_eq!(answer.as_deref(), Ok(""));
+        // When one goes, a new connection is served.
+        drop(idle.pop());
+        tokio::task::yield_now().await;
+        let mut fresh = connect();
+        fresh
+            .write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(1), until_closed(&mut fresh)).await;
+        assert!(answer.is_ok_and(|a| a.starts_with("HTTP/1.0 200")));
+    }
 
     #[tokio::test]
     async fn a_pool_reuses_its_connection_and_goes_on_a_fresh_one_when_the_server_closed_it() {

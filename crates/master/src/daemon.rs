@@ -24,7 +24,9 @@ use drover_coord::recipes;
 use drover_coord::url::{ZkAcl, ZkUrl};
 use drover_core::agent_proto::{AgentMessage, MasterMessage, Registration};
 use drover_core::env::{Listener, Stream};
-use drover_core::frame::{decode_message, encode_message, FrameCodec};
+use drover_core::frame::{
+    decode_message, encode_message, next_within, send_within, ExchangeError, FrameCodec,
+};
 use drover_core::v1::{self, CallType, MasterInfo};
 use drover_core::{Env, Event};
 use futures_util::{SinkExt, StreamExt};
@@ -400,7 +402,7 @@ pub async fn serve(
             authenticate,
         ));
     let http = drover_core::env::spawn(async move {
-        let listener = ChannelListener(http_rx, config.bind);
+        let listener = drover_core::http::ChannelListener(http_rx, config.bind);
         let _ = drover_core::http::serve_from(listener, router, std::future::pending()).await;
     });
     match &config.zk {
@@ -830,20 +832,16 @@ impl AgentAuth {
         use drover_core::auth::challenge;
         let nonce = challenge::nonce(&mut *self.env.rng());
         let b64 = base64::engine::general_purpose::STANDARD;
-        let challenge_frame = encode_message(&MasterMessage::Challenge {
+        let challenge_message = MasterMessage::Challenge {
             nonce: b64.encode(&nonce),
-        })
-        .map_err(|e| e.to_string())?;
-        match tokio::time::timeout(IO_TIMEOUT, framed.send(challenge_frame)).await {
-            Ok(Ok(())) => {}
-            _ => return Err("the challenge could not be sent".into()),
-        }
-        let answer = match tokio::time::timeout(IO_TIMEOUT, framed.next()).await {
-            Ok(Some(Ok(frame))) => match decode_message::<AgentMessage>(&frame) {
-                Ok(AgentMessage::Proof { answer }) => b64.decode(answer).unwrap_or_default(),
-                _ => return Err("expected a proof".into()),
-            },
-            _ => return Err("no proof within the I/O timeout".into()),
+        };
+        send_within(framed, &challenge_message, IO_TIMEOUT)
+            .await
+            .map_err(|e| format!("the challenge could not be sent: {e}"))?;
+        let answer = match next_within(framed, IO_TIMEOUT).await {
+            Ok(AgentMessage::Proof { answer }) => b64.decode(answer).unwrap_or_default(),
+            Ok(_) => return Err("expected a proof".into()),
+            Err(e) => return Err(format!("no proof: {e}")),
         };
         let secret = self
             .credentials
@@ -876,11 +874,10 @@ impl AgentAuth {
         self.env.emit(
             Event::new("agent_authentication_failed").with("reason", reason.replace(' ', "_")),
         );
-        if let Ok(frame) = encode_message(&MasterMessage::AuthenticationFailed {
+        let failed = MasterMessage::AuthenticationFailed {
             reason: reason.to_string(),
-        }) {
-            let _ = tokio::time::timeout(IO_TIMEOUT, framed.send(frame)).await;
-        }
+        };
+        let _ = send_within(framed, &failed, IO_TIMEOUT).await;
     }
 }
 
@@ -895,9 +892,10 @@ async fn admit(
 ) -> Option<Registration> {
     let mut authenticated = false;
     loop {
-        let message = match tokio::time::timeout(IO_TIMEOUT, framed.next()).await {
-            Ok(Some(Ok(frame))) => decode_message::<AgentMessage>(&frame),
-            _ => return None,
+        let message = match next_within::<AgentMessage, _>(framed, IO_TIMEOUT).await {
+            Ok(message) => Ok(message),
+            Err(ExchangeError::Frame(error)) => Err(error),
+            Err(_) => return None,
         };
         match message {
             Ok(AgentMessage::Authenticate { principal }) if !authenticated => {
@@ -913,11 +911,10 @@ async fn admit(
                 authenticated = true;
                 auth.env
                     .emit(Event::new("agent_authenticated").with("principal", &principal));
-                let frame = encode_message(&MasterMessage::Authenticated { principal }).ok()?;
-                match tokio::time::timeout(IO_TIMEOUT, framed.send(frame)).await {
-                    Ok(Ok(())) => {}
-                    _ => return None,
-                }
+                let authenticated_message = MasterMessage::Authenticated { principal };
+                send_within(framed, &authenticated_message, IO_TIMEOUT)
+                    .await
+                    .ok()?;
             }
             Ok(AgentMessage::Register(registration)) => {
                 if auth.required && !authenticated {
@@ -1038,25 +1035,6 @@ impl AsyncWrite for Prefixed {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// HTTP connections handed over by the accept loop.
-struct ChannelListener(mpsc::Receiver<(Stream, SocketAddr)>, SocketAddr);
-
-impl axum::serve::Listener for ChannelListener {
-    type Io = Stream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Stream, SocketAddr) {
-        match self.0.recv().await {
-            Some(accepted) => accepted,
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.1)
     }
 }
 

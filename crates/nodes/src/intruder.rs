@@ -22,7 +22,7 @@ use drover_coord::client::{Client, ClientConfig, CreateMode};
 use drover_coord::proto::ErrorCode;
 use drover_core::agent_proto::{AgentMessage, MasterMessage, Registration};
 use drover_core::env::Stream;
-use drover_core::frame::{decode_message, encode_message, FrameCodec};
+use drover_core::frame::{next_within, send_within, ExchangeError, FrameCodec};
 use drover_core::{Env, Event};
 use drover_sim::invariants::FORGED_TERM;
 use drover_sim::Role;
@@ -230,22 +230,16 @@ async fn agent(env: &Env, name: &str, master: &str, principal: Option<&str>) -> 
 }
 
 async fn send(conn: &mut Framed<Stream, FrameCodec>, message: &AgentMessage) -> bool {
-    let Ok(frame) = encode_message(message) else {
-        return false;
-    };
-    matches!(
-        tokio::time::timeout(ANSWER, conn.send(frame)).await,
-        Ok(Ok(()))
-    )
+    send_within(conn, message, ANSWER).await.is_ok()
 }
 
 /// The next master message; `None` when the connection closed or broke. No answer in time (a
 /// master that does not lead holds registrations) comes back as a `Ping`: neither yes nor no.
 async fn receive(conn: &mut Framed<Stream, FrameCodec>) -> Option<MasterMessage> {
-    match tokio::time::timeout(ANSWER, conn.next()).await {
-        Ok(Some(Ok(frame))) => decode_message::<MasterMessage>(&frame).ok(),
-        Ok(_) => None,
-        Err(_) => Some(MasterMessage::Ping { seq: 0 }),
+    match next_within(conn, ANSWER).await {
+        Ok(message) => Some(message),
+        Err(ExchangeError::TimedOut(_)) => Some(MasterMessage::Ping { seq: 0 }),
+        Err(_) => None,
     }
 }
 

@@ -314,30 +314,10 @@ async fn authenticate(
 
 /// Sends one message during authentication (within the send timeout).
 async fn exchange(conn: &mut Conn, message: AgentMessage) -> io::Result<()> {
-    let frame = encode_message(&message).map_err(|e| io::Error::other(e.to_string()))?;
-    match tokio::time::timeout(SEND_TIMEOUT, conn.send(frame)).await {
-        Ok(result) => result.map_err(|e| io::Error::other(e.to_string())),
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the master did not read",
-        )),
-    }
+    Ok(send_within(conn, &message, SEND_TIMEOUT).await?)
 }
 
 /// The master's next message during authentication (within the send timeout).
 async fn receive(conn: &mut Conn) -> io::Result<MasterMessage> {
-    match tokio::time::timeout(SEND_TIMEOUT, conn.next()).await {
-        Ok(Some(Ok(frame))) => {
-            decode_message::<MasterMessage>(&frame).map_err(|e| io::Error::other(e.to_string()))
-        }
-        Ok(Some(Err(e))) => Err(io::Error::other(e.to_string())),
-        Ok(None) => Err(io::Error::new(
-            io::ErrorKind::ConnectionAborted,
-            "the master closed the connection",
-        )),
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the master did not answer",
-        )),
-    }
+    Ok(next_within(conn, SEND_TIMEOUT).await?)
 }
