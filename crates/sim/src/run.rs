@@ -25,47 +25,7 @@ use crate::net::{Conditions, Network, Owner};
 use crate::scenario::{Action, HttpAction, Scenario, ScenarioError};
 use crate::trace::{Trace, CLIENT, HARNESS};
 
-/// A broken expectation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
-    pub at_ms: u64,
-    pub check: String,
-    pub message: String,
-}
-
-/// What a run found.
-#[derive(Debug)]
-pub struct Outcome {
-    pub scenario: String,
-    pub seed: u64,
-    pub failures: Vec<Failure>,
-    /// The full trace, `<sim ms> <node> <event>` per line.
-    pub trace: String,
-    /// The readable timeline: the harness's actions and the notable events.
-    pub timeline: Vec<String>,
-    pub simulated_ms: u64,
-    /// How many times an `always` invariant judged a trace line.
-    pub checks: u64,
-}
-
-impl Outcome {
-    pub fn passed(&self) -> bool {
-        self.failures.is_empty()
-    }
-
-    /// The harness's actions (faults, heals, requests) by kind, counted from the trace.
-    pub fn harness_actions(&self) -> BTreeMap<String, u64> {
-        let mut counts = BTreeMap::new();
-        for line in self.trace.lines() {
-            let mut words = line.split(' ');
-            if let (Some(_), Some(HARNESS), Some(kind)) = (words.next(), words.next(), words.next())
-            {
-                *counts.entry(kind.to_string()).or_default() += 1;
-            }
-        }
-        counts
-    }
-}
+pub use crate::judge::{Failure, Outcome};
 
 struct Request {
     index: usize,
