@@ -51,9 +51,21 @@ pub fn fresh_scratch(name: &str) -> PathBuf {
 }
 
 /// A loopback port nobody listens on right now (bind 127.0.0.1:0, read it, let it go).
+///
+/// The kernel may hand the same free port to two binds in a row once the first listener is
+/// closed, so ports given out are remembered: no two callers of this process get the same one
+/// (a coord's client and peer ports once collided that way).
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local addr").port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// What a child process did within its time limit.
