@@ -38,9 +38,11 @@ use crate::watches::{ConnectionId, Kind, Watches};
 
 mod clients;
 mod net;
+mod peers;
 
-use net::{accept_clients, accept_peers, send_to_peer};
-pub use net::{decode_peer_frame, PeerFrame};
+use net::accept_clients;
+use peers::{accept_peers, send_to_peer, PEER_QUEUE_FRAMES, PEER_RAFT, PEER_TOUCH};
+pub use peers::{decode_peer_frame, forged_heartbeat_frame, proof_frame, PeerFrame};
 
 /// How a coord server is set up.
 #[derive(Clone, Debug)]
@@ -122,50 +124,6 @@ pub enum CoordError {
 /// ZooKeeper's default `maxClientCnxns`.
 pub const DEFAULT_MAX_CLIENT_CNXNS: usize = 60;
 
-const PEER_RAFT: u8 = 1;
-const PEER_TOUCH: u8 = 2;
-const PEER_KEEPALIVE_KIND: u8 = 3;
-/// The receiver's nonce, first on a peer connection when peers authenticate.
-const PEER_CHALLENGE: u8 = 4;
-/// The sender's nonce and its answer to both nonces, before anything else it sends.
-const PEER_PROOF: u8 = 5;
-/// The receiver's answer to both nonces: only then does the sender send anything of raft's.
-const PEER_ACCEPT: u8 = 6;
-/// What the sender's answer is bound to.
-const PEER_SENDER_CONTEXT: &str = "drover-coord-peer/sender";
-/// What the receiver's answer is bound to (another context: the sender's own answer, reflected,
-/// does not pass).
-const PEER_RECEIVER_CONTEXT: &str = "drover-coord-peer/receiver";
-/// What the connection's key for sealing frames is derived under.
-const PEER_KEY_CONTEXT: &str = "drover-coord-peer/key";
-/// The largest frame read before a peer has proved the secret (a proof is 2 + 32 + 32 bytes).
-const PEER_PROOF_MAX_FRAME_BYTES: usize = 96;
-const PEER_QUEUE_FRAMES: usize = 1024;
-
-/// A frame a peer port reads: a raft heartbeat from `from` (as the leader of `term`) to `to`.
-/// For tools that probe the peer port as a stranger would (the simulator's `intruder` role):
-/// a server that accepted it from a connection that proved nothing would follow that term.
-pub fn forged_heartbeat_frame(from: u64, to: u64, term: u64) -> Bytes {
-    let mut message = Message::default();
-    message.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
-    message.from = from;
-    message.to = to;
-    message.term = term;
-    let body = message.write_to_bytes().unwrap_or_default();
-    encode_binary(PEER_RAFT, &body)
-}
-
-/// A frame answering a peer port's challenge: the sender's `nonce` and its `answer` (what a
-/// stranger without the secret can only guess).
-pub fn proof_frame(nonce: &[u8], answer: &[u8]) -> Bytes {
-    encode_binary(PEER_PROOF, &[nonce, answer].concat())
-}
-/// Peer frames carry whole snapshots, so they may be far larger than client packets.
-const PEER_MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
-const PEER_KEEPALIVE: Duration = Duration::from_secs(1);
-/// A peer connection that carried nothing for this long is presumed broken and closed.
-const PEER_IDLE: Duration = Duration::from_secs(3);
-const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A write whose entry was not applied in this long (lost with a leader) closes its connection.
 const PROPOSAL_TIMEOUT_MS: u64 = 10_000;
 /// How often a server reports its sessions' activity to the leader and expires sessions.
