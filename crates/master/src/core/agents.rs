@@ -398,6 +398,24 @@ impl Master {
         self.emit_task_update(&update.task_id, update.state);
     }
 
+    /// A status the master makes itself, stamped now: of `task_id` on `agent_id`, in `state`
+    /// for `reason`, with `message` when there is one to say.
+    pub(super) fn master_made_status(
+        &self,
+        task_id: Id,
+        agent_id: Option<Id>,
+        state: TaskState,
+        reason: &str,
+        message: Option<&str>,
+    ) -> TaskStatus {
+        TaskStatus {
+            message: message.map(str::to_string),
+            agent_id,
+            timestamp: Some(self.env.unix_ms() as f64 / 1000.0),
+            ..TaskStatus::from_master(task_id, state, reason)
+        }
+    }
+
     pub(super) fn emit_task_update(&self, task_id: &str, state: TaskState) {
         self.env.emit(
             NodeEvent::new("task_update")
@@ -518,11 +536,11 @@ impl Master {
         };
         let was_terminal = task.state.is_terminal();
         task.state = state;
-        let status = TaskStatus {
-            message: Some(message.into()),
-            agent_id: Some(Id::new(&task.agent_id)),
-            timestamp: Some(self.env.unix_ms() as f64 / 1000.0),
-            ..TaskStatus::from_master(Id::new(&key.1), state, reason)
+        let agent_id = Some(Id::new(&task.agent_id));
+        let status =
+            self.master_made_status(Id::new(&key.1), agent_id, state, reason, Some(message));
+        let Some(task) = self.tasks.get_mut(key) else {
+            return;
         };
         task.last_status = Some(status.clone());
         if state.is_terminal() && !was_terminal {
@@ -547,11 +565,8 @@ impl Master {
     /// A status of the task's current state, from the master.
     pub(super) fn master_status(&self, key: &(String, String), reason: &str) -> Option<TaskStatus> {
         let task = self.tasks.get(key)?;
-        Some(TaskStatus {
-            agent_id: Some(Id::new(&task.agent_id)),
-            timestamp: Some(self.env.unix_ms() as f64 / 1000.0),
-            ..TaskStatus::from_master(Id::new(&key.1), task.state, reason)
-        })
+        let agent_id = Some(Id::new(&task.agent_id));
+        Some(self.master_made_status(Id::new(&key.1), agent_id, task.state, reason, None))
     }
 
     pub(super) fn send_event(&self, framework_id: &str, event: &Event) -> bool {

@@ -458,12 +458,9 @@ impl Master {
         reason: &str,
         message: &str,
     ) {
-        let status = TaskStatus {
-            message: Some(message.into()),
-            agent_id: Some(task.agent_id.clone()),
-            timestamp: Some(self.env.unix_ms() as f64 / 1000.0),
-            ..TaskStatus::from_master(task.task_id.clone(), state, reason)
-        };
+        let agent_id = Some(task.agent_id.clone());
+        let status =
+            self.master_made_status(task.task_id.clone(), agent_id, state, reason, Some(message));
         self.emit_task_update(&task.task_id.value, state);
         self.send_event(framework_id, &Event::update(status));
     }
@@ -589,16 +586,13 @@ impl Master {
                     }),
                 };
                 if let Some(state) = state {
-                    statuses.push(TaskStatus {
-                        message: Some("Reconciliation: task is unknown".into()),
-                        agent_id: asked.agent_id.clone(),
-                        timestamp: Some(self.env.unix_ms() as f64 / 1000.0),
-                        ..TaskStatus::from_master(
-                            asked.task_id.clone(),
-                            state,
-                            "REASON_RECONCILIATION",
-                        )
-                    });
+                    statuses.push(self.master_made_status(
+                        asked.task_id.clone(),
+                        asked.agent_id.clone(),
+                        state,
+                        "REASON_RECONCILIATION",
+                        Some("Reconciliation: task is unknown"),
+                    ));
                 }
             }
         }
