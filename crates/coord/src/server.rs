@@ -37,9 +37,9 @@ use crate::tree::{validate_path, Change, DataTree, Txn};
 use crate::watches::{ConnectionId, Kind, Watches};
 
 mod clients;
+mod driving;
 mod net;
 mod peers;
-mod driving;
 
 use net::accept_clients;
 use peers::{accept_peers, send_to_peer, PEER_QUEUE_FRAMES, PEER_RAFT, PEER_TOUCH};
