@@ -633,6 +633,24 @@ impl TaskStatus {
             container_status: None,
         }
     }
+
+    /// [`TaskStatus::from_master`] of the task on `agent_id`, stamped `unix_ms`, with `message`
+    /// when there is one to say.
+    pub fn from_master_at(
+        task_id: Id,
+        agent_id: Option<Id>,
+        state: crate::task::TaskState,
+        reason: &str,
+        message: Option<&str>,
+        unix_ms: u64,
+    ) -> TaskStatus {
+        TaskStatus {
+            message: message.map(str::to_string),
+            agent_id,
+            timestamp: Some(unix_ms as f64 / 1000.0),
+            ..TaskStatus::from_master(task_id, state, reason)
+        }
+    }
 }
 
 /// Mesos' `ContainerStatus`: `{"network_infos": [{"ip_addresses": [{"protocol": "IPv4",

@@ -408,12 +408,8 @@ impl Master {
         reason: &str,
         message: Option<&str>,
     ) -> TaskStatus {
-        TaskStatus {
-            message: message.map(str::to_string),
-            agent_id,
-            timestamp: Some(self.env.unix_ms() as f64 / 1000.0),
-            ..TaskStatus::from_master(task_id, state, reason)
-        }
+        let now = self.env.unix_ms();
+        TaskStatus::from_master_at(task_id, agent_id, state, reason, message, now)
     }
 
     pub(super) fn emit_task_update(&self, task_id: &str, state: TaskState) {
@@ -531,17 +527,21 @@ impl Master {
         reason: &str,
         message: &str,
     ) {
+        let now = self.env.unix_ms();
         let Some(task) = self.tasks.get_mut(key) else {
             return;
         };
         let was_terminal = task.state.is_terminal();
         task.state = state;
         let agent_id = Some(Id::new(&task.agent_id));
-        let status =
-            self.master_made_status(Id::new(&key.1), agent_id, state, reason, Some(message));
-        let Some(task) = self.tasks.get_mut(key) else {
-            return;
-        };
+        let status = TaskStatus::from_master_at(
+            Id::new(&key.1),
+            agent_id,
+            state,
+            reason,
+            Some(message),
+            now,
+        );
         task.last_status = Some(status.clone());
         if state.is_terminal() && !was_terminal {
             let (agent, resources) = (task.agent_id.clone(), task.resources.clone());
