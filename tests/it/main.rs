@@ -3,6 +3,7 @@
 mod arm_readme;
 mod cli;
 mod coord_live;
+mod coord_sim;
 mod determinism;
 mod harness;
 mod live_parity;

@@ -288,6 +288,17 @@ pub async fn serve(
                     core.on_input(input);
                 }
             }
+            synced = async {
+                match core.syncing.as_mut() {
+                    Some((_, sync)) => sync.as_mut().await,
+                    None => std::future::pending().await,
+                }
+            }, if core.syncing.is_some() => {
+                synced?;
+                if let Some((number, _)) = core.syncing.take() {
+                    core.persisted(number);
+                }
+            }
             _ = ticker.tick() => core.on_tick(),
             input = receiver.recv() => {
                 let Some(input) = input else { break };
@@ -348,7 +359,17 @@ struct Core {
     snapshot_written: Option<std::io::Result<WrittenSnapshot>>,
     /// New sessions not yet proposed (no leader): connection, id, password, timeout, since.
     unproposed: VecDeque<(ConnectionId, i64, Vec<u8>, u64, u64)>,
+    /// Readies advanced but not yet durable: each one's number and the messages that may only
+    /// leave once it is (raft's "persisted messages").
+    unpersisted: VecDeque<(u64, Vec<Message>)>,
+    /// Whether the log holds something appended since the last sync began that must be synced.
+    unsynced: bool,
+    /// The sync in flight, polled by the serve loop: the newest ready it makes durable.
+    syncing: Option<(u64, Syncing)>,
 }
+
+/// A sync of the log running beside the core loop.
+type Syncing = std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
 
 impl Core {
     async fn start(
@@ -429,6 +450,9 @@ impl Core {
             snapshotting: false,
             next_snapshot_at: 0,
             snapshot_written: None,
+            unpersisted: VecDeque::new(),
+            unsynced: false,
+            syncing: None,
         };
         core.next_snapshot_at = applied + snapshot_interval(&core.env, &core.config);
         core.after_raft();

@@ -4,59 +4,82 @@
 use super::*;
 
 impl Core {
-    /// Persists, sends and applies whatever raft has ready, in the order raft-rs documents.
+    /// Sends, applies and persists whatever raft has ready, in the order raft-rs documents for
+    /// asynchronous persistence: a ready's entries and hard state go to the log at once (raft
+    /// reads them from there), and the sync that makes them durable runs beside the core loop
+    /// ([`Core::syncing`]), one at a time; what waits for durability (a follower's acknowledgement,
+    /// a vote, the leader's own count towards a commit) waits for [`Core::persisted`]. Meanwhile
+    /// the core goes on answering reads and taking writes, which the next sync makes durable
+    /// together: the core task never waits on the disk but for snapshots.
     pub(super) async fn drive(&mut self) -> Result<(), CoordError> {
-        while self.raft.has_ready() {
-            let mut ready = self.raft.ready();
-            self.send_messages(ready.take_messages());
-            if !ready.snapshot().is_empty() {
-                let snapshot = ready.snapshot().clone();
-                let index = snapshot.get_metadata().index;
-                let tree = DataTree::decode_snapshot(&snapshot.data).map_err(|e| {
-                    CoordError::Config(format!("snapshot from the leader does not decode: {e}"))
-                })?;
-                let old = std::mem::replace(&mut self.tree, tree);
-                self.after_snapshot(&old);
-                self.log.install_snapshot(&self.env, snapshot).await?;
-                self.applied = index;
+        loop {
+            while self.raft.has_ready() {
+                let mut ready = self.raft.ready();
+                self.send_messages(ready.take_messages());
+                let installs = !ready.snapshot().is_empty();
+                if installs {
+                    // The log's files change: everything before must be durable first.
+                    self.settle().await?;
+                    let snapshot = ready.snapshot().clone();
+                    let index = snapshot.get_metadata().index;
+                    let tree = DataTree::decode_snapshot(&snapshot.data).map_err(|e| {
+                        CoordError::Config(format!("snapshot from the leader does not decode: {e}"))
+                    })?;
+                    let old = std::mem::replace(&mut self.tree, tree);
+                    self.after_snapshot(&old);
+                    self.log.install_snapshot(&self.env, snapshot).await?;
+                    self.applied = index;
+                }
+                let committed = ready.take_committed_entries();
+                self.apply(committed);
+                if !ready.entries().is_empty() {
+                    self.log.append(ready.entries())?;
+                }
+                if let Some(state) = ready.hs() {
+                    // A changed commit index alone need not be synced: it rides with the next.
+                    self.log.set_hard_state(state.clone())?;
+                }
+                self.unsynced |= ready.must_sync();
+                let number = ready.number();
+                self.unpersisted
+                    .push_back((number, ready.take_persisted_messages()));
+                self.raft.advance_append_async(ready);
+                if installs {
+                    // Applied up to the snapshot, which raft must count as durable first.
+                    if std::mem::take(&mut self.unsynced) {
+                        self.log.sync(&self.env).await?;
+                    }
+                    self.persisted(number);
+                }
+                self.raft.advance_apply();
+                self.after_raft();
+                for (peer, status) in std::mem::take(&mut self.snapshot_reports) {
+                    self.raft.report_snapshot(peer, status);
+                }
+                for connection in std::mem::take(&mut self.to_pump) {
+                    self.pump(connection);
+                }
             }
-            let committed = ready.take_committed_entries();
-            self.apply(committed);
-            let mut persisted = false;
-            if !ready.entries().is_empty() {
-                self.log.append(ready.entries())?;
-                persisted = true;
+            if self.syncing.is_some() {
+                break;
             }
-            if let Some(state) = ready.hs() {
-                self.log.set_hard_state(state.clone())?;
-                persisted = true;
+            let Some(&(newest, _)) = self.unpersisted.back() else {
+                break;
+            };
+            if self.unsynced {
+                self.unsynced = false;
+                let (log, env) = (self.log.clone(), self.env.clone());
+                self.syncing = Some((newest, Box::pin(async move { log.sync(&env).await })));
+                break;
             }
-            if persisted {
-                self.log.sync(&self.env).await?;
-            }
-            self.send_messages(ready.take_persisted_messages());
-            let mut light = self.raft.advance(ready);
-            if let Some(commit) = light.commit_index() {
-                let mut state = self.log.hard_state();
-                state.commit = commit;
-                self.log.set_hard_state(state)?;
-            }
-            self.send_messages(light.take_messages());
-            let committed = light.take_committed_entries();
-            self.apply(committed);
-            self.raft.advance_apply();
-            self.after_raft();
-            for (peer, status) in std::mem::take(&mut self.snapshot_reports) {
-                self.raft.report_snapshot(peer, status);
-            }
-            for connection in std::mem::take(&mut self.to_pump) {
-                self.pump(connection);
-            }
+            // Nothing new to make durable (messages or a commit index only).
+            self.persisted(newest);
         }
         if let Some(written) = self.snapshot_written.take() {
             self.snapshotting = false;
             let written = written?;
             let index = written.index();
+            self.settle().await?;
             if self.log.snapshot_written(&self.env, written).await? {
                 self.env.emit(Event::new("snapshot").with("index", index));
             }
@@ -65,7 +88,36 @@ impl Core {
             && self.applied >= self.next_snapshot_at
             && self.applied > self.log.snapshot_index()
         {
+            self.settle().await?;
             self.begin_snapshot().await?;
+        }
+        Ok(())
+    }
+
+    /// The readies up to `number` are durable: raft counts them, and the messages that waited
+    /// for them go out.
+    pub(super) fn persisted(&mut self, number: u64) {
+        self.raft.on_persist_ready(number);
+        while self.unpersisted.front().is_some_and(|(n, _)| *n <= number) {
+            if let Some((_, messages)) = self.unpersisted.pop_front() {
+                self.send_messages(messages);
+            }
+        }
+        self.after_raft();
+    }
+
+    /// Makes every ready advanced so far durable, waiting for the sync in flight: before the
+    /// log's files change (a snapshot begun, taken or installed).
+    pub(super) async fn settle(&mut self) -> Result<(), CoordError> {
+        if let Some((number, sync)) = self.syncing.take() {
+            sync.await?;
+            self.persisted(number);
+        }
+        if let Some(&(newest, _)) = self.unpersisted.back() {
+            if std::mem::take(&mut self.unsynced) {
+                self.log.sync(&self.env).await?;
+            }
+            self.persisted(newest);
         }
         Ok(())
     }

@@ -67,6 +67,9 @@ impl Drop for Slot {
     }
 }
 
+/// How many bytes of queued packets a client connection gathers into one write.
+const CLIENT_BATCH_BYTES: usize = 64 * 1024;
+
 /// Reads a client's packets into the core and writes what the core answers, in order.
 pub(super) async fn client_connection(
     connection: ConnectionId,
@@ -82,15 +85,43 @@ pub(super) async fn client_connection(
     'serve: loop {
         tokio::select! {
             biased;
-            message = outgoing.recv() => match message {
-                                Some(Outgoing::Packet(packet)) => {
-                    let written = tokio::time::timeout(CLIENT_WRITE_TIMEOUT, writer.write_all(&packet)).await;
+            message = outgoing.recv() => {
+                // Everything queued (replies, events) goes out in one write.
+                let mut close = false;
+                let mut packets = Vec::new();
+                let mut next = message;
+                loop {
+                    match next {
+                        Some(Outgoing::Packet(packet)) => {
+                            if packets.is_empty() {
+                                packets = packet;
+                            } else {
+                                packets.extend_from_slice(&packet);
+                            }
+                        }
+                        Some(Outgoing::Close) | None => {
+                            close = true;
+                            break;
+                        }
+                    }
+                    if packets.len() >= CLIENT_BATCH_BYTES {
+                        break;
+                    }
+                    match outgoing.try_recv() {
+                        Ok(message) => next = Some(message),
+                        Err(_) => break,
+                    }
+                }
+                if !packets.is_empty() {
+                    let written = tokio::time::timeout(CLIENT_WRITE_TIMEOUT, writer.write_all(&packets)).await;
                     if !matches!(written, Ok(Ok(()))) {
                         break 'serve;
                     }
                 }
-                Some(Outgoing::Close) | None => break 'serve,
-            },
+                if close {
+                    break 'serve;
+                }
+            }
             read = reader.read_buf(&mut buffer) => {
                 if !matches!(read, Ok(n) if n > 0) {
                     break 'serve;
