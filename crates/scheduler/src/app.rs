@@ -39,6 +39,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::constraints::Constraint;
@@ -120,31 +121,37 @@ pub struct AppDefinition {
     pub unknown: BTreeMap<String, Value>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct FetchUri {
     pub uri: String,
     pub extract: bool,
     pub executable: bool,
     pub cache: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dest_path: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PortDefinition {
     /// The service port; 0 until one is assigned.
     pub port: u32,
     pub protocol: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub labels: BTreeMap<String, String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ContainerType {
     Docker,
     Mesos,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DockerNetwork {
     Bridge,
     Host,
@@ -152,9 +159,12 @@ pub enum DockerNetwork {
     User,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Container {
+    #[serde(rename = "type")]
     pub kind: ContainerType,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub docker: Option<Docker>,
     /// Accepted and kept as given.
     pub volumes: Vec<Value>,
@@ -170,23 +180,28 @@ pub struct Docker {
     pub force_pull_image: bool,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PortMapping {
     pub container_port: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub host_port: Option<u32>,
     pub service_port: u32,
     pub protocol: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub labels: BTreeMap<String, String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Parameter {
     pub key: String,
     pub value: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum HealthProtocol {
     Http,
     Https,
@@ -231,12 +246,20 @@ const HEALTH_PROTOCOLS: &[(&str, HealthProtocol)] = &[
     ("MESOS_TCP", HealthProtocol::MesosTcp),
 ];
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct HealthCheck {
     pub protocol: HealthProtocol,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub port_index: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "write::command_value"
+    )]
     pub command: Option<String>,
     pub grace_period_seconds: u32,
     pub interval_seconds: u32,
@@ -246,7 +269,8 @@ pub struct HealthCheck {
     pub ignore_http1xx: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct UpgradeStrategy {
     pub minimum_health_capacity: f64,
     pub maximum_over_capacity: f64,
@@ -261,7 +285,8 @@ impl Default for UpgradeStrategy {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum KillSelection {
     #[default]
     YoungestFirst,

@@ -1,6 +1,8 @@
 //! Writing an app in Marathon's response shape (and in full, for storage).
 
-use serde_json::{json, Map, Value};
+use serde::ser::{SerializeStruct, Serializer};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use super::*;
 
@@ -18,138 +20,48 @@ impl AppDefinition {
     }
 
     pub(super) fn to_json(&self, version: Option<&str>, with_unknown: bool) -> Value {
-        let mut out = Map::new();
-        let opt_str = |s: &Option<String>| s.as_ref().map_or(Value::Null, |s| json!(s));
-        out.insert("id".into(), json!(self.id.to_string()));
-        out.insert("cmd".into(), opt_str(&self.cmd));
-        out.insert(
-            "args".into(),
-            self.args.as_ref().map_or(Value::Null, |a| json!(a)),
-        );
-        out.insert("user".into(), opt_str(&self.user));
-        out.insert("env".into(), json!(self.env));
-        out.insert("instances".into(), json!(self.instances));
-        out.insert("cpus".into(), json!(self.cpus));
-        out.insert("mem".into(), json!(self.mem));
-        out.insert("disk".into(), json!(self.disk));
-        out.insert("gpus".into(), json!(self.gpus));
-        out.insert("executor".into(), json!(self.executor));
-        out.insert(
-            "constraints".into(),
-            Value::Array(self.constraints.iter().map(Constraint::to_json).collect()),
-        );
-        out.insert(
-            "uris".into(),
-            Value::Array(self.fetch.iter().map(|f| json!(f.uri)).collect()),
-        );
-        out.insert(
-            "fetch".into(),
-            Value::Array(self.fetch.iter().map(FetchUri::to_json).collect()),
-        );
-        out.insert("storeUrls".into(), json!(self.store_urls));
-        out.insert("backoffSeconds".into(), json!(self.backoff_seconds));
-        out.insert("backoffFactor".into(), json!(self.backoff_factor));
-        out.insert(
-            "maxLaunchDelaySeconds".into(),
-            json!(self.max_launch_delay_seconds),
-        );
-        out.insert(
-            "container".into(),
-            self.container
-                .as_ref()
-                .map_or(Value::Null, Container::to_json),
-        );
-        out.insert(
-            "healthChecks".into(),
-            Value::Array(
-                self.health_checks
-                    .iter()
-                    .map(HealthCheck::to_json)
-                    .collect(),
-            ),
-        );
-        out.insert(
-            "readinessChecks".into(),
-            Value::Array(self.readiness_checks.clone()),
-        );
-        out.insert(
-            "dependencies".into(),
-            Value::Array(
-                self.dependencies
-                    .iter()
-                    .map(|d| json!(d.to_string()))
-                    .collect(),
-            ),
-        );
-        out.insert(
-            "upgradeStrategy".into(),
-            json!({
-                "minimumHealthCapacity": self.upgrade_strategy.minimum_health_capacity,
-                "maximumOverCapacity": self.upgrade_strategy.maximum_over_capacity,
+        let shape = AppJson {
+            id: self.id.to_string(),
+            cmd: &self.cmd,
+            args: &self.args,
+            user: &self.user,
+            env: &self.env,
+            instances: self.instances,
+            cpus: self.cpus,
+            mem: self.mem,
+            disk: self.disk,
+            gpus: self.gpus,
+            executor: &self.executor,
+            constraints: self.constraints.iter().map(Constraint::to_json).collect(),
+            uris: self.fetch.iter().map(|f| f.uri.as_str()).collect(),
+            fetch: &self.fetch,
+            store_urls: &self.store_urls,
+            backoff_seconds: self.backoff_seconds,
+            backoff_factor: self.backoff_factor,
+            max_launch_delay_seconds: self.max_launch_delay_seconds,
+            container: &self.container,
+            health_checks: &self.health_checks,
+            readiness_checks: &self.readiness_checks,
+            dependencies: self.dependencies.iter().map(PathId::to_string).collect(),
+            upgrade_strategy: self.upgrade_strategy,
+            labels: &self.labels,
+            accepted_resource_roles: &self.accepted_resource_roles,
+            version,
+            task_kill_grace_period_seconds: self.task_kill_grace_period_seconds,
+            unreachable_strategy: self.unreachable_strategy,
+            kill_selection: self.kill_selection,
+            ports: self.port_definitions.iter().map(|p| p.port).collect(),
+            port_definitions: &self.port_definitions,
+            require_ports: self.require_ports,
+            version_info: version.filter(|_| !with_unknown).map(|v| VersionInfo {
+                last_scaling_at: v,
+                last_config_change_at: v,
             }),
-        );
-        out.insert("labels".into(), json!(self.labels));
-        out.insert(
-            "acceptedResourceRoles".into(),
-            self.accepted_resource_roles
-                .as_ref()
-                .map_or(Value::Null, |r| json!(r)),
-        );
-        out.insert("version".into(), version.map_or(Value::Null, |v| json!(v)));
-        out.insert(
-            "taskKillGracePeriodSeconds".into(),
-            self.task_kill_grace_period_seconds
-                .map_or(Value::Null, |s| json!(s)),
-        );
-        out.insert(
-            "unreachableStrategy".into(),
-            match self.unreachable_strategy {
-                UnreachableStrategy::Disabled => json!("disabled"),
-                UnreachableStrategy::Enabled {
-                    inactive_after_seconds,
-                    expunge_after_seconds,
-                } => {
-                    json!({
-                        "inactiveAfterSeconds": inactive_after_seconds,
-                        "expungeAfterSeconds": expunge_after_seconds,
-                    })
-                }
-            },
-        );
-        out.insert(
-            "killSelection".into(),
-            json!(match self.kill_selection {
-                KillSelection::YoungestFirst => "YOUNGEST_FIRST",
-                KillSelection::OldestFirst => "OLDEST_FIRST",
-            }),
-        );
-        out.insert(
-            "ports".into(),
-            Value::Array(
-                self.port_definitions
-                    .iter()
-                    .map(|p| json!(p.port))
-                    .collect(),
-            ),
-        );
-        out.insert(
-            "portDefinitions".into(),
-            Value::Array(
-                self.port_definitions
-                    .iter()
-                    .map(PortDefinition::to_json)
-                    .collect(),
-            ),
-        );
-        out.insert("requirePorts".into(), json!(self.require_ports));
-        if let Some(version) = version {
-            if !with_unknown {
-                out.insert(
-                    "versionInfo".into(),
-                    json!({"lastScalingAt": version, "lastConfigChangeAt": version}),
-                );
-            }
-        }
+        };
+        let mut out = match serde_json::to_value(shape) {
+            Ok(Value::Object(out)) => out,
+            _ => Map::new(),
+        };
         for (k, v) in &self.passthrough {
             out.insert(k.clone(), v.clone());
         }
@@ -162,131 +74,113 @@ impl AppDefinition {
     }
 }
 
-impl PortDefinition {
-    pub(super) fn to_json(&self) -> Value {
-        let mut out = Map::new();
-        out.insert("port".into(), json!(self.port));
-        out.insert("protocol".into(), json!(self.protocol));
-        if let Some(name) = &self.name {
-            out.insert("name".into(), json!(name));
+/// An app in Marathon's shape: every field Marathon answers with, named as Marathon names it
+/// (absent options are `null`, as Marathon writes them). The nested shapes are the model's own
+/// types, serialized by their derives (`app.rs`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AppJson<'a> {
+    id: String,
+    cmd: &'a Option<String>,
+    args: &'a Option<Vec<String>>,
+    user: &'a Option<String>,
+    env: &'a BTreeMap<String, String>,
+    instances: u32,
+    cpus: f64,
+    mem: f64,
+    disk: f64,
+    gpus: u32,
+    executor: &'a str,
+    constraints: Vec<Value>,
+    /// The fetch list's URIs, as Marathon still answers them.
+    uris: Vec<&'a str>,
+    fetch: &'a [FetchUri],
+    store_urls: &'a [String],
+    backoff_seconds: u32,
+    backoff_factor: f64,
+    max_launch_delay_seconds: u32,
+    container: &'a Option<Container>,
+    health_checks: &'a [HealthCheck],
+    readiness_checks: &'a [Value],
+    dependencies: Vec<String>,
+    upgrade_strategy: UpgradeStrategy,
+    labels: &'a BTreeMap<String, String>,
+    accepted_resource_roles: &'a Option<Vec<String>>,
+    version: Option<&'a str>,
+    task_kill_grace_period_seconds: Option<u32>,
+    unreachable_strategy: UnreachableStrategy,
+    kill_selection: KillSelection,
+    /// The port definitions' numbers (Marathon's older form).
+    ports: Vec<u32>,
+    port_definitions: &'a [PortDefinition],
+    require_ports: bool,
+    /// Only in answers, not in storage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version_info: Option<VersionInfo<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VersionInfo<'a> {
+    last_scaling_at: &'a str,
+    last_config_change_at: &'a str,
+}
+
+/// Marathon's `"disabled"`, or the two timeouts.
+impl Serialize for UnreachableStrategy {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            UnreachableStrategy::Disabled => serializer.serialize_str("disabled"),
+            UnreachableStrategy::Enabled {
+                inactive_after_seconds,
+                expunge_after_seconds,
+            } => {
+                let mut s = serializer.serialize_struct("UnreachableStrategy", 2)?;
+                s.serialize_field("inactiveAfterSeconds", &inactive_after_seconds)?;
+                s.serialize_field("expungeAfterSeconds", &expunge_after_seconds)?;
+                s.end()
+            }
         }
-        out.insert("labels".into(), json!(self.labels));
-        Value::Object(out)
     }
 }
 
-impl FetchUri {
-    pub(super) fn to_json(&self) -> Value {
-        let mut out = Map::new();
-        out.insert("uri".into(), json!(self.uri));
-        out.insert("extract".into(), json!(self.extract));
-        out.insert("executable".into(), json!(self.executable));
-        out.insert("cache".into(), json!(self.cache));
-        if let Some(dest) = &self.dest_path {
-            out.insert("destPath".into(), json!(dest));
+/// Marathon answers `portMappings: null` for a Docker container on the host network (or none)
+/// without mappings, and the list otherwise.
+impl Serialize for Docker {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct DockerJson<'a> {
+            image: &'a str,
+            network: Option<DockerNetwork>,
+            port_mappings: Option<&'a [PortMapping]>,
+            privileged: bool,
+            parameters: &'a [Parameter],
+            force_pull_image: bool,
         }
-        Value::Object(out)
-    }
-}
-
-impl Container {
-    pub(super) fn to_json(&self) -> Value {
-        let mut out = Map::new();
-        out.insert(
-            "type".into(),
-            json!(match self.kind {
-                ContainerType::Docker => "DOCKER",
-                ContainerType::Mesos => "MESOS",
-            }),
-        );
-        out.insert("volumes".into(), Value::Array(self.volumes.clone()));
-        if let Some(docker) = &self.docker {
-            let network = docker.network.map(|n| match n {
-                DockerNetwork::Bridge => "BRIDGE",
-                DockerNetwork::Host => "HOST",
-                DockerNetwork::None => "NONE",
-                DockerNetwork::User => "USER",
-            });
-            let mappings = if docker.port_mappings.is_empty()
-                && !matches!(
-                    docker.network,
-                    Some(DockerNetwork::Bridge | DockerNetwork::User)
-                ) {
-                Value::Null
-            } else {
-                Value::Array(
-                    docker
-                        .port_mappings
-                        .iter()
-                        .map(PortMapping::to_json)
-                        .collect(),
-                )
-            };
-            out.insert(
-                "docker".into(),
-                json!({
-                    "image": docker.image,
-                    "network": network,
-                    "portMappings": mappings,
-                    "privileged": docker.privileged,
-                    "parameters": docker
-                        .parameters
-                        .iter()
-                        .map(|p| json!({"key": p.key, "value": p.value}))
-                        .collect::<Vec<_>>(),
-                    "forcePullImage": docker.force_pull_image,
-                }),
+        let listed = !self.port_mappings.is_empty()
+            || matches!(
+                self.network,
+                Some(DockerNetwork::Bridge | DockerNetwork::User)
             );
+        DockerJson {
+            image: &self.image,
+            network: self.network,
+            port_mappings: listed.then_some(&self.port_mappings[..]),
+            privileged: self.privileged,
+            parameters: &self.parameters,
+            force_pull_image: self.force_pull_image,
         }
-        Value::Object(out)
+        .serialize(serializer)
     }
 }
 
-impl PortMapping {
-    pub(super) fn to_json(&self) -> Value {
-        let mut out = Map::new();
-        out.insert("containerPort".into(), json!(self.container_port));
-        if let Some(host) = self.host_port {
-            out.insert("hostPort".into(), json!(host));
-        }
-        out.insert("servicePort".into(), json!(self.service_port));
-        out.insert("protocol".into(), json!(self.protocol));
-        if let Some(name) = &self.name {
-            out.insert("name".into(), json!(name));
-        }
-        out.insert("labels".into(), json!(self.labels));
-        Value::Object(out)
-    }
-}
-
-impl HealthCheck {
-    pub(super) fn to_json(&self) -> Value {
-        let mut out = Map::new();
-        out.insert("protocol".into(), json!(self.protocol.as_str()));
-        if let Some(path) = &self.path {
-            out.insert("path".into(), json!(path));
-        }
-        if let Some(i) = self.port_index {
-            out.insert("portIndex".into(), json!(i));
-        }
-        if let Some(p) = self.port {
-            out.insert("port".into(), json!(p));
-        }
-        if let Some(c) = &self.command {
-            out.insert("command".into(), json!({"value": c}));
-        }
-        out.insert(
-            "gracePeriodSeconds".into(),
-            json!(self.grace_period_seconds),
-        );
-        out.insert("intervalSeconds".into(), json!(self.interval_seconds));
-        out.insert("timeoutSeconds".into(), json!(self.timeout_seconds));
-        out.insert(
-            "maxConsecutiveFailures".into(),
-            json!(self.max_consecutive_failures),
-        );
-        out.insert("delaySeconds".into(), json!(self.delay_seconds));
-        out.insert("ignoreHttp1xx".into(), json!(self.ignore_http1xx));
-        Value::Object(out)
-    }
+/// A health check's command in Marathon's shape: `{"value": "..."}`.
+pub(super) fn command_value<S: Serializer>(
+    command: &Option<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let mut s = serializer.serialize_struct("Command", 1)?;
+    s.serialize_field("value", command)?;
+    s.end()
 }
