@@ -90,6 +90,9 @@ struct Plan<'a> {
     judge: Judge<'a>,
 }
 
+/// The run, as a pipeline: assemble the cluster, start every node, then until the end (or the
+/// first failure) apply the timeline's due steps, reap the nodes that exited, judge the new trace
+/// lines and sleep until the next thing to do; then stop every node and give the verdict.
 async fn play(plan: Plan<'_>) -> Result<Outcome, ScenarioError> {
     let Plan {
         scenario,
@@ -97,89 +100,18 @@ async fn play(plan: Plan<'_>) -> Result<Outcome, ScenarioError> {
         seed,
         mut judge,
     } = plan;
-    let map = judge.map().clone();
-    let http_ports = judge.http_ports.clone();
     crate::env::start_clock();
     let start = tokio::time::Instant::now();
-    let conditions = Conditions {
-        latency_ms: scenario.cluster.network.latency_ms,
-        loss: scenario.cluster.network.loss,
-    };
-    let network = Network::new(seed, conditions);
-    let trace = Trace::default();
-    let cluster = Arc::new(map.clone());
-    let errors: Rc<RefCell<Vec<Exit>>> = Rc::default();
-    let mut nodes = BTreeMap::new();
-    for spec in &map.nodes {
-        let role = roles
-            .get(&spec.role)
-            .cloned()
-            .ok_or_else(|| ScenarioError {
-                file: scenario.file.clone(),
-                path: "cluster".into(),
-                message: format!("no role {}", spec.role),
-            })?;
-        network.add_host(&spec.name);
-        nodes.insert(
-            spec.name.clone(),
-            Node {
-                spec: spec.clone(),
-                role,
-                disk: SimDisk::default(),
-                skew_ms: Arc::new(AtomicI64::new(0)),
-                shutdown: watch::channel(false).0,
-                incarnation: 0,
-                owner: Owner::new(&spec.name),
-                task: None,
-                paused_until: Rc::default(),
-            },
-        );
-    }
-    network.add_host(CLIENT);
-    let client = client(&network, &trace, seed);
-    let mut harness = Harness {
-        network,
-        seed,
-        cluster,
-        errors: errors.clone(),
-        nodes,
-        trace: trace.clone(),
-        requests: Some(client),
-        http_ports,
-    };
-    for spec in &map.nodes {
-        harness.start(&spec.name);
-    }
-
-    let mut next = 0;
-    let end_ms = scenario.duration.as_millis() as u64;
+    let mut harness = Harness::assemble(scenario, roles, &judge, seed)?;
+    harness.start_all();
+    let trace = harness.trace.clone();
     let news = trace.news();
+    let end_ms = scenario.duration.as_millis() as u64;
+    let mut next = 0;
     loop {
         let now_ms = crate::env::sim_ms();
-        while let Some(step) = scenario
-            .timeline
-            .get(next)
-            .filter(|s| s.at.as_millis() as u64 <= now_ms)
-        {
-            if let Err(message) = harness.apply(&mut judge.view, next, &step.action, now_ms) {
-                judge.fail(now_ms, format!("timeline[{next}]"), message);
-            }
-            next += 1;
-        }
-        let exits: Vec<Exit> = errors.borrow_mut().drain(..).collect();
-        for exit in exits {
-            if exit.disk_failed {
-                harness.kill(&exit.node, true);
-                judge.view.down.insert(exit.node.clone());
-                let event = Event::new("crash")
-                    .with("node", &exit.node)
-                    .with("cause", "disk_error");
-                harness.record(exit.at_ms, event);
-            } else {
-                let message = format!("{} failed: {}", exit.node, exit.message);
-                judge.fail(exit.at_ms, "node", message);
-            }
-        }
+        next = harness.apply_due(scenario, next, &mut judge, now_ms);
+        harness.reap_exits(&mut judge);
         for line in trace.take_new() {
             judge.observe(&line);
         }
@@ -189,13 +121,12 @@ async fn play(plan: Plan<'_>) -> Result<Outcome, ScenarioError> {
         }
         // Sleep until the next thing the harness must do: a timeline step, an expectation's
         // deadline, the end, or a new trace line (which may break an invariant).
-        let mut wake_ms = end_ms;
-        if let Some(step) = scenario.timeline.get(next) {
-            wake_ms = wake_ms.min(step.at.as_millis() as u64);
-        }
-        if let Some(deadline) = judge.next_deadline() {
-            wake_ms = wake_ms.min(deadline);
-        }
+        let step_ms = scenario.timeline.get(next).map(|s| s.at.as_millis() as u64);
+        let wake_ms = [Some(end_ms), step_ms, judge.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(end_ms);
         let wake = start + Duration::from_millis(wake_ms.max(now_ms));
         tokio::select! {
             biased;
@@ -377,6 +308,109 @@ struct Harness {
 }
 
 impl Harness {
+    /// The simulated network with a host per node (and the harness's client), and every node
+    /// of the cluster map, not started.
+    fn assemble(
+        scenario: &Scenario,
+        roles: &Roles,
+        judge: &Judge<'_>,
+        seed: u64,
+    ) -> Result<Harness, ScenarioError> {
+        let map = judge.map();
+        let conditions = Conditions {
+            latency_ms: scenario.cluster.network.latency_ms,
+            loss: scenario.cluster.network.loss,
+        };
+        let network = Network::new(seed, conditions);
+        let trace = Trace::default();
+        let mut nodes = BTreeMap::new();
+        for spec in &map.nodes {
+            let role = roles
+                .get(&spec.role)
+                .cloned()
+                .ok_or_else(|| ScenarioError {
+                    file: scenario.file.clone(),
+                    path: "cluster".into(),
+                    message: format!("no role {}", spec.role),
+                })?;
+            network.add_host(&spec.name);
+            nodes.insert(
+                spec.name.clone(),
+                Node {
+                    spec: spec.clone(),
+                    role,
+                    disk: SimDisk::default(),
+                    skew_ms: Arc::new(AtomicI64::new(0)),
+                    shutdown: watch::channel(false).0,
+                    incarnation: 0,
+                    owner: Owner::new(&spec.name),
+                    task: None,
+                    paused_until: Rc::default(),
+                },
+            );
+        }
+        network.add_host(CLIENT);
+        let client = client(&network, &trace, seed);
+        Ok(Harness {
+            network,
+            seed,
+            cluster: Arc::new(map.clone()),
+            errors: Rc::default(),
+            nodes,
+            trace,
+            requests: Some(client),
+            http_ports: judge.http_ports.clone(),
+        })
+    }
+
+    /// Starts every node, in the cluster map's order.
+    fn start_all(&mut self) {
+        let names: Vec<String> = self.cluster.nodes.iter().map(|s| s.name.clone()).collect();
+        for name in names {
+            self.start(&name);
+        }
+    }
+
+    /// Applies the timeline's steps from `next` on that are due at `now_ms`; returns the index
+    /// of the first step not yet due.
+    fn apply_due(
+        &mut self,
+        scenario: &Scenario,
+        mut next: usize,
+        judge: &mut Judge<'_>,
+        now_ms: u64,
+    ) -> usize {
+        while let Some(step) = scenario
+            .timeline
+            .get(next)
+            .filter(|s| s.at.as_millis() as u64 <= now_ms)
+        {
+            if let Err(message) = self.apply(&mut judge.view, next, &step.action, now_ms) {
+                judge.fail(now_ms, format!("timeline[{next}]"), message);
+            }
+            next += 1;
+        }
+        next
+    }
+
+    /// Nodes that exited: one whose disk failed is down (a crash); any other error fails the run.
+    fn reap_exits(&mut self, judge: &mut Judge<'_>) {
+        let exits: Vec<Exit> = self.errors.borrow_mut().drain(..).collect();
+        for exit in exits {
+            if exit.disk_failed {
+                self.kill(&exit.node, true);
+                judge.view.down.insert(exit.node.clone());
+                let event = Event::new("crash")
+                    .with("node", &exit.node)
+                    .with("cause", "disk_error");
+                self.record(exit.at_ms, event);
+            } else {
+                let message = format!("{} failed: {}", exit.node, exit.message);
+                judge.fail(exit.at_ms, "node", message);
+            }
+        }
+    }
+
     fn record(&self, now_ms: u64, event: Event) {
         self.trace.record(now_ms, HARNESS, event);
     }
