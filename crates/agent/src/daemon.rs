@@ -369,6 +369,21 @@ struct TaskEntry {
     killed_unhealthy: bool,
 }
 
+impl TaskEntry {
+    /// A task just launched or recovered: no kill asked for, no health check running yet.
+    fn new(checkpoint: TaskCheckpoint, spec: Option<LaunchSpec>) -> TaskEntry {
+        TaskEntry {
+            checkpoint,
+            spec,
+            kill: None,
+            kill_message: None,
+            health: None,
+            checker: None,
+            killed_unhealthy: false,
+        }
+    }
+}
+
 /// Why a task's updates carry health.
 const HEALTH_REASON: &str = "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED";
 

@@ -72,15 +72,7 @@ impl Core {
             let launched_ms = checkpoint.launched_ms;
             self.tasks.insert(
                 task_id.clone(),
-                TaskEntry {
-                    checkpoint,
-                    spec: spec.as_ref().ok().cloned(),
-                    kill: None,
-                    kill_message: None,
-                    health: None,
-                    checker: None,
-                    killed_unhealthy: false,
-                },
+                TaskEntry::new(checkpoint, spec.as_ref().ok().cloned()),
             );
             match (decision, spec, containerizer) {
                 (Recovery::Forget | Recovery::AwaitAck, _, _) => {}

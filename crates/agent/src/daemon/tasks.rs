@@ -206,15 +206,7 @@ impl Core {
         };
         self.tasks.insert(
             task_id.clone(),
-            TaskEntry {
-                checkpoint,
-                spec: spec.as_ref().ok().cloned(),
-                kill: None,
-                kill_message: None,
-                health: None,
-                checker: None,
-                killed_unhealthy: false,
-            },
+            TaskEntry::new(checkpoint, spec.as_ref().ok().cloned()),
         );
         self.persist_task(&task_id);
         let (cpus, mem) = spec
