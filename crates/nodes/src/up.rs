@@ -186,7 +186,7 @@ impl Plan {
             temporary,
             agents,
             docker_network: args.docker_network.clone(),
-            secret: args.secure.then(fresh_secret),
+            secret: args.secure.then(fresh_secret).transpose()?,
         })
     }
 
@@ -340,12 +340,14 @@ impl Plan {
 }
 
 /// 24 bytes from the operating system's randomness, in hex: a `--secure` cluster's secret.
-fn fresh_secret() -> String {
-    use rand::RngCore as _;
-    let env = drover_core::env::live::env("up", std::env::temp_dir(), None);
+/// 24 bytes from the operating system's random source, in hex.
+fn fresh_secret() -> anyhow::Result<String> {
+    use rand::TryRngCore as _;
     let mut bytes = [0u8; 24];
-    env.rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .context("the operating system gave no randomness for the cluster's secret")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn argv(items: &[&str]) -> Vec<String> {
