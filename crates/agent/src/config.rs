@@ -146,7 +146,7 @@ mod tests {
         };
         assert_eq!(
             url.servers(),
-            vec![("c1".into(), 2181), ("c2".into(), 2181)]
+            Ok(vec![("c1".into(), 2181), ("c2".into(), 2181)])
         );
         assert_eq!(url.path, "/mesos");
         // Credentials are the URL's; the password is neither shown nor repeated in errors.

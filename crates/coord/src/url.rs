@@ -78,11 +78,10 @@ impl ZkUrl {
         Ok(config)
     }
 
-    /// The ensemble's servers, `(host, port)`.
-    pub fn servers(&self) -> Vec<(String, u16)> {
-        ClientConfig::from_hosts(&self.hosts)
-            .map(|c| c.servers)
-            .unwrap_or_default()
+    /// The ensemble's servers, `(host, port)`; an error for hosts that do not parse (a URL
+    /// built by hand rather than parsed).
+    pub fn servers(&self) -> Result<Vec<(String, u16)>, String> {
+        ClientConfig::from_hosts(&self.hosts).map(|c| c.servers)
     }
 }
 
@@ -159,7 +158,10 @@ mod tests {
         let url: ZkUrl = "zk://a:2181,b:2181/mesos".parse().unwrap();
         assert_eq!(url.hosts, "a:2181,b:2181");
         assert_eq!(url.path, "/mesos");
-        assert_eq!(url.servers(), vec![("a".into(), 2181), ("b".into(), 2181)]);
+        assert_eq!(
+            url.servers(),
+            Ok(vec![("a".into(), 2181), ("b".into(), 2181)])
+        );
         assert!("http://a/mesos"
             .parse::<ZkUrl>()
             .unwrap_err()
@@ -172,6 +174,12 @@ mod tests {
             .parse::<ZkUrl>()
             .unwrap_err()
             .contains("HOST:PORT"));
+        // Hosts set by hand that do not parse are an error, not an empty ensemble.
+        let by_hand = ZkUrl {
+            hosts: "a".into(),
+            ..url.clone()
+        };
+        assert!(by_hand.servers().unwrap_err().contains("HOST:PORT"));
         // A path may hold `@`; it is not taken for credentials.
         let url: ZkUrl = "zk://a:2181/mesos@1".parse().unwrap();
         assert_eq!((url.credentials, url.path.as_str()), (None, "/mesos@1"));
