@@ -399,14 +399,7 @@ async fn subscribe(
     leader_gone: Option<WatchFuture>,
 ) -> Outcome {
     // Without coord, no watch: only the stream's end or silence says the master is gone.
-    let mut leader_gone = std::pin::pin!(async move {
-        match leader_gone {
-            Some(watch) => {
-                let _ = watch.await;
-            }
-            None => std::future::pending().await,
-        }
-    });
+    let mut leader_gone = std::pin::pin!(leader_change(leader_gone));
     let env = &driver.env;
     let mut call = Driver::bare(CallType::Subscribe);
     call.framework_id = info.id.clone();
@@ -449,99 +442,84 @@ async fn subscribe(
         connection.abort();
         return Outcome::Failed("SUBSCRIBE answered without Mesos-Stream-Id".into());
     };
-    let mut body = response.into_body();
-    let mut decoder = recordio::Decoder::default();
+    let mut stream = Records::new(response.into_body());
     let mut silence = TIMEOUT * 3;
-    let outcome = 'stream: loop {
-        let next = tokio::select! {
-            biased;
-            _ = &mut leader_gone => {
+    let outcome = loop {
+        let record = match stream.next(silence, &mut leader_gone).await {
+            Next::Record(record) => record,
+            Next::LeaderGone => {
                 env.emit(NodeEvent::new("framework_leader_changed"));
                 break Outcome::Streamed;
             }
-            next = tokio::time::timeout(silence, body.frame()) => next,
-        };
-        let frame = match next {
-            Ok(Some(Ok(frame))) => frame,
-            Ok(_) => break Outcome::Streamed,
-            Err(_) => {
+            Next::Silent => {
                 env.emit(NodeEvent::new("framework_stream_silent"));
                 break Outcome::Streamed;
             }
+            Next::Ended => break Outcome::Streamed,
+            Next::Bad(error) => break Outcome::Failed(error),
         };
-        let Ok(data) = frame.into_data() else {
-            continue;
+        let event: Event = match serde_json::from_slice(&record) {
+            Ok(event) => event,
+            Err(e) => break Outcome::Failed(format!("bad event: {e}")),
         };
-        decoder.feed(&data);
-        loop {
-            let record = match decoder.next_record() {
-                Ok(Some(record)) => record,
-                Ok(None) => break,
-                Err(e) => break 'stream Outcome::Failed(format!("bad RecordIO: {e}")),
-            };
-            let event: Event = match serde_json::from_slice(&record) {
-                Ok(event) => event,
-                Err(e) => break 'stream Outcome::Failed(format!("bad event: {e}")),
-            };
-            match event.kind {
-                EventType::Subscribed => {
-                    let Some(subscribed) = event.subscribed.as_ref() else {
-                        continue;
-                    };
-                    if let Some(s) = subscribed.heartbeat_interval_seconds {
-                        if s.is_finite() && s > 0.0 {
-                            silence = Duration::from_secs_f64((s * 3.0).min(3600.0));
-                        }
-                    }
-                    let framework_id = subscribed.framework_id.value.clone();
-                    {
-                        let mut session = driver.session();
-                        session.framework_id = Some(framework_id.clone());
-                        session.stream = Some((endpoint.clone(), stream_id.clone()));
-                    }
-                    let master = format!("{}:{}", endpoint.0, endpoint.1);
-                    if events
-                        .send(DriverEvent::Subscribed {
-                            framework_id,
-                            master,
-                        })
-                        .await
-                        .is_err()
-                    {
-                        break 'stream Outcome::Streamed;
-                    }
+        match event.kind {
+            EventType::Subscribed => {
+                let Some(subscribed) = event.subscribed.as_ref() else {
                     continue;
-                }
-                EventType::Update => {
-                    if let Some(status) = event.update.as_ref().map(|u| &u.status) {
-                        if let Some(uuid) = &status.uuid {
-                            if delivered.get(&status.task_id.value) == Some(uuid) {
-                                // A copy of an update already delivered: acknowledged again only
-                                // if the application acknowledged it (its ack may have been
-                                // lost). Otherwise the application still holds the first copy,
-                                // and acknowledging for it would let the agent forget an update
-                                // the application may never process.
-                                let acked =
-                                    driver.session().acked.get(&status.task_id.value) == Some(uuid);
-                                if acked {
-                                    let _ = driver.acknowledge(status).await;
-                                }
-                                continue;
-                            }
-                            delivered.insert(status.task_id.value.clone(), uuid.clone());
-                        }
+                };
+                if let Some(s) = subscribed.heartbeat_interval_seconds {
+                    if s.is_finite() && s > 0.0 {
+                        silence = Duration::from_secs_f64((s * 3.0).min(3600.0));
                     }
                 }
-                EventType::Heartbeat => continue,
-                _ => {}
+                let framework_id = subscribed.framework_id.value.clone();
+                {
+                    let mut session = driver.session();
+                    session.framework_id = Some(framework_id.clone());
+                    session.stream = Some((endpoint.clone(), stream_id.clone()));
+                }
+                let master = format!("{}:{}", endpoint.0, endpoint.1);
+                if events
+                    .send(DriverEvent::Subscribed {
+                        framework_id,
+                        master,
+                    })
+                    .await
+                    .is_err()
+                {
+                    break Outcome::Streamed;
+                }
+                continue;
             }
-            if events
-                .send(DriverEvent::Event(Box::new(event)))
-                .await
-                .is_err()
-            {
-                break 'stream Outcome::Streamed;
+            EventType::Update => {
+                if let Some(status) = event.update.as_ref().map(|u| &u.status) {
+                    if let Some(uuid) = &status.uuid {
+                        if delivered.get(&status.task_id.value) == Some(uuid) {
+                            // A copy of an update already delivered: acknowledged again only
+                            // if the application acknowledged it (its ack may have been
+                            // lost). Otherwise the application still holds the first copy,
+                            // and acknowledging for it would let the agent forget an update
+                            // the application may never process.
+                            let acked =
+                                driver.session().acked.get(&status.task_id.value) == Some(uuid);
+                            if acked {
+                                let _ = driver.acknowledge(status).await;
+                            }
+                            continue;
+                        }
+                        delivered.insert(status.task_id.value.clone(), uuid.clone());
+                    }
+                }
             }
+            EventType::Heartbeat => continue,
+            _ => {}
+        }
+        if events
+            .send(DriverEvent::Event(Box::new(event)))
+            .await
+            .is_err()
+        {
+            break Outcome::Streamed;
         }
     };
     connection.abort();
@@ -629,14 +607,7 @@ async fn operator_stream(
     leader_gone: Option<WatchFuture>,
     masters: Vec<String>,
 ) -> Outcome {
-    let mut leader_gone = std::pin::pin!(async move {
-        match leader_gone {
-            Some(watch) => {
-                let _ = watch.await;
-            }
-            None => std::future::pending().await,
-        }
-    });
+    let mut leader_gone = std::pin::pin!(leader_change(leader_gone));
     let body = br#"{"type":"SUBSCRIBE"}"#.to_vec();
     let (response, connection) = match post(env, endpoint, "/api/v1", body, None).await {
         Ok(answer) => answer,
@@ -656,41 +627,93 @@ async fn operator_stream(
         connection.abort();
         return Outcome::Streamed;
     }
-    let mut body = response.into_body();
-    let mut decoder = recordio::Decoder::default();
+    let mut stream = Records::new(response.into_body());
     let mut silence = TIMEOUT * 3;
-    let outcome = 'stream: loop {
-        let next = tokio::select! {
-            biased;
-            _ = &mut leader_gone => break Outcome::Streamed,
-            next = tokio::time::timeout(silence, body.frame()) => next,
+    let outcome = loop {
+        let record = match stream.next(silence, &mut leader_gone).await {
+            Next::Record(record) => record,
+            Next::LeaderGone | Next::Silent | Next::Ended => break Outcome::Streamed,
+            Next::Bad(error) => break Outcome::Failed(error),
         };
-        let Ok(Some(Ok(frame))) = next else {
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(&record) else {
+            break Outcome::Failed("a record that is not JSON".into());
+        };
+        if let Some(seconds) = value["subscribed"]["heartbeat_interval_seconds"].as_f64() {
+            silence = Duration::from_secs_f64(seconds.clamp(1.0, 600.0) * 3.0);
+        }
+        if records.send(OperatorRecord::Record(value)).await.is_err() {
             break Outcome::Streamed;
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        decoder.feed(&data);
-        loop {
-            let record = match decoder.next_record() {
-                Ok(Some(record)) => record,
-                Ok(None) => break,
-                Err(e) => break 'stream Outcome::Failed(format!("bad RecordIO: {e}")),
-            };
-            let Ok(value) = serde_json::from_slice::<serde_json::Value>(&record) else {
-                break 'stream Outcome::Failed("a record that is not JSON".into());
-            };
-            if let Some(seconds) = value["subscribed"]["heartbeat_interval_seconds"].as_f64() {
-                silence = Duration::from_secs_f64(seconds.clamp(1.0, 600.0) * 3.0);
-            }
-            if records.send(OperatorRecord::Record(value)).await.is_err() {
-                break 'stream Outcome::Streamed;
-            }
         }
     };
     connection.abort();
     outcome
+}
+
+/// Resolves when the watched leader changes; never without a watch.
+async fn leader_change(watch: Option<WatchFuture>) {
+    match watch {
+        Some(watch) => {
+            let _ = watch.await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// A master's RecordIO event stream, a record at a time.
+struct Records {
+    body: hyper::body::Incoming,
+    decoder: recordio::Decoder,
+}
+
+/// What a [`Records`] stream gives next.
+enum Next {
+    Record(Bytes),
+    /// The leader this stream was opened to is no longer the leader.
+    LeaderGone,
+    /// Nothing arrived within the silence allowed (three heartbeats).
+    Silent,
+    /// The master closed the stream.
+    Ended,
+    /// What arrived is not RecordIO.
+    Bad(String),
+}
+
+impl Records {
+    fn new(body: hyper::body::Incoming) -> Records {
+        Records {
+            body,
+            decoder: recordio::Decoder::default(),
+        }
+    }
+
+    /// The next record: one already received, or the next that arrives within `silence`,
+    /// unless `leader_gone` resolves first.
+    async fn next<F: std::future::Future<Output = ()> + Unpin>(
+        &mut self,
+        silence: Duration,
+        leader_gone: &mut F,
+    ) -> Next {
+        loop {
+            match self.decoder.next_record() {
+                Ok(Some(record)) => return Next::Record(record),
+                Ok(None) => {}
+                Err(e) => return Next::Bad(format!("bad RecordIO: {e}")),
+            }
+            let next = tokio::select! {
+                biased;
+                _ = &mut *leader_gone => return Next::LeaderGone,
+                next = tokio::time::timeout(silence, self.body.frame()) => next,
+            };
+            let frame = match next {
+                Ok(Some(Ok(frame))) => frame,
+                Ok(_) => return Next::Ended,
+                Err(_) => return Next::Silent,
+            };
+            if let Ok(data) = frame.into_data() {
+                self.decoder.feed(&data);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
