@@ -13,22 +13,14 @@ use serde_json::json;
 const CLIENT_PORT: u16 = 2181;
 
 fn client(context: &NodeContext) -> Client {
-    let servers = context
+    let hosts: Vec<String> = context
         .cluster
         .of_role("coord")
         .into_iter()
-        .map(|n| (n.to_string(), CLIENT_PORT))
+        .map(|n| format!("{n}:{CLIENT_PORT}"))
         .collect();
-    Client::start(
-        context.env.clone(),
-        ClientConfig {
-            servers,
-            session_timeout: Duration::from_secs(6),
-            connect_timeout: Duration::from_secs(1),
-            auth: Vec::new(),
-            acl: vec![drover_coord::proto::Acl::open()],
-        },
-    )
+    let config = ClientConfig::from_hosts(&hosts.join(",")).expect("coord hosts parse");
+    Client::start(context.env.clone(), config)
 }
 
 /// Two sessions on the one server: one writes `/r` without pause, the other reads it without

@@ -14,7 +14,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use drover_core::env::{Listener, Stream};
+use drover_core::env::{BoxFuture, Listener, Stream};
 use drover_core::frame::{decode_binary, encode_binary, FrameCodec};
 use drover_core::{Env, Event};
 use futures_util::{SinkExt, StreamExt};
@@ -365,11 +365,8 @@ struct Core {
     /// Whether the log holds something appended since the last sync began that must be synced.
     unsynced: bool,
     /// The sync in flight, polled by the serve loop: the newest ready it makes durable.
-    syncing: Option<(u64, Syncing)>,
+    syncing: Option<(u64, BoxFuture<'static, std::io::Result<()>>)>,
 }
-
-/// A sync of the log running beside the core loop.
-type Syncing = std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
 
 impl Core {
     async fn start(

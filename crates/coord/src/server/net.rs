@@ -86,32 +86,24 @@ pub(super) async fn client_connection(
         tokio::select! {
             biased;
             message = outgoing.recv() => {
-                // Everything queued (replies, events) goes out in one write.
-                let mut close = false;
+                // Everything queued (replies, events) goes out in one write; a Close (or the core
+                // gone) ends the connection once what came before it is written.
                 let mut packets = Vec::new();
                 let mut next = message;
-                loop {
+                let close = loop {
                     match next {
-                        Some(Outgoing::Packet(packet)) => {
-                            if packets.is_empty() {
-                                packets = packet;
-                            } else {
-                                packets.extend_from_slice(&packet);
-                            }
-                        }
-                        Some(Outgoing::Close) | None => {
-                            close = true;
-                            break;
-                        }
+                        Some(Outgoing::Packet(packet)) if packets.is_empty() => packets = packet,
+                        Some(Outgoing::Packet(packet)) => packets.extend_from_slice(&packet),
+                        Some(Outgoing::Close) | None => break true,
                     }
                     if packets.len() >= CLIENT_BATCH_BYTES {
-                        break;
+                        break false;
                     }
                     match outgoing.try_recv() {
                         Ok(message) => next = Some(message),
-                        Err(_) => break,
+                        Err(_) => break false,
                     }
-                }
+                };
                 if !packets.is_empty() {
                     let written = tokio::time::timeout(CLIENT_WRITE_TIMEOUT, writer.write_all(&packets)).await;
                     if !matches!(written, Ok(Ok(()))) {
